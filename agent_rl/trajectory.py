@@ -1,0 +1,93 @@
+"""A token-exact multi-turn trajectory.
+
+`response_ids` interleaves the tokens the policy sampled (loss_mask 1) with the tokens the
+chat template adds for environment turns (loss_mask 0). `behaviour_logprobs` is aligned with
+`response_ids` and is 0.0 wherever the mask is 0.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Iterator
+
+
+@dataclass
+class Trajectory:
+    task_id: str
+    prompt_ids: list[int] = field(default_factory=list)
+    response_ids: list[int] = field(default_factory=list)
+    loss_mask: list[int] = field(default_factory=list)
+    behaviour_logprobs: list[float] = field(default_factory=list)
+    reward: float = 0.0
+    num_turns: int = 0
+    finish_reason: str = ""  # submitted | max_turns | context | time | error | ...
+    terminated: bool = False
+    truncated: bool = False
+    policy_version: int = 0
+    group_index: int = 0  # which sample of the group (0..G-1)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    grade: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None  # set when the episode failed; such trajectories never train
+    text_mode: bool = False  # produced by a text-only engine: not token-exact, never train
+
+    def __post_init__(self) -> None:
+        self.check_aligned()
+
+    def check_aligned(self) -> None:
+        n = len(self.response_ids)
+        if len(self.loss_mask) != n or len(self.behaviour_logprobs) != n:
+            raise ValueError(
+                f"trajectory {self.task_id}: response_ids ({n}), loss_mask ({len(self.loss_mask)}) "
+                f"and behaviour_logprobs ({len(self.behaviour_logprobs)}) must align"
+            )
+
+    @property
+    def trainable(self) -> bool:
+        return self.error is None and not self.text_mode and sum(self.loss_mask) > 0
+
+    @property
+    def num_sampled_tokens(self) -> int:
+        return sum(self.loss_mask)
+
+    @property
+    def resolved(self) -> bool:
+        return bool(self.grade.get("resolved", False))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Trajectory":
+        return cls(**data)
+
+    def to_sft(self) -> dict[str, Any]:
+        """Chat-format record for rejection fine-tuning."""
+        return {"task_id": self.task_id, "reward": self.reward, "messages": self.messages}
+
+
+def write_jsonl(trajectories: Iterable[Trajectory], path: str) -> int:
+    n = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for traj in trajectories:
+            fh.write(json.dumps(traj.to_dict()) + "\n")
+            n += 1
+    return n
+
+
+def read_jsonl(path: str) -> Iterator[Trajectory]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield Trajectory.from_dict(json.loads(line))
+
+
+def write_sft_jsonl(trajectories: Iterable[Trajectory], path: str, min_reward: float = 1.0) -> int:
+    """Keep only successful trajectories (reward >= min_reward) for rejection fine-tuning."""
+    n = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for traj in trajectories:
+            if traj.error is None and traj.reward >= min_reward:
+                fh.write(json.dumps(traj.to_sft()) + "\n")
+                n += 1
+    return n
