@@ -1,0 +1,256 @@
+"""pass@k evaluation: n agent samples per task, graded in sandboxes, resumable, reported.
+
+The run is a list of (task, sample index) jobs. Each finished job is appended as one line to
+`DIR/results.jsonl` (flushed at once), so an interrupted run keeps everything it finished and
+a re-run only does what is missing. A job that raises becomes a line with `error` set: it
+counts as an unresolved sample and never stops the others. At the end, report.json,
+report.md and pass_at_k.png are (re)written from every line for the requested tasks.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+from agent_rl.reports import write_eval_reports
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.jsonl"
+
+
+@dataclass
+class EvalConfig:
+    model: str
+    tasks: str
+    out: str
+    samples: int = 1
+    ks: list[int] | None = None  # None → powers of two up to `samples`
+    workers: int = 2  # episodes in flight at once
+    seed: int = 0
+    retry_errors: bool = False  # re-run samples whose previous attempt errored
+    engine: dict[str, Any] = field(default_factory=dict)  # EngineConfig keys (kind, base_url, …)
+    agent: dict[str, Any] = field(default_factory=dict)  # AgentConfig keys
+    env: dict[str, Any] = field(default_factory=dict)  # EnvConfig keys
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.ks is not None:
+            too_big = [k for k in self.ks if k > self.samples]
+            if too_big:
+                raise ValueError(f"k values {too_big} exceed --samples {self.samples}: pass@k needs k <= n")
+            if any(k < 1 for k in self.ks):
+                raise ValueError(f"k values must be >= 1, got {self.ks}")
+
+
+def sample_seed(base_seed: int, task_id: str, sample: int) -> int:
+    """A per-sample seed that does not depend on scheduling order, so a resumed run matches."""
+    digest = hashlib.sha256(f"{base_seed}:{task_id}:{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+class SampleRunner(Protocol):
+    """Runs one agent episode on one task and grades it; returns a results row (see `result_row`)."""
+
+    async def run(self, task: Any, sample: int, seed: int) -> dict[str, Any]: ...
+
+
+def result_row(
+    *,
+    task: str,
+    sample: int,
+    seed: int,
+    resolved: bool,
+    reward: float = 0.0,
+    turns: int = 0,
+    tokens: int = 0,
+    finish_reason: str = "",
+    patch: str = "",
+    timing: Mapping[str, float] | None = None,
+    error: str | None = None,
+    grade: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The one shape of a results.jsonl line."""
+    return {
+        "task": task,
+        "sample": sample,
+        "seed": seed,
+        "resolved": bool(resolved) and error is None,
+        "reward": float(reward),
+        "turns": int(turns),
+        "tokens": int(tokens),
+        "finish_reason": finish_reason,
+        "patch": patch,
+        "timing": {k: round(float(v), 4) for k, v in (timing or {}).items()},
+        "error": error,
+        "grade": dict(grade or {}),
+    }
+
+
+class ResultsStore:
+    """results.jsonl: append-only; for a (task, sample) pair the last line wins."""
+
+    def __init__(self, out_dir: str) -> None:
+        os.makedirs(out_dir, exist_ok=True)
+        self.path = os.path.join(out_dir, RESULTS_FILE)
+        self.rows: dict[tuple[str, int], dict[str, Any]] = {}
+        self._load()
+
+    def _load(self) -> None:
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    key = (str(row["task"]), int(row["sample"]))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    # A run killed mid-write leaves a torn last line: that sample simply runs again.
+                    log.warning("%s:%d: unreadable results line ignored (its sample will re-run)", self.path, lineno)
+                    continue
+                self.rows[key] = row
+
+    def is_done(self, task_id: str, sample: int, retry_errors: bool) -> bool:
+        row = self.rows.get((task_id, sample))
+        if row is None:
+            return False
+        return not (retry_errors and row.get("error"))
+
+    def append(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.rows[(row["task"], row["sample"])] = row
+
+    def rows_for(self, task_ids: Iterable[str], samples: int) -> list[dict[str, Any]]:
+        wanted = set(task_ids)
+        return [
+            row for (task, sample), row in sorted(self.rows.items())
+            if task in wanted and sample < samples
+        ]
+
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+async def run_jobs(
+    jobs: Sequence[tuple[Any, int]],
+    runner: SampleRunner,
+    store: ResultsStore,
+    *,
+    base_seed: int,
+    workers: int,
+    on_result: ProgressCallback | None = None,
+) -> None:
+    """Run (task, sample) jobs with at most `workers` in flight; every outcome is stored."""
+    gate = asyncio.Semaphore(workers)
+
+    async def one(task: Any, sample: int) -> None:
+        seed = sample_seed(base_seed, task.instance_id, sample)
+        async with gate:
+            started = time.monotonic()
+            try:
+                row = await runner.run(task, sample, seed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one broken sample is an error line, never a crashed run
+                log.warning("task %s sample %d failed: %s", task.instance_id, sample, exc)
+                row = result_row(
+                    task=task.instance_id, sample=sample, seed=seed, resolved=False,
+                    finish_reason="error", error=f"{type(exc).__name__}: {exc}",
+                    timing={"total_s": time.monotonic() - started},
+                )
+        store.append(row)
+        if on_result:
+            on_result(row)
+
+    await asyncio.gather(*(one(task, sample) for task, sample in jobs))
+
+
+def pending_jobs(tasks: Sequence[Any], store: ResultsStore, samples: int, retry_errors: bool) -> list[tuple[Any, int]]:
+    return [
+        (task, s) for task in tasks for s in range(samples)
+        if not store.is_done(task.instance_id, s, retry_errors)
+    ]
+
+
+async def evaluate(
+    config: EvalConfig,
+    tasks: Sequence[Any],
+    runner: SampleRunner,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run what is missing, then write the reports. Returns report.json's content."""
+    if not tasks:
+        raise ValueError(f"no tasks matched {config.tasks!r}")
+    ids = [t.instance_id for t in tasks]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"duplicate task ids in {config.tasks!r}: {dupes}")
+    store = ResultsStore(config.out)
+    jobs = pending_jobs(tasks, store, config.samples, config.retry_errors)
+    skipped = len(tasks) * config.samples - len(jobs)
+    if skipped:
+        log.info("resuming: %d of %d samples already in %s", skipped, len(tasks) * config.samples, store.path)
+    started = time.monotonic()
+    with _progress_bar(len(jobs), enabled=progress) as on_result:
+        await run_jobs(jobs, runner, store, base_seed=config.seed, workers=config.workers, on_result=on_result)
+    meta = {
+        "model": config.model,
+        "tasks": config.tasks,
+        "samples": config.samples,
+        "seed": config.seed,
+        "engine": config.engine,
+        "resumed_samples": skipped,
+        "ran_samples": len(jobs),
+        "wall_s": round(time.monotonic() - started, 3),
+    }
+    rows = store.rows_for(ids, config.samples)
+    return write_eval_reports(config.out, rows, config.ks, meta)
+
+
+class _progress_bar:
+    """A rich progress bar with the running solve count; a no-op when disabled."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled and total > 0
+        self.resolved = 0
+        self.errors = 0
+
+    def __enter__(self) -> ProgressCallback:
+        if not self.enabled:
+            return lambda row: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("eval"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("resolved {task.fields[resolved]} · errors {task.fields[errors]}"),
+            TimeElapsedColumn(),
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("eval", total=self.total, resolved=0, errors=0)
+        return self._advance
+
+    def _advance(self, row: dict[str, Any]) -> None:
+        self.resolved += int(bool(row.get("resolved")))
+        self.errors += int(bool(row.get("error")))
+        self._progress.update(self._task, advance=1, resolved=self.resolved, errors=self.errors)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._progress.stop()
+
+
