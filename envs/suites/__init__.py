@@ -1,0 +1,137 @@
+"""The built-in task suites: small real libraries with injected bugs, issues and hidden tests.
+
+Each directory here holding `repo/` and `tasks.yaml` is one library (see spec.py for the
+format). Loading a suite materializes, per task, a one-commit git repo of the buggy state
+under the cache (`$AGENT_RL_CACHE/suites`, default `~/.cache/agent-rl/suites`) and returns
+`envs.tasks.Task` objects whose FAIL_TO_PASS / PASS_TO_PASS come from the `lists.json` that
+`python -m envs.suites.refresh` writes.
+
+    load_suite("semvertools", difficulty="easy")
+    load_builtin("builtin:lrukit:hard")
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from envs.suites.materialize import default_cache_dir, materialize
+from envs.suites.spec import (
+    DIFFICULTIES,
+    SuiteError,
+    SuiteSpec,
+    TaskSpec,
+    apply_bug,
+    fingerprint,
+    parse_suite,
+    read_lists,
+    read_tree,
+)
+from envs.tasks import Task
+
+__all__ = ["SuiteError", "list_suites", "load_suite", "load_builtin", "suite_spec", "SUITES_DIR"]
+
+SUITES_DIR = Path(__file__).resolve().parent
+TEST_CMD = "python3 -m pytest"
+VERSION = "1.0"
+
+
+def list_suites() -> list[str]:
+    """Names of the built-in libraries, sorted."""
+    return sorted(
+        p.name for p in SUITES_DIR.iterdir() if p.is_dir() and (p / "tasks.yaml").is_file() and (p / "repo").is_dir()
+    )
+
+
+def suite_spec(name: str) -> SuiteSpec:
+    """The parsed, shape-checked tasks.yaml of one library."""
+    names = list_suites()
+    if name not in names:
+        raise SuiteError(f"unknown built-in suite {name!r}; available: {', '.join(names) or '(none)'}")
+    return parse_suite(SUITES_DIR / name)
+
+
+def build_task(
+    suite: SuiteSpec,
+    spec: TaskSpec,
+    clean: dict[str, str],
+    cache_dir: Path,
+    *,
+    lists_required: bool = True,
+    lists: dict | None = None,
+) -> Task:
+    """Materialize one task and wrap it as a Task (lists left empty when not required)."""
+    buggy = apply_bug(clean, spec, suite.tasks_file)
+    key = fingerprint(clean, spec)
+    built = materialize(spec, clean, buggy, key, cache_dir)
+    fail_to_pass: list[str] = []
+    pass_to_pass: list[str] = []
+    entry = (lists or {}).get(spec.id)
+    if entry is not None and entry.fingerprint == key:
+        fail_to_pass, pass_to_pass = list(entry.FAIL_TO_PASS), list(entry.PASS_TO_PASS)
+    elif lists_required:
+        state = "missing from" if entry is None else "stale in"
+        raise SuiteError(
+            f"{suite.lists_file}: task {spec.id!r}: FAIL_TO_PASS/PASS_TO_PASS are {state} lists.json; "
+            f"run `python -m envs.suites.refresh --suite {suite.name}`"
+        )
+    return Task(
+        instance_id=spec.id,
+        repo=str(built.repo),
+        base_commit=built.base_commit,
+        environment_setup_commit=built.base_commit,
+        problem_statement=spec.problem_statement,
+        patch=built.patch,
+        test_patch=built.test_patch,
+        FAIL_TO_PASS=fail_to_pass,
+        PASS_TO_PASS=pass_to_pass,
+        version=VERSION,
+        test_cmd=TEST_CMD,
+        test_files=[h.file for h in spec.hidden_tests],
+        suite=suite.name,
+        difficulty=spec.difficulty,
+    )
+
+
+def load_suite(
+    name: str | None = None,
+    *,
+    difficulty: str | None = None,
+    cache_dir: str | None = None,
+) -> list[Task]:
+    """Tasks of one library (or of all when `name` is None), optionally of one difficulty.
+
+    `cache_dir` replaces `$AGENT_RL_CACHE/suites` as the place materialized repos go.
+    """
+    if difficulty is not None and difficulty not in DIFFICULTIES:
+        raise SuiteError(f"unknown difficulty {difficulty!r}; expected one of {', '.join(DIFFICULTIES)}")
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    names = [name] if name is not None else list_suites()
+    tasks: list[Task] = []
+    for suite_name in names:
+        suite = suite_spec(suite_name)
+        clean = read_tree(suite.repo_dir)
+        lists = read_lists(suite)
+        for spec in suite.tasks:
+            if difficulty is None or spec.difficulty == difficulty:
+                tasks.append(build_task(suite, spec, clean, cache, lists=lists))
+    return tasks
+
+
+def load_builtin(spec: str, *, cache_dir: str | None = None) -> list[Task]:
+    """Tasks named by a spec string: "builtin", "builtin:easy", "builtin:semvertools",
+    "builtin:semvertools:hard" (the parts after "builtin" in any order)."""
+    head, *parts = spec.split(":")
+    if head != "builtin":
+        raise SuiteError(f"task spec {spec!r}: must start with 'builtin'")
+    suites = list_suites()
+    name = difficulty = None
+    for part in parts:
+        if part in DIFFICULTIES and difficulty is None:
+            difficulty = part
+        elif part in suites and name is None:
+            name = part
+        else:
+            raise SuiteError(
+                f"task spec {spec!r}: {part!r} is neither a difficulty ({', '.join(DIFFICULTIES)}) "
+                f"nor a suite ({', '.join(suites)}), or is given twice"
+            )
+    return load_suite(name, difficulty=difficulty, cache_dir=cache_dir)
