@@ -1,0 +1,264 @@
+"""The command server that runs inside every sandbox (stdlib only; Python 3.8+).
+
+Why it exists: one `docker exec` per command costs tens of milliseconds of engine round
+trips. Instead this server is the container's main process (under `--init`) and reads
+JSON-lines requests on stdin, answering on stdout, so a command costs one fork plus one
+round trip over the already-open attach socket. `LocalSandbox` runs the same file as a
+subprocess, and the `exec_run` fallback runs it once per command (`--request`), so all
+three paths share one set of semantics:
+
+* Each command runs as `bash -c` in its own session/process group, with stdin from
+  /dev/null (so it cannot eat our request stream) and stdout+stderr sent to an unlinked
+  temp file (so a background daemon that keeps the file open cannot block the reply).
+* A timeout SIGKILLs the whole process group and returns the output so far.
+* Like a shell session, the working directory and exported environment a command leaves
+  behind (via `cd`, `export`) carry over to the next command. A bash EXIT trap dumps
+  `pwd` and `env -0` to side files; a command that is killed leaves the state unchanged.
+  Shell functions, aliases and unexported variables do not carry over.
+* Per-call `cwd`/`env` overrides apply to that command only.
+* Output is returned as raw bytes (base64): all of it when small, else a head and a tail;
+  the client decodes and caps it.
+
+Protocol: request  {"id": n, "op": "exec"|"read"|"write"|"ping", ...}
+          response {"id": n, "ok": true, ...} or {"id": n, "ok": false, "error": str, "kind": str}
+"""
+import base64
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+# Variables bash manages itself; persisting them would make them drift (SHLVL grows by one
+# per command) or lie about the directory.
+_SHELL_OWNED = ("_", "SHLVL", "PWD")
+DEFAULT_MAX_BYTES = 256 * 1024
+TIMEOUT_EXIT_CODE = 124
+
+
+class ShellSession:
+    """Working directory and exported environment that persist between commands."""
+
+    def __init__(self, workdir, state_dir=None):
+        self.workdir = workdir
+        self.state_dir = state_dir or tempfile.mkdtemp(prefix=".agent-rl-shell-")
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        self.cwd = workdir
+        self.env = {k: v for k, v in os.environ.items() if k not in _SHELL_OWNED}
+        self._persisted = os.path.join(self.state_dir, "session.json")
+
+    # State survives across processes only in `--request` mode (one process per command).
+    def load(self):
+        try:
+            with open(self._persisted) as handle:
+                saved = json.load(handle)
+            self.cwd, self.env = saved["cwd"], saved["env"]
+        except (OSError, ValueError, KeyError):
+            pass
+
+    def save(self):
+        tmp = self._persisted + ".tmp"
+        with open(tmp, "w") as handle:
+            json.dump({"cwd": self.cwd, "env": self.env}, handle)
+        os.replace(tmp, self._persisted)
+
+    def _start_dir(self, override):
+        if override:
+            return override
+        for candidate in (self.cwd, self.workdir, "/"):
+            if os.path.isdir(candidate):
+                return candidate
+        return "/"
+
+    def run(self, cmd, timeout=None, cwd=None, env=None, max_bytes=DEFAULT_MAX_BYTES):
+        start_dir = self._start_dir(cwd)
+        if cwd and not os.path.isdir(cwd):
+            message = "agent-rl: working directory does not exist: %s\n" % cwd
+            return _exec_reply(1, False, message.encode(), 0.0, max_bytes)
+        cwd_file = os.path.join(self.state_dir, "cwd")
+        env_file = os.path.join(self.state_dir, "env")
+        for stale in (cwd_file, env_file):
+            if os.path.exists(stale):
+                os.unlink(stale)
+        # The trap runs on normal end and on `exit`; `set --` hides our argument from the command.
+        script = (
+            "trap '__agent_rl_rc=$?; pwd > %s 2>/dev/null; env -0 > %s 2>/dev/null; exit $__agent_rl_rc' EXIT\n"
+            '__agent_rl_cmd="$1"; set --\n'
+            'eval "$__agent_rl_cmd"\n'
+        ) % (shlex.quote(cwd_file), shlex.quote(env_file))
+        run_env = dict(self.env)
+        run_env.update(env or {})
+        started = time.monotonic()
+        with tempfile.TemporaryFile(dir=self.state_dir) as out:
+            try:
+                proc = subprocess.Popen(
+                    ["bash", "-c", script, "agent-rl", cmd],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    cwd=start_dir, env=run_env, start_new_session=True,
+                )
+            except OSError as exc:  # e.g. EAGAIN when a fork bomb holds every pid
+                message = "agent-rl: could not start the command: %s\n" % exc
+                return _exec_reply(126, False, message.encode(), time.monotonic() - started, max_bytes)
+            timed_out = False
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _signal_group(proc.pid)
+                proc.wait()  # reap the leader first: a zombie still counts as a group member
+                _kill_group(proc.pid)
+                code = TIMEOUT_EXIT_CODE
+            duration = time.monotonic() - started
+            if code < 0:
+                code = 128 - code  # killed by a signal, shell convention
+            if not timed_out:
+                self._absorb_state(cwd_file, env_file, cwd, env or {})
+            return _exec_reply(code, timed_out, out, duration, max_bytes)
+
+    def _absorb_state(self, cwd_file, env_file, cwd_override, env_override):
+        try:
+            with open(cwd_file) as handle:
+                new_cwd = handle.read().rstrip("\n")
+            if new_cwd and not (cwd_override and new_cwd == cwd_override):
+                self.cwd = new_cwd
+        except OSError:
+            pass
+        try:
+            with open(env_file, "rb") as handle:
+                raw = handle.read()
+        except OSError:
+            return
+        new_env = {}
+        for entry in raw.split(b"\0"):
+            key, sep, value = entry.decode("utf-8", "surrogateescape").partition("=")
+            if sep and key not in _SHELL_OWNED:
+                new_env[key] = value
+        for key, value in env_override.items():
+            if new_env.get(key) == value:  # untouched override: restore what was there before
+                if key in self.env:
+                    new_env[key] = self.env[key]
+                else:
+                    new_env.pop(key, None)
+        self.env = new_env
+
+
+def _signal_group(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _kill_group(pgid):
+    # Repeat: a fork bomb can add members while the first kill is delivered, and members
+    # reparented to init linger as zombies until it reaps them.
+    for _ in range(100):
+        if not _signal_group(pgid):
+            return
+        time.sleep(0.005)
+
+
+def _exec_reply(code, timed_out, out, duration, max_bytes):
+    if isinstance(out, bytes):
+        data, size = out, len(out)
+        head, tail = (data, b"") if size <= max_bytes else (data[: max_bytes // 2], data[-(max_bytes // 2):])
+    else:
+        size = out.seek(0, os.SEEK_END)
+        out.seek(0)
+        if size <= max_bytes:
+            head, tail = out.read(), b""
+        else:
+            head = out.read(max_bytes // 2)
+            out.seek(size - max_bytes // 2)
+            tail = out.read()
+    return {
+        "exit_code": code,
+        "timed_out": timed_out,
+        "size": size,
+        "head": base64.b64encode(head).decode(),
+        "tail": base64.b64encode(tail).decode(),
+        "duration": duration,
+    }
+
+
+def _resolve(session, path):
+    return path if os.path.isabs(path) else os.path.join(session.workdir, path)
+
+
+def handle(session, request):
+    op = request.get("op")
+    if op == "ping":
+        return {"pid": os.getpid(), "uid": os.getuid()}
+    if op == "exec":
+        return session.run(
+            request["cmd"], request.get("timeout"), request.get("cwd"), request.get("env"),
+            int(request.get("max_bytes") or DEFAULT_MAX_BYTES),
+        )
+    if op == "read":
+        with open(_resolve(session, request["path"]), "rb") as handle_:
+            return {"data": base64.b64encode(handle_.read()).decode()}
+    if op == "write":
+        path = _resolve(session, request["path"])
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        with open(path, "wb") as handle_:
+            handle_.write(base64.b64decode(request["data"]))
+        if request.get("mode") is not None:
+            os.chmod(path, int(request["mode"]))
+        return {}
+    raise ValueError("unknown op %r" % (op,))
+
+
+def answer(session, request):
+    reply_id = request.get("id") if isinstance(request, dict) else None
+    try:
+        if not isinstance(request, dict):
+            raise ValueError("request must be a JSON object")
+        body = handle(session, request)
+        body.update({"id": reply_id, "ok": True})
+        return body
+    except Exception as exc:  # every failure becomes a reply; the server must keep serving
+        return {"id": reply_id, "ok": False, "kind": type(exc).__name__, "error": str(exc)}
+
+
+def serve(session, instream, outstream):
+    for line in instream:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+        except ValueError as exc:
+            request = None
+            reply = {"id": None, "ok": False, "kind": "ValueError", "error": "bad JSON: %s" % exc}
+        else:
+            reply = answer(session, request)
+        outstream.write(json.dumps(reply).encode() + b"\n")
+        outstream.flush()
+
+
+def main(argv):
+    import argparse
+
+    parser = argparse.ArgumentParser(description="agent-rl in-sandbox command server")
+    parser.add_argument("--workdir", default=os.getcwd())
+    parser.add_argument("--state-dir", default=None, help="where session state lives (default: a new temp dir)")
+    parser.add_argument("--request", default=None, help="answer one base64 JSON request and exit")
+    args = parser.parse_args(argv)
+    session = ShellSession(args.workdir, args.state_dir)
+    if args.request is not None:
+        session.load()
+        reply = answer(session, json.loads(base64.b64decode(args.request)))
+        session.save()
+        sys.stdout.write(json.dumps(reply) + "\n")
+        return 0
+    serve(session, sys.stdin.buffer, sys.stdout.buffer)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
