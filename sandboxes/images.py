@@ -11,10 +11,12 @@ and changing any input (package list, mirror, Dockerfile text, server source, co
 setup commands) yields a new tag. Every image carries the label `agent-rl.managed=1`,
 which is what `prune_images` keys on.
 
-Network during `docker build`: on this engine (20.10, default bridge network) a `RUN pip
-download` step *can* reach PyPI when the host can (checked by hand, see the project report),
-but nothing here depends on it: the base image is complete without network, and repository
-`setup` commands that need the network simply fail with their own error when it is absent.
+Network during `docker build` (checked by hand on this engine, 20.10, default bridge):
+a `RUN pip download six` step reaches pypi.org, but TLS fails with "self-signed certificate
+in certificate chain" because this network intercepts TLS with a CA only the host trusts.
+So in practice PyPI is NOT available during builds here, and nothing depends on it: the
+base image is complete without network, and repository `setup` commands that need the
+network fail with their own error, reported by `build_repo_image`.
 
 Run `python -m sandboxes.images build` to build the base image.
 """
