@@ -27,6 +27,7 @@ class Trajectory:
     group_index: int = 0  # which sample of the group (0..G-1)
     messages: list[dict[str, Any]] = field(default_factory=list)
     grade: dict[str, Any] = field(default_factory=dict)
+    patch: str = ""  # the agent's final diff vs the base commit (what was graded)
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None  # set when the episode failed; such trajectories never train
     text_mode: bool = False  # produced by a text-only engine: not token-exact, never train

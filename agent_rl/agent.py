@@ -1,0 +1,298 @@
+"""The multi-turn agent loop: chat template ⇄ token ids ⇄ environment.
+
+One episode: render the system and instance prompts, then repeat { generate from the exact
+ids so far; step the env with the decoded reply; append the observation as the template's
+token delta } until the env terminates (submit) or truncates (its own limits), or one of the
+agent's limits runs out: turns, context tokens, wall clock. An episode the agent stops is
+still graded by the env (`finish`), so overlong episodes stay in the batch as negatives.
+
+Anything that breaks an episode (an engine error, a dead sandbox, template drift) becomes a
+`Trajectory` with `error` set; `run_episode` does not raise for those.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agent_rl.chat_template import ChatTokenizer, TemplateDriftError, TokenConversation, probe_template
+from agent_rl.engines.base import Engine, SamplingParams
+from agent_rl.prompts import PromptConfig, PromptTemplates, initial_messages, observation_message
+from agent_rl.trajectory import Trajectory
+from sandboxes.strict import ConfigError
+
+log = logging.getLogger(__name__)
+
+StepResult = tuple[str, float, bool, bool, dict[str, Any]]
+
+
+class AgentEnv(Protocol):
+    """What the loop needs from an environment (envs.swe_env.SWEEnv provides it)."""
+
+    async def areset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]: ...
+
+    async def astep(self, action: str) -> StepResult: ...
+
+
+@dataclass
+class SamplingConfig:
+    # arXiv 2508.03501: temperature 1.0 with every other filter off, so behaviour logprobs
+    # are those of the policy the trainer optimizes.
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None  # per-episode seeds derive from it (episode seed, turn)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ConfigError("sampling.temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError("sampling.top_p must be in (0, 1]")
+
+
+@dataclass
+class AgentConfig:
+    max_turns: int = 10
+    max_total_tokens: int = 4096  # context budget: prompt + every turn so far
+    max_tokens_per_turn: int = 512
+    max_wall_s: float = 900.0
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    observation_role: str = "user"  # "tool" for templates with a tool role
+    stop: list[str] = field(default_factory=list)  # extra stop strings besides the model's EOS
+    verify_rerender: bool = True  # re-render each finished conversation and refuse template drift
+
+    def __post_init__(self) -> None:
+        for name in ("max_turns", "max_total_tokens", "max_tokens_per_turn"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"agent.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_wall_s <= 0:
+            raise ConfigError(f"agent.max_wall_s must be > 0, got {self.max_wall_s}")
+        if self.observation_role not in ("user", "tool"):
+            raise ConfigError(f"agent.observation_role must be 'user' or 'tool', got {self.observation_role!r}")
+
+    def templates(self) -> PromptTemplates:
+        return self.prompts.resolve()
+
+
+def check_template(tokenizer: ChatTokenizer, config: AgentConfig) -> None:
+    """Start-up probe: refuse a chat template that would make trajectories drift."""
+    templates = config.templates()
+    probe_template(tokenizer, templates.system or None, role=config.observation_role)
+
+
+async def finish_episode(env: Any, reason: str) -> StepResult:
+    """Ask the env to end the episode early (truncated) and grade what the agent left."""
+    if hasattr(env, "afinish"):
+        return await env.afinish(reason)
+    if hasattr(env, "finish"):
+        return await asyncio.to_thread(env.finish, reason)
+    raise TypeError(f"{type(env).__name__} has no finish(reason)/afinish(reason): cannot grade a truncated episode")
+
+
+@dataclass
+class _Clock:
+    start: float = field(default_factory=time.monotonic)
+    generation_s: float = 0.0
+    env_s: float = 0.0
+    grading_s: float = 0.0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "generation_s": round(self.generation_s, 4),
+            "env_s": round(self.env_s, 4),
+            "grading_s": round(self.grading_s, 4),
+            "total_s": round(self.elapsed(), 4),
+        }
+
+
+def _turn_seed(episode_seed: int | None, turn: int) -> int | None:
+    # Distinct per turn, reproducible per episode: the same seed must not replay the same
+    # sample stream at every turn.
+    return None if episode_seed is None else (episode_seed * 1_000_003 + turn) % (2**31 - 1)
+
+
+async def run_episode(
+    env: AgentEnv,
+    engine: Engine,
+    tokenizer: ChatTokenizer,
+    config: AgentConfig,
+    *,
+    task: Any = None,
+    seed: int | None = None,
+    policy_version: int = 0,
+    group_index: int = 0,
+) -> Trajectory:
+    """Play one episode; always returns a Trajectory (with `error` set if it broke)."""
+    clock = _Clock()
+    episode = _Episode(env, engine, tokenizer, config, clock, seed=seed)
+    task_id = _task_id(task)
+    try:
+        return await episode.play(task, policy_version=policy_version, group_index=group_index)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # an episode must never take the batch down with it
+        log.warning("episode %s failed: %s: %s", episode.task_id or task_id, type(exc).__name__, exc)
+        return episode.error_trajectory(exc, task_id, policy_version=policy_version, group_index=group_index)
+
+
+def _task_id(task: Any) -> str:
+    if task is None:
+        return ""
+    return str(getattr(task, "instance_id", task))
+
+
+class _Episode:
+    def __init__(
+        self,
+        env: AgentEnv,
+        engine: Engine,
+        tokenizer: ChatTokenizer,
+        config: AgentConfig,
+        clock: _Clock,
+        *,
+        seed: int | None,
+    ) -> None:
+        self.env, self.engine, self.tokenizer, self.config, self.clock = env, engine, tokenizer, config, clock
+        self.templates = config.templates()
+        self.seed = seed if seed is not None else config.sampling.seed
+        self.conv: TokenConversation | None = None
+        self.task_id = ""
+        self.num_turns = 0
+        self.text_mode = False
+
+    async def play(self, task: Any, *, policy_version: int, group_index: int) -> Trajectory:
+        cfg = self.config
+        t = time.monotonic()
+        options = {"task": task} if task is not None else None
+        observation, info = await self.env.areset(seed=self.seed, options=options)
+        self.clock.env_s += time.monotonic() - t
+        self.task_id = str(info.get("task_id") or _task_id(task))
+        self.conv = conv = TokenConversation.start(
+            self.tokenizer, initial_messages(self.templates, observation, task_id=self.task_id)
+        )
+
+        while True:
+            stop_reason = self._agent_limit_reached()
+            if stop_reason:
+                return await self._finish_early(stop_reason, policy_version, group_index)
+            budget_left = cfg.max_total_tokens - len(conv)
+            max_tokens = min(cfg.max_tokens_per_turn, budget_left)
+
+            t = time.monotonic()
+            generation = await self.engine.generate(
+                conv.ids,
+                SamplingParams(
+                    temperature=cfg.sampling.temperature,
+                    top_p=cfg.sampling.top_p,
+                    max_tokens=max_tokens,
+                    stop=tuple(cfg.stop),
+                    seed=_turn_seed(self.seed, self.num_turns),
+                ),
+            )
+            self.clock.generation_s += time.monotonic() - t
+            if generation.finish_reason in ("error", "abort"):
+                raise RuntimeError(f"engine {getattr(self.engine, 'name', '?')} finished with {generation.finish_reason}: {generation.info}")
+            self.text_mode = self.text_mode or generation.text_mode
+            turn = conv.add_generation(generation.token_ids, generation.logprobs)
+            self.num_turns += 1
+            if generation.finish_reason == "length" and (
+                max_tokens < cfg.max_tokens_per_turn or len(generation.token_ids) < max_tokens
+            ):
+                # Cut by the context (our budget or the engine's window), not by the per-turn
+                # cap: acting on half a reply is noise, so the episode ends here, graded.
+                return await self._finish_early("context", policy_version, group_index)
+
+            t = time.monotonic()
+            observation, reward, terminated, truncated, info = await self.env.astep(turn.text)
+            elapsed = time.monotonic() - t
+            if terminated or truncated:
+                self.clock.grading_s += elapsed  # the terminal step is where the env grades
+                reason = "submitted" if terminated else str(info.get("end_reason") or "env_limit")
+                return self._trajectory(reward, terminated, truncated, reason, info, policy_version, group_index)
+            self.clock.env_s += elapsed
+
+            turns_left = cfg.max_turns - self.num_turns
+            content = observation_message(self.templates, observation, turn=self.num_turns, turns_left=turns_left)
+            delta = conv.observation_delta(content, role=cfg.observation_role)
+            if len(conv) + len(delta) >= cfg.max_total_tokens:
+                # Not even one token of reply would fit after this observation.
+                return await self._finish_early("context", policy_version, group_index)
+            conv.add_observation(content, role=cfg.observation_role)
+
+    def _agent_limit_reached(self) -> str:
+        cfg = self.config
+        assert self.conv is not None
+        if self.num_turns >= cfg.max_turns:
+            return "max_turns"
+        if len(self.conv) >= cfg.max_total_tokens:
+            return "context"
+        if self.clock.elapsed() >= cfg.max_wall_s:
+            return "time"
+        return ""
+
+    async def _finish_early(self, reason: str, policy_version: int, group_index: int) -> Trajectory:
+        t = time.monotonic()
+        _, reward, _, _, info = await finish_episode(self.env, reason)
+        self.clock.grading_s += time.monotonic() - t
+        return self._trajectory(reward, False, True, reason, info, policy_version, group_index)
+
+    def _trajectory(
+        self,
+        reward: float,
+        terminated: bool,
+        truncated: bool,
+        reason: str,
+        info: dict[str, Any],
+        policy_version: int,
+        group_index: int,
+    ) -> Trajectory:
+        conv = self.conv
+        assert conv is not None
+        if self.config.verify_rerender:
+            check = conv.verify()  # raises TemplateDriftError: the caller records an error trajectory
+            if not check.token_exact:
+                log.debug("episode %s: sampled tokens are not canonical (%s)", self.task_id, check.detail)
+        grade = info.get("grade") or {}
+        return Trajectory(
+            task_id=self.task_id,
+            prompt_ids=list(conv.prompt_ids),
+            response_ids=list(conv.response_ids),
+            loss_mask=list(conv.loss_mask),
+            behaviour_logprobs=list(conv.logprobs),
+            reward=float(reward),
+            num_turns=self.num_turns,
+            finish_reason=reason,
+            terminated=bool(terminated),
+            truncated=bool(truncated),
+            policy_version=policy_version,
+            group_index=group_index,
+            messages=[dict(m) for m in conv.messages],
+            grade=dict(grade) if isinstance(grade, dict) else {"report": grade},
+            patch=str(info.get("patch") or ""),
+            timings=self.clock.as_dict(),
+            text_mode=self.text_mode,
+        )
+
+    def error_trajectory(self, exc: BaseException, task_id: str, *, policy_version: int, group_index: int) -> Trajectory:
+        conv = self.conv
+        kind = "template_drift" if isinstance(exc, TemplateDriftError) else type(exc).__name__
+        return Trajectory(
+            task_id=self.task_id or task_id,
+            prompt_ids=list(conv.prompt_ids) if conv else [],
+            response_ids=list(conv.response_ids) if conv else [],
+            loss_mask=list(conv.loss_mask) if conv else [],
+            behaviour_logprobs=list(conv.logprobs) if conv else [],
+            num_turns=self.num_turns,
+            finish_reason="error",
+            policy_version=policy_version,
+            group_index=group_index,
+            messages=[dict(m) for m in conv.messages] if conv else [],
+            timings=self.clock.as_dict(),
+            error=f"{kind}: {exc}",
+            text_mode=self.text_mode,
+        )
