@@ -236,7 +236,11 @@ def apply_bug(tree: Mapping[str, str], task: TaskSpec, file: Path) -> dict[str, 
             raise SuiteError(f"{where}.file: {edit.file} does not exist in repo/")
         count = buggy[edit.file].count(edit.old)
         if count != 1:
-            raise SuiteError(f"{where}.old: found {count} times in {edit.file}, must be exactly once")
+            hint = ""
+            if count == 0 and "\n" in edit.old.rstrip("\n"):
+                # A YAML `|` block strips the common indentation, which a multi-line match needs.
+                hint = " (a multi-line `old` must keep the file's indentation: use a `|N` block header)"
+            raise SuiteError(f"{where}.old: found {count} times in {edit.file}, must be exactly once{hint}")
         buggy[edit.file] = buggy[edit.file].replace(edit.old, edit.new)
     return buggy
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Optional
 
 from semvertools.version import InvalidVersion, Version, coerce, split_prerelease
 
@@ -194,7 +194,7 @@ class Range:
                 return True
             # A prerelease only matches when the range itself names a prerelease of the
             # same release, so ^1.2.3 never silently picks up 1.3.0-alpha.
-            if any(c.version.is_prerelease and c.version.release == v.release for c in comparators):
+            if any(c.version.is_prerelease and c.version.same_release(v) for c in comparators):
                 return True
         return False
 
@@ -217,7 +217,3 @@ def valid_range(text: str) -> bool:
     except (InvalidRange, InvalidVersion):
         return False
     return True
-
-
-def matching(versions: Iterable["Version | str"], rng: Range, include_prerelease: bool) -> list[Version]:
-    return [v for v in map(coerce, versions) if rng.test(v, include_prerelease=include_prerelease)]

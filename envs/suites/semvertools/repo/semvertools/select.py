@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
-from semvertools.ranges import Range, matching
+from semvertools.ranges import Range
 from semvertools.version import Version, coerce
+
+
+def _matching(versions: Iterable["Version | str"], rng: Range, include_prerelease: bool) -> list[Version]:
+    return [v for v in map(coerce, versions) if rng.test(v, include_prerelease=include_prerelease)]
 
 
 def sort_versions(versions: Iterable["Version | str"], *, reverse: bool = False) -> list[Version]:
@@ -17,7 +21,7 @@ def max_satisfying(
 ) -> Optional[Version]:
     """The highest version in `versions` that the range accepts, or None."""
     rng = range_text if isinstance(range_text, Range) else Range(range_text)
-    candidates = matching(versions, rng, include_prerelease)
+    candidates = _matching(versions, rng, include_prerelease)
     return max(candidates) if candidates else None
 
 
@@ -26,7 +30,7 @@ def min_satisfying(
 ) -> Optional[Version]:
     """The lowest version in `versions` that the range accepts, or None."""
     rng = range_text if isinstance(range_text, Range) else Range(range_text)
-    candidates = matching(versions, rng, include_prerelease)
+    candidates = _matching(versions, rng, include_prerelease)
     return min(candidates) if candidates else None
 
 

@@ -108,6 +108,10 @@ class Version:
         """The (major, minor, patch) triple, without prerelease or build."""
         return (self.major, self.minor, self.patch)
 
+    def same_release(self, other: "Version") -> bool:
+        """True when both share major, minor and patch (prerelease and build aside)."""
+        return self.release == other.release
+
     def precedence_key(self) -> tuple:
         # A release sorts after every prerelease of the same triple: 1.0.0-rc.1 < 1.0.0.
         if not self.prerelease:
