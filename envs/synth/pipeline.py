@@ -1,0 +1,550 @@
+"""Synthesize SWE tasks from any Python repository with passing tests.
+
+    checkout → detect install/test → build image → baseline run → seeded AST mutations
+    → keep bugs that break some passing tests and leave the rest passing (re-run for flakes)
+    → one single-commit buggy repo per bug, gold = reverse diff, failing test files hidden
+    → validate with the real grader (gold resolves, empty does not) → tasks.jsonl + report
+
+Candidate checks reuse one container per worker: the mutated file is written, the suite
+runs, and the work tree is restored with git before the next candidate. That is safe
+because a candidate only ever changes one tracked file and `git checkout`/`git clean` undo
+anything the tests wrote. Candidates are checked in fixed-size rounds and kept in
+candidate order, so the result under a seed does not depend on thread timing.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from envs.synth.detect import DetectError, ProjectSetup, detect_project, missing_dependencies_cmd
+from envs.synth.mutations import STRATEGIES, Mutation, check_strategies, enumerate_mutations, select_candidates
+from envs.tasks import Task, cache_dir, is_git_url
+
+log = logging.getLogger(__name__)
+
+WORKDIR = "/testbed"
+JUNIT_PATH = "/tmp/agent-rl-synth-junit.xml"
+_FIXED_GIT_ENV = {
+    "GIT_AUTHOR_NAME": "agent-rl synth",
+    "GIT_AUTHOR_EMAIL": "synth@agent-rl.invalid",
+    "GIT_AUTHOR_DATE": "2024-01-01T00:00:00+0000",
+    "GIT_COMMITTER_NAME": "agent-rl synth",
+    "GIT_COMMITTER_EMAIL": "synth@agent-rl.invalid",
+    "GIT_COMMITTER_DATE": "2024-01-01T00:00:00+0000",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+    "LC_ALL": "C",
+}
+
+
+class SynthError(RuntimeError):
+    """The repository cannot be used for synthesis; the message is the reason for the report."""
+
+
+@dataclass
+class SynthConfig:
+    repo: str
+    out: str  # tasks.jsonl
+    commit: str = "HEAD"
+    max_tasks: int = 20
+    max_candidates: int | None = None  # None → 4 × max_tasks
+    strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
+    seed: int = 0
+    install_cmd: str | None = None
+    test_cmd: str | None = None
+    flaky_reruns: int = 1
+    workers: int = 2
+    validate: bool = True
+    test_timeout_s: float = 120.0
+    report: str | None = None  # None → synth_report.json beside `out`
+    sandbox: dict[str, Any] = field(default_factory=dict)  # DockerSandboxConfig keys
+
+    def __post_init__(self) -> None:
+        if self.max_tasks < 1:
+            raise ValueError(f"max_tasks must be >= 1, got {self.max_tasks}")
+        if self.max_candidates is not None and self.max_candidates < 1:
+            raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.flaky_reruns < 0:
+            raise ValueError(f"flaky_reruns must be >= 0, got {self.flaky_reruns}")
+        self.strategies = check_strategies(self.strategies)
+
+    @property
+    def report_path(self) -> str:
+        return self.report or os.path.join(os.path.dirname(os.path.abspath(self.out)), "synth_report.json")
+
+
+# --------------------------------------------------------------------------- git helpers
+
+
+def _git(args: list[str], cwd: Path, ok: tuple[int, ...] = (0,)) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(_FIXED_GIT_ENV)
+    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode not in ok:
+        raise SynthError(f"git {' '.join(args)} failed (exit {proc.returncode}): {proc.stderr.strip()[:500]}")
+    return proc.stdout
+
+
+def checkout_tree(repo: str, commit: str, dest: Path) -> tuple[dict[str, bytes], str]:
+    """The tracked files of `repo` at `commit` (path → bytes) and the full commit id."""
+    if not is_git_url(repo) and not (Path(repo).expanduser() / ".git").exists():
+        raise SynthError(f"{repo!r} is neither a git URL nor a local git repository")
+    source = repo if is_git_url(repo) else str(Path(repo).expanduser().resolve())
+    clone = dest / "clone"
+    _git(["clone", "--quiet", "--no-hardlinks", source, str(clone)], dest)
+    full = _git(["rev-parse", "--verify", f"{commit}^{{commit}}"], clone).strip()
+    files: dict[str, bytes] = {}
+    listing = _git(["ls-tree", "-r", "-z", "--full-tree", full], clone)
+    for entry in filter(None, listing.split("\0")):
+        meta, path = entry.split("\t", 1)
+        mode, kind, sha = meta.split()
+        if kind != "blob" or mode == "120000":
+            continue  # submodules and symlinks are not part of a task's source
+        files[path] = subprocess.run(["git", "cat-file", "blob", sha], cwd=clone, capture_output=True,
+                                     check=True).stdout
+    return files, full
+
+
+def _write_files(root: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(0o644)
+
+
+def single_commit_repo(dest: Path, files: dict[str, bytes], message: str) -> str:
+    """A fresh repository holding `files` in one commit (deterministic hash); returns it."""
+    dest.mkdir(parents=True)
+    _write_files(dest, files)
+    _git(["init", "-q", "-b", "main", "--template="], dest)
+    _git(["add", "-A"], dest)
+    _git(["commit", "-q", "--no-verify", "-m", message], dest)
+    return _git(["rev-parse", "HEAD"], dest).strip()
+
+
+def _content_key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cached_repo(name: str, files: dict[str, bytes], message: str) -> tuple[Path, str]:
+    """A single-commit repo under the cache, built once per content and renamed into place."""
+    key = _content_key(name, message, sorted((p, hashlib.sha256(d).hexdigest()) for p, d in files.items()))
+    root = cache_dir() / "synth"
+    final = root / f"{name}-{key}"
+    if (final / ".git").is_dir():
+        return final, _git(["rev-parse", "HEAD"], final).strip()
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    try:
+        commit = single_commit_repo(work / "repo", files, message)
+        try:
+            os.rename(work / "repo", final)
+        except OSError:
+            if not (final / ".git").is_dir():
+                raise
+        return final, commit
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- test runs
+
+
+@dataclass
+class SuiteRun:
+    status: dict[str, bool]  # node id → passed
+    messages: dict[str, str]  # node id → failure message
+    collection_errors: list[str]
+    timed_out: bool = False
+    output: str = ""
+
+
+def parse_junit_run(xml_text: str) -> SuiteRun:
+    """Per-test pass/fail (node ids from pytest's xunit1 `file` attribute) and failure messages."""
+    run = SuiteRun({}, {}, [])
+    for case in ET.fromstring(xml_text).iter("testcase"):
+        name, classname, file = case.get("name", ""), case.get("classname", ""), case.get("file")
+        bad = [c for c in case if c.tag in ("failure", "error", "skipped")]
+        if not file:
+            run.collection_errors.append(classname or name)
+            continue
+        module = file[:-3].replace("/", ".") if file.endswith(".py") else file
+        inner = classname[len(module) + 1:] if classname.startswith(module + ".") else ""
+        node = "::".join([file, *inner.split("."), name]) if inner else f"{file}::{name}"
+        passed = not bad and run.status.get(node, True)
+        run.status[node] = passed
+        if bad and node not in run.messages:
+            message = bad[0].get("message") or (bad[0].text or "").strip().splitlines()[-1:] or [""]
+            run.messages[node] = message if isinstance(message, str) else message[0]
+    return run
+
+
+def suite_command(test_cmd: str) -> str:
+    # The grader's flags: repo pytest config ignored, no cache, xunit1 node ids.
+    return (
+        f"cd {WORKDIR} && rm -f {JUNIT_PATH} && env PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 "
+        f"{test_cmd} -p no:cacheprovider -o addopts= -c /dev/null --rootdir {WORKDIR} "
+        f"--junitxml={JUNIT_PATH} -o junit_family=xunit1 -q"
+    )
+
+
+def run_suite(box: Any, test_cmd: str, timeout: float) -> SuiteRun:
+    result = box.exec(suite_command(test_cmd), timeout=timeout)
+    if result.timed_out:
+        return SuiteRun({}, {}, [], timed_out=True, output=result.output[-2000:])
+    try:
+        run = parse_junit_run(box.read_file(JUNIT_PATH))
+    except Exception:  # no XML: pytest died before writing it
+        run = SuiteRun({}, {}, ["<no junit report>"])
+    run.output = result.output[-2000:]
+    return run
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+@dataclass
+class CheckedCandidate:
+    mutation: Mutation
+    outcome: str  # kept | no_failing_test | breaks_everything | collection_error | timeout | flaky | error
+    fail_to_pass: list[str] = field(default_factory=list)
+    pass_to_pass: list[str] = field(default_factory=list)
+    messages: dict[str, str] = field(default_factory=dict)
+
+
+def check_candidate(box: Any, mutation: Mutation, original: str, baseline: set[str], config: SynthConfig,
+                    test_cmd: str) -> CheckedCandidate:
+    path = f"{WORKDIR}/{mutation.path}"
+    try:
+        box.write_file(path, mutation.apply(original))
+        runs = [run_suite(box, test_cmd, config.test_timeout_s)]
+        first = runs[0]
+        if not first.timed_out and not first.collection_errors:
+            for _ in range(config.flaky_reruns):
+                runs.append(run_suite(box, test_cmd, config.test_timeout_s))
+    except Exception as exc:  # a sandbox hiccup costs one candidate, not the run
+        return CheckedCandidate(mutation, "error", messages={"": f"{type(exc).__name__}: {exc}"})
+    finally:
+        box.exec(f"cd {WORKDIR} && git checkout -q -- . && git clean -fdq", timeout=60)
+    if first.timed_out:
+        return CheckedCandidate(mutation, "timeout")
+    if first.collection_errors:
+        return CheckedCandidate(mutation, "collection_error")
+    f2p = sorted(t for t in baseline if not first.status.get(t, False))
+    p2p = sorted(t for t in baseline if first.status.get(t, False))
+    if not f2p:
+        return CheckedCandidate(mutation, "no_failing_test")
+    if not p2p:
+        return CheckedCandidate(mutation, "breaks_everything")
+    for rerun in runs[1:]:
+        if rerun.timed_out or any(rerun.status.get(t, False) != first.status.get(t, False) for t in baseline):
+            return CheckedCandidate(mutation, "flaky")
+    return CheckedCandidate(mutation, "kept", f2p, p2p, {t: first.messages.get(t, "") for t in f2p})
+
+
+# --------------------------------------------------------------------------- task writing
+
+
+def _test_source(test_file_text: str, node_id: str, max_lines: int = 30) -> str | None:
+    names = node_id.split("::")[1:]
+    if not names:
+        return None
+    try:
+        tree: ast.AST = ast.parse(test_file_text)
+    except SyntaxError:
+        return None
+    node: ast.AST | None = tree
+    for name in names:
+        name = name.split("[", 1)[0]
+        node = next((c for c in ast.iter_child_nodes(node)
+                     if isinstance(c, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and c.name == name), None)
+        if node is None:
+            return None
+    segment = ast.get_source_segment(test_file_text, node)
+    if not segment:
+        return None
+    lines = segment.splitlines()
+    return "\n".join(lines[:max_lines] + (["    ..."] if len(lines) > max_lines else []))
+
+
+def problem_statement(repo_name: str, f2p: Sequence[str], messages: dict[str, str],
+                      hidden_texts: dict[str, str], max_listed: int = 5) -> str:
+    """A user-style bug report from the failing checks: what fails and how, never the fix."""
+    listed = list(f2p)[:max_listed]
+    lines = [
+        f"Some behaviour of {repo_name} is broken: checks that used to pass now fail.",
+        "",
+        "Failing checks:",
+    ]
+    for test in listed:
+        message = " ".join((messages.get(test) or "fails").split())[:300]
+        lines.append(f"- `{test}`: {message}")
+    if len(f2p) > len(listed):
+        lines.append(f"- … and {len(f2p) - len(listed)} more")
+    first = listed[0]
+    source = _test_source(hidden_texts.get(first.split("::")[0], ""), first)
+    if source:
+        lines += ["", "Reproducer (the first failing check):", "", "```python", source, "```"]
+    lines += ["", "Expected: these checks pass. Actual: they fail as shown above. "
+              "Please find the cause in the library code and fix it."]
+    return "\n".join(lines) + "\n"
+
+
+def _diff_in_scratch(repo: Path, changes: dict[str, bytes], new_files: bool) -> str:
+    """`git diff` of `changes` against the repo's commit, computed in a throwaway copy."""
+    with tempfile.TemporaryDirectory(prefix="agent-rl-synth-diff-") as tmp:
+        scratch = Path(tmp) / "repo"
+        shutil.copytree(repo, scratch)
+        _write_files(scratch, changes)
+        if new_files:
+            _git(["add", "-N", "--", *changes], scratch)
+        return _git(["diff", "--no-color", "--no-ext-diff", "--binary"], scratch)
+
+
+def write_task(checked: CheckedCandidate, repo_name: str, clean: dict[str, bytes], setup: ProjectSetup,
+               seed: int) -> Task:
+    m = checked.mutation
+    hidden = sorted({t.split("::")[0] for t in checked.fail_to_pass})
+    buggy = {p: d for p, d in clean.items() if p not in hidden}
+    buggy[m.path] = m.apply(clean[m.path].decode("utf-8")).encode("utf-8")
+    instance_id = f"{repo_name}.synth-{m.id}"
+    repo, commit = cached_repo(instance_id, buggy, f"{instance_id}: base state")
+    patch = _diff_in_scratch(repo, {m.path: clean[m.path]}, new_files=False)
+    test_patch = _diff_in_scratch(repo, {p: clean[p] for p in hidden}, new_files=True)
+    texts = {p: clean[p].decode("utf-8", errors="replace") for p in hidden}
+    return Task(
+        instance_id=instance_id,
+        repo=str(repo),
+        base_commit=commit,
+        problem_statement=problem_statement(repo_name, checked.fail_to_pass, checked.messages, texts),
+        patch=patch,
+        test_patch=test_patch,
+        FAIL_TO_PASS=list(checked.fail_to_pass),
+        PASS_TO_PASS=list(checked.pass_to_pass),
+        version="synth",
+        setup=list(setup.install_cmds),
+        test_cmd=setup.test_cmd,
+        test_files=hidden,
+        suite=f"synth:{repo_name}",
+        extra={"synth": {"strategy": m.strategy, "file": m.path, "function": m.function, "line": m.line,
+                         "mutation_id": m.id, "seed": seed}},
+    )
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class SynthResult:
+    tasks: list[Task]
+    report: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return self.report.get("status") == "ok"
+
+
+Progress = Callable[[str], None]
+
+
+def _repo_name(repo: str) -> str:
+    base = repo.rstrip("/").rsplit("/", 1)[-1]
+    base = base[:-4] if base.endswith(".git") else base
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "-" for c in base).strip("-")
+    return cleaned or "repo"
+
+
+def synthesize(config: SynthConfig, *, progress: Progress = lambda msg: None) -> SynthResult:
+    """Run the pipeline; never raises for a bad repository — the report says why instead."""
+    report: dict[str, Any] = {
+        "repo": config.repo, "commit": config.commit, "seed": config.seed, "strategies": config.strategies,
+        "max_tasks": config.max_tasks, "status": "failed", "reason": "", "tasks": [], "timings": {},
+    }
+    started = time.monotonic()
+    tasks: list[Task] = []
+    try:
+        tasks = _synthesize(config, report, progress)
+        report["status"] = "ok" if tasks else "failed"
+        if not tasks and not report["reason"]:
+            report["reason"] = "no candidate bug survived the checks (see per_strategy and rejections)"
+    except (SynthError, DetectError) as exc:
+        report["reason"] = str(exc)
+    report["timings"]["total_s"] = round(time.monotonic() - started, 2)
+    report["tasks"] = [t.instance_id for t in tasks]
+    _write_outputs(config, tasks, report)
+    return SynthResult(tasks, report)
+
+
+def _timed(report: dict[str, Any], name: str, since: float) -> float:
+    now = time.monotonic()
+    report["timings"][f"{name}_s"] = round(now - since, 2)
+    return now
+
+
+def _synthesize(config: SynthConfig, report: dict[str, Any], progress: Progress) -> list[Task]:
+    from sandboxes.docker import DockerSandbox, DockerSandboxConfig
+    from sandboxes.images import build_repo_image
+    from sandboxes.strict import from_mapping
+
+    t = time.monotonic()
+    name = _repo_name(config.repo)
+    with tempfile.TemporaryDirectory(prefix="agent-rl-synth-") as tmp:
+        clean, full_commit = checkout_tree(config.repo, config.commit, Path(tmp))
+        _write_files(Path(tmp) / "tree", clean)
+        setup = detect_project(Path(tmp) / "tree", install_cmd=config.install_cmd, test_cmd=config.test_cmd)
+    report["commit"] = full_commit
+    report["setup"] = {"install_cmds": setup.install_cmds, "test_cmd": setup.test_cmd,
+                       "dependencies": setup.dependencies, "notes": setup.notes}
+    t = _timed(report, "checkout", t)
+
+    progress(f"building the image of {name} @ {full_commit[:12]}")
+    clean_repo, clean_commit = cached_repo(f"{name}-clean", clean, f"{name} @ {full_commit}")
+    try:
+        image = build_repo_image(str(clean_repo), clean_commit, setup=setup.install_cmds, progress=lambda _m: None)
+    except Exception as exc:  # the build runs the install commands: their failure is a broken install
+        raise SynthError(f"broken install: building the image failed: {exc}") from exc
+    t = _timed(report, "image", t)
+
+    sandbox_config = from_mapping(DockerSandboxConfig, {"workdir": WORKDIR, **config.sandbox}, "sandbox")
+    progress("running the test suite on the base commit")
+    with DockerSandbox(image, sandbox_config) as box:
+        if setup.dependencies:
+            missing = box.exec(missing_dependencies_cmd(setup.dependencies), timeout=60).output.split()
+            if missing:
+                raise SynthError(
+                    f"broken install: the install needs the network: dependencies {missing} are not in the base "
+                    "image and containers have no network (provide them offline with --install-cmd)"
+                )
+        base = run_suite(box, setup.test_cmd, config.test_timeout_s)
+    if base.timed_out:
+        raise SynthError(f"the test suite timed out after {config.test_timeout_s:g}s on the base commit")
+    if base.collection_errors:
+        raise SynthError(f"tests don't pass cleanly: collection errors in {base.collection_errors}: "
+                         f"{base.output[-800:]}")
+    failing = sorted(tid for tid, ok in base.status.items() if not ok)
+    if not base.status:
+        raise SynthError(f"no tests: pytest collected no tests on the base commit: {base.output[-400:]}")
+    if failing:
+        details = "; ".join(f"{t_}: {base.messages.get(t_, '')[:200]}" for t_ in failing[:5])
+        raise SynthError(f"tests don't pass cleanly on the base commit: {len(failing)} of {len(base.status)} "
+                         f"fail ({details})")
+    baseline = set(base.status)
+    report["baseline"] = {"tests": len(baseline)}
+    t = _timed(report, "baseline", t)
+
+    all_mutations: list[Mutation] = []
+    for path in setup.source_files:
+        try:
+            text = clean[path].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        all_mutations += enumerate_mutations(path, text, config.strategies)
+    limit = config.max_candidates or 4 * config.max_tasks
+    candidates = select_candidates(all_mutations, config.seed, limit)
+    per_strategy = {s: Counter() for s in config.strategies}
+    for m in all_mutations:
+        per_strategy[m.strategy]["enumerated"] += 1
+    for m in candidates:
+        per_strategy[m.strategy]["selected"] += 1
+    progress(f"{len(all_mutations)} possible mutations; checking up to {len(candidates)}")
+
+    kept = _check_all(candidates, clean, baseline, config, setup, image, sandbox_config, per_strategy, report, progress)
+    t = _timed(report, "candidates", t)
+
+    tasks = [write_task(c, name, clean, setup, config.seed) for c in kept]
+    t = _timed(report, "write", t)
+    if config.validate and tasks:
+        progress(f"validating {len(tasks)} tasks with the grader (gold resolves, empty does not)")
+        tasks = _validate(tasks, config, sandbox_config, per_strategy, report)
+        _timed(report, "validate", t)
+    report["per_strategy"] = {s: dict(c) for s, c in per_strategy.items()}
+    return tasks
+
+
+def _check_all(candidates: list[Mutation], clean: dict[str, bytes], baseline: set[str], config: SynthConfig,
+               setup: ProjectSetup, image: str, sandbox_config: Any, per_strategy: dict[str, Counter],
+               report: dict[str, Any], progress: Progress) -> list[CheckedCandidate]:
+    from sandboxes.docker import DockerSandbox
+
+    rejections: Counter = Counter()
+    kept: list[CheckedCandidate] = []
+    boxes = [DockerSandbox(image, sandbox_config) for _ in range(config.workers)]
+    try:
+        with ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="synth") as pool:
+            # Rounds of one candidate per worker; stopping between rounds keeps the result seed-determined.
+            for start in range(0, len(candidates), config.workers):
+                batch = candidates[start:start + config.workers]
+                results = list(pool.map(
+                    lambda pair: check_candidate(pair[0], pair[1], clean[pair[1].path].decode("utf-8"), baseline,
+                                                 config, setup.test_cmd),
+                    zip(boxes, batch)))
+                for checked in results:
+                    per_strategy[checked.mutation.strategy]["checked"] += 1
+                    if checked.outcome == "kept":
+                        per_strategy[checked.mutation.strategy]["kept"] += 1
+                        kept.append(checked)
+                    else:
+                        rejections[checked.outcome] += 1
+                progress(f"checked {start + len(batch)}/{len(candidates)} candidates, {len(kept)} kept")
+                if len(kept) >= config.max_tasks:
+                    break
+    finally:
+        for box in boxes:
+            box.close()
+    report["rejections"] = dict(sorted(rejections.items()))
+    return kept[: config.max_tasks]
+
+
+def _validate(tasks: list[Task], config: SynthConfig, sandbox_config: Any, per_strategy: dict[str, Counter],
+              report: dict[str, Any]) -> list[Task]:
+    from envs.grading import grade
+
+    def check(task: Task) -> tuple[Task, str | None]:
+        gold = grade(task, task.patch)
+        if not gold.resolved:
+            return task, f"gold patch does not resolve: {gold.error or gold.tests_status}"
+        empty = grade(task, "")
+        if empty.resolved:
+            return task, "empty patch resolves"
+        return task, None
+
+    valid: list[Task] = []
+    invalid: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="synth-validate") as pool:
+        for task, problem in pool.map(check, tasks):
+            strategy = task.extra["synth"]["strategy"]
+            if problem:
+                invalid[task.instance_id] = problem
+            else:
+                per_strategy[strategy]["validated"] += 1
+                valid.append(task)
+    report["invalid"] = invalid
+    return valid
+
+
+def _write_outputs(config: SynthConfig, tasks: list[Task], report: dict[str, Any]) -> None:
+    out_dir = os.path.dirname(os.path.abspath(config.out))
+    os.makedirs(out_dir, exist_ok=True)
+    with open(config.out, "w", encoding="utf-8") as fh:
+        for task in tasks:
+            fh.write(json.dumps(task.to_dict(), sort_keys=True) + "\n")
+    os.makedirs(os.path.dirname(os.path.abspath(config.report_path)), exist_ok=True)
+    with open(config.report_path, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2, sort_keys=True, default=str)
