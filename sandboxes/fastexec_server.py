@@ -25,17 +25,36 @@ Protocol: request  {"id": n, "op": "exec"|"read"|"write"|"ping", ...}
 import base64
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 # Variables bash manages itself; persisting them would make them drift (SHLVL grows by one
 # per command) or lie about the directory.
 _SHELL_OWNED = ("_", "SHLVL", "PWD")
 DEFAULT_MAX_BYTES = 256 * 1024
+# Runs the user's command with `eval` and, on any exit (normal end or `exit N`), saves the
+# directory and exported environment it leaves behind. The dump uses builtins only
+# (compgen to a file, read, printf): forking `env -0` or `$(...)` would add milliseconds to
+# every command. Our arguments are moved to unexported variables and `set --` clears them.
+_WRAPPER = r"""
+__agent_rl_cmd=$1 __agent_rl_cwd_file=$2 __agent_rl_names_file=$3 __agent_rl_env_file=$4
+set --
+__agent_rl_save() {
+    __agent_rl_rc=$?
+    pwd > "$__agent_rl_cwd_file" 2>/dev/null
+    compgen -e > "$__agent_rl_names_file" 2>/dev/null
+    while IFS= read -r __agent_rl_v; do
+        printf '%s=%s\0' "$__agent_rl_v" "${!__agent_rl_v}"
+    done < "$__agent_rl_names_file" > "$__agent_rl_env_file" 2>/dev/null
+    exit $__agent_rl_rc
+}
+trap __agent_rl_save EXIT
+eval "$__agent_rl_cmd"
+"""
 TIMEOUT_EXIT_CODE = 124
 
 
@@ -83,33 +102,39 @@ class ShellSession:
         for stale in (cwd_file, env_file):
             if os.path.exists(stale):
                 os.unlink(stale)
-        # The trap runs on normal end and on `exit`; `set --` hides our argument from the command.
-        script = (
-            "trap '__agent_rl_rc=$?; pwd > %s 2>/dev/null; env -0 > %s 2>/dev/null; exit $__agent_rl_rc' EXIT\n"
-            '__agent_rl_cmd="$1"; set --\n'
-            'eval "$__agent_rl_cmd"\n'
-        ) % (shlex.quote(cwd_file), shlex.quote(env_file))
         run_env = dict(self.env)
         run_env.update(env or {})
         started = time.monotonic()
         with tempfile.TemporaryFile(dir=self.state_dir) as out:
             try:
                 proc = subprocess.Popen(
-                    ["bash", "-c", script, "agent-rl", cmd],
+                    ["bash", "-c", _WRAPPER, "agent-rl", cmd, cwd_file, env_file + ".names", env_file],
                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                     cwd=start_dir, env=run_env, start_new_session=True,
                 )
             except OSError as exc:  # e.g. EAGAIN when a fork bomb holds every pid
                 message = "agent-rl: could not start the command: %s\n" % exc
                 return _exec_reply(126, False, message.encode(), time.monotonic() - started, max_bytes)
-            timed_out = False
+            # Popen.wait(timeout) polls with sleeps of up to 50 ms; a timer thread that
+            # kills the group lets us block in waitpid and return the moment bash exits.
+            expired = threading.Event()
+            timer = None
+            if timeout is not None:
+                timer = threading.Timer(timeout, _expire, (proc.pid, expired))
+                try:
+                    timer.start()
+                except RuntimeError:  # no thread to spare (pids limit reached): poll instead
+                    timer = None
             try:
-                code = proc.wait(timeout=timeout)
+                code = proc.wait(timeout=None if timer or timeout is None else timeout)
             except subprocess.TimeoutExpired:
-                timed_out = True
-                _signal_group(proc.pid)
-                proc.wait()  # reap the leader first: a zombie still counts as a group member
-                _kill_group(proc.pid)
+                _expire(proc.pid, expired)
+                code = proc.wait()
+            if timer is not None:
+                timer.cancel()
+            timed_out = expired.is_set()
+            if timed_out:
+                _kill_group(proc.pid)  # members that outlived the leader
                 code = TIMEOUT_EXIT_CODE
             duration = time.monotonic() - started
             if code < 0:
@@ -151,6 +176,11 @@ def _signal_group(pgid):
         return True
     except (ProcessLookupError, PermissionError):
         return False
+
+
+def _expire(pgid, expired):
+    expired.set()
+    _signal_group(pgid)
 
 
 def _kill_group(pgid):

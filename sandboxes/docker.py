@@ -1,0 +1,513 @@
+"""Hardened Docker containers as sandboxes.
+
+Defaults: no network, user 1000:1000, every capability dropped, no-new-privileges, an init
+process, and pids/memory/CPU limits. Relaxing one takes an explicit config key; if the engine
+refuses (or warns that it discarded) an option we raise `HardeningUnsupported` naming it.
+
+Commands normally go through the fast-exec server (`fastexec_server.py`), the container's
+main process, over the container's attach socket: no `docker exec` per command, and it works
+the same when agent-rl itself runs in a container against the host's Docker socket.
+`fast_exec=False` runs that server once per command via `exec_run` instead: slower, same
+semantics (persistent cwd/env, process-group kill on timeout).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import io
+import json
+import logging
+import os
+import posixpath
+import re
+import socket
+import tarfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+
+from sandboxes.base import (
+    DEFAULT_OUTPUT_CAP,
+    ExecResult,
+    HardeningUnsupported,
+    SandboxDied,
+    SandboxError,
+)
+from sandboxes.fastexec import (
+    AttachSocketTransport,
+    ChannelClosed,
+    ChannelTimeout,
+    ServerChannel,
+    check_reply,
+    exec_result,
+    max_bytes_for,
+)
+from sandboxes.strict import ConfigError, from_mapping
+
+if TYPE_CHECKING:
+    import docker
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MANAGED_LABEL = "agent-rl.managed"
+OWNER_PID_LABEL = "agent-rl.owner-pid"
+OWNER_HOST_LABEL = "agent-rl.owner-host"
+CREATED_LABEL = "agent-rl.created"
+SERVER_PATH = "/opt/agent-rl/fastexec_server.py"
+SERVER_SOURCE = Path(__file__).with_name("fastexec_server.py")
+# Session state of the exec_run fallback (one server process per command) lives here.
+FALLBACK_STATE_DIR = "/tmp/.agent-rl-shell"
+# How long past a command's own timeout we wait for the server before declaring it dead.
+REPLY_GRACE_S = 15.0
+_MEMORY = re.compile(r"^\d+[bkmg]?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class DockerSandboxConfig:
+    """How a sandbox container is started. Every hardening option is its own key."""
+
+    network: str = "none"  # anything else gives the agent a network: say so explicitly
+    user: str = "1000:1000"
+    cap_drop: tuple[str, ...] = ("ALL",)
+    cap_add: tuple[str, ...] = ()
+    no_new_privileges: bool = True
+    init: bool = True
+    pids_limit: int = 256
+    mem_limit: str = "2g"
+    cpus: float = 1.0
+    output_cap: int = DEFAULT_OUTPUT_CAP
+    default_timeout: float = 120.0
+    start_timeout: float = 60.0
+    workdir: str = "/testbed"
+    fast_exec: bool = True
+    labels: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # YAML gives lists; keep the frozen config hashable and immutable.
+        object.__setattr__(self, "cap_drop", tuple(self.cap_drop))
+        object.__setattr__(self, "cap_add", tuple(self.cap_add))
+        object.__setattr__(self, "labels", dict(self.labels))
+        object.__setattr__(self, "env", {str(k): str(v) for k, v in dict(self.env).items()})
+        if not isinstance(self.pids_limit, int) or self.pids_limit <= 0:
+            raise ConfigError(f"pids_limit must be a positive integer, got {self.pids_limit!r}")
+        if not _MEMORY.match(str(self.mem_limit)):
+            raise ConfigError(f"mem_limit must look like '512m' or '2g', got {self.mem_limit!r}")
+        if not isinstance(self.cpus, (int, float)) or self.cpus <= 0:
+            raise ConfigError(f"cpus must be a positive number, got {self.cpus!r}")
+        for name in ("default_timeout", "start_timeout"):
+            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {getattr(self, name)!r}")
+        if not self.workdir.startswith("/"):
+            raise ConfigError(f"workdir must be absolute, got {self.workdir!r}")
+        if "ALL" not in {c.upper() for c in self.cap_drop} and not self.cap_drop:
+            log.warning("sandbox config keeps every default capability (cap_drop is empty)")
+
+    @classmethod
+    def from_config(cls, data: Mapping[str, Any] | None, where: str = "sandbox") -> "DockerSandboxConfig":
+        return from_mapping(cls, data, where)
+
+
+def owner_labels() -> dict[str, str]:
+    """Labels that let the reaper find containers whose owning process died."""
+    return {
+        MANAGED_LABEL: "1",
+        OWNER_PID_LABEL: str(os.getpid()),
+        OWNER_HOST_LABEL: socket.gethostname(),
+        CREATED_LABEL: str(int(time.time())),
+    }
+
+
+# Options whose refusal we can recognise in an engine error or warning, and the config key.
+_HARDENING_WORDS = (
+    ("pids", "pids_limit"),
+    ("swap", "mem_limit"),
+    ("memory", "mem_limit"),
+    ("cpu", "cpus"),
+    ("no-new-privileges", "no_new_privileges"),
+    ("seccomp", "no_new_privileges"),
+    ("init", "init"),
+    ("capabilit", "cap_drop/cap_add"),
+    ("network", "network"),
+)
+
+
+def _hardening_option(message: str) -> str | None:
+    lowered = message.lower()
+    for word, option in _HARDENING_WORDS:
+        if word in lowered:
+            return option
+    return None
+
+
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def sandbox_executor() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads for the async twins. The default asyncio executor has min(32, cpus+4) threads,
+    which would serialize dozens of sandboxes waiting on long commands."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=256, thread_name_prefix="sandbox")
+        return _executor
+
+
+async def run_blocking(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(sandbox_executor(), lambda: fn(*args))
+
+
+def _default_client() -> "docker.DockerClient":
+    import docker
+
+    # exec_run in fallback mode blocks for the whole command, so allow long reads.
+    return docker.from_env(timeout=600)
+
+
+class DockerSandbox:
+    """A running hardened container. Use as a context manager or call `close()`."""
+
+    def __init__(self, image: str, config: DockerSandboxConfig | Mapping[str, Any] | None = None, *,
+                 client: "docker.DockerClient | None" = None):
+        self.config = config if isinstance(config, DockerSandboxConfig) else DockerSandboxConfig.from_config(config)
+        self.image = image
+        self.workdir = self.config.workdir
+        self._client = client or _default_client()
+        self._api = self._client.api
+        self._closed = False
+        self._channel: ServerChannel | None = None
+        self._stderr_tail = b""
+        self._fallback_lock = threading.Lock()
+        self.container_id = self._create()
+        try:
+            self._start()
+        except BaseException:
+            self._remove()
+            raise
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _host_config(self) -> dict[str, Any]:
+        c = self.config
+        return self._api.create_host_config(
+            network_mode=c.network,
+            cap_drop=list(c.cap_drop) or None,
+            cap_add=list(c.cap_add) or None,
+            security_opt=["no-new-privileges"] if c.no_new_privileges else None,
+            init=c.init,
+            pids_limit=c.pids_limit,
+            mem_limit=c.mem_limit,
+            memswap_limit=c.mem_limit,  # no swap: the memory limit is the limit
+            nano_cpus=int(c.cpus * 1e9),
+        )
+
+    def _create(self) -> str:
+        import docker.errors
+
+        c = self.config
+        command = ["python3", SERVER_PATH, "--workdir", c.workdir] if c.fast_exec else ["sleep", "infinity"]
+        try:
+            created = self._api.create_container(
+                self.image,
+                command=command,
+                user=c.user,
+                working_dir=c.workdir,
+                environment=dict(c.env),
+                labels={**c.labels, **owner_labels(), "agent-rl.kind": "sandbox"},
+                name=f"agent-rl-{os.getpid()}-{uuid.uuid4().hex[:10]}",
+                # docker-py pairs this with StdinOnce: when our process dies its attach socket
+                # closes, the server reads EOF and exits, and the container stops by itself.
+                stdin_open=c.fast_exec,
+                tty=False,
+                host_config=self._host_config(),
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise SandboxError(f"image {self.image!r} not found (build it: `agent-rl images build`)") from exc
+        except docker.errors.APIError as exc:
+            option = _hardening_option(str(exc))
+            if option:
+                raise HardeningUnsupported(f"the Docker engine refused hardening option {option}: {exc}") from exc
+            raise SandboxError(f"could not create a container from {self.image!r}: {exc}") from exc
+        container_id = created["Id"]
+        for warning in created.get("Warnings") or []:
+            option = _hardening_option(warning)
+            if option:
+                self._api.remove_container(container_id, force=True)
+                raise HardeningUnsupported(f"the Docker engine discarded hardening option {option}: {warning}")
+            log.warning("docker create %s: %s", container_id[:12], warning)
+        return container_id
+
+    def _start(self) -> None:
+        if not self._image_has_server():
+            self._api.put_archive(self.container_id, "/", _server_archive())
+        if self.config.fast_exec:
+            sock = self._api.attach_socket(
+                self.container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            )
+            self._channel = ServerChannel(AttachSocketTransport(sock, on_stderr=self._keep_stderr))
+        self._api.start(self.container_id)
+        try:
+            self._request({"op": "ping"}, timeout=self.config.start_timeout)
+        except SandboxDied as exc:
+            raise SandboxError(
+                f"sandbox from {self.image!r} did not come up ({exc}); the image needs bash and python3. "
+                f"Server stderr: {self._stderr_tail.decode(errors='replace')[-1000:]}"
+            ) from exc
+
+    def _image_has_server(self) -> bool:
+        labels = (self._api.inspect_image(self.image).get("Config") or {}).get("Labels") or {}
+        return labels.get("agent-rl.kind") in ("base", "repo")
+
+    def _keep_stderr(self, data: bytes) -> None:
+        self._stderr_tail = (self._stderr_tail + data)[-8192:]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._channel is not None:
+            self._channel.close()
+        self._remove()
+
+    def _remove(self) -> None:
+        import docker.errors
+
+        try:
+            self._api.remove_container(self.container_id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                # Never crash an episode on cleanup; the label reaper removes leftovers.
+                log.warning("could not remove sandbox container %s: %s", self.container_id[:12], exc)
+
+    async def aclose(self) -> None:
+        await run_blocking(self.close)
+
+    def __enter__(self) -> "DockerSandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "DockerSandbox":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"DockerSandbox(image={self.image!r}, container={self.container_id[:12]})"
+
+    # ------------------------------------------------------------------ death
+
+    def _death_reason(self) -> str:
+        import docker.errors
+
+        try:
+            state = self._api.inspect_container(self.container_id)["State"]
+        except docker.errors.NotFound:
+            return "container was removed"
+        except Exception as exc:  # the engine itself is unreachable
+            return f"engine unreachable: {exc}"
+        if state.get("Running"):
+            return ""
+        return (f"container stopped (exit code {state.get('ExitCode')}, OOMKilled={state.get('OOMKilled')}"
+                f"{', error: ' + state['Error'] if state.get('Error') else ''})")
+
+    def _died(self, why: str) -> SandboxDied:
+        self._closed_by_death()
+        return SandboxDied(f"sandbox {self.container_id[:12]} ({self.image}) died: {why}")
+
+    def _closed_by_death(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+
+    # ------------------------------------------------------------------ requests
+
+    def _request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+        if self._closed:
+            raise SandboxError(f"{self!r} is closed")
+        if self.config.fast_exec:
+            assert self._channel is not None
+            try:
+                return self._channel.request(payload, timeout)
+            except ChannelClosed:
+                raise self._died(self._death_reason() or "command server exited") from None
+            except ChannelTimeout:
+                reason = self._death_reason()
+                if not reason:
+                    # Alive but deaf: unusable. Kill it rather than hang the caller next time.
+                    self._api.kill(self.container_id)
+                    reason = f"command server did not answer within {timeout:.0f}s; container killed"
+                raise self._died(reason) from None
+        return self._request_via_exec_run(payload)
+
+    def _request_via_exec_run(self, payload: dict[str, Any]) -> dict[str, Any]:
+        import docker.errors
+
+        encoded = base64.b64encode(json.dumps({**payload, "id": 0}).encode()).decode()
+        command = ["python3", SERVER_PATH, "--workdir", self.workdir, "--state-dir", FALLBACK_STATE_DIR,
+                   "--request", encoded]
+        with self._fallback_lock:  # one shell session: commands run one after another
+            try:
+                exec_id = self._api.exec_create(self.container_id, command, stdout=True, stderr=False,
+                                                user=self.config.user)["Id"]
+                output = self._api.exec_start(exec_id)
+            except docker.errors.APIError as exc:
+                reason = self._death_reason()
+                if reason:
+                    raise self._died(reason) from exc
+                raise SandboxError(f"docker exec failed: {exc}") from exc
+        try:
+            return check_reply(json.loads(output.decode().strip().splitlines()[-1]))
+        except (ValueError, IndexError):
+            reason = self._death_reason()
+            if reason:
+                raise self._died(reason) from None
+            raise SandboxError(f"garbled reply from exec_run: {output[-500:]!r}") from None
+
+    # ------------------------------------------------------------------ Sandbox protocol
+
+    def exec(self, cmd: str, timeout: float | None = None, cwd: str | None = None,
+             env: Mapping[str, str] | None = None) -> ExecResult:
+        if not isinstance(cmd, str):
+            raise TypeError(f"cmd must be a string, got {type(cmd).__name__}")
+        timeout = self.config.default_timeout if timeout is None else float(timeout)
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        payload = {
+            "op": "exec", "cmd": cmd, "timeout": timeout, "cwd": cwd,
+            "env": {str(k): str(v) for k, v in (env or {}).items()},
+            "max_bytes": max_bytes_for(self.config.output_cap),
+        }
+        return exec_result(self._request(payload, timeout + REPLY_GRACE_S), self.config.output_cap)
+
+    async def aexec(self, cmd: str, timeout: float | None = None, cwd: str | None = None,
+                    env: Mapping[str, str] | None = None) -> ExecResult:
+        return await run_blocking(self.exec, cmd, timeout, cwd, env)
+
+    def read_bytes(self, path: str) -> bytes:
+        if self.config.fast_exec:
+            return base64.b64decode(self._request({"op": "read", "path": path}, REPLY_GRACE_S * 4)["data"])
+        return self._get_archive_file(self._absolute(path))
+
+    def read_file(self, path: str) -> str:
+        return self.read_bytes(path).decode("utf-8", errors="replace")
+
+    def write_file(self, path: str, content: str | bytes) -> None:
+        data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+        if self.config.fast_exec:
+            self._request({"op": "write", "path": path, "data": base64.b64encode(data).decode()},
+                          REPLY_GRACE_S * 4)
+            return
+        self._put_files(self._absolute(path), {posixpath.basename(path): (data, 0o644)})
+
+    def upload(self, local_path: str, remote_path: str) -> None:
+        """Copy a local file or directory to `remote_path` (owned by the sandbox user)."""
+        source = Path(local_path)
+        if not source.exists():
+            raise FileNotFoundError(f"upload source does not exist: {local_path}")
+        remote = self._absolute(remote_path)
+        buffer = io.BytesIO()
+        uid, gid = _numeric_user(self.config.user)
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            tar.add(str(source), arcname=posixpath.basename(remote.rstrip("/")),
+                    filter=lambda info: _owned(info, uid, gid))
+        self._ensure_dir(posixpath.dirname(remote))
+        self._put_archive(posixpath.dirname(remote), buffer.getvalue())
+
+    async def aread_file(self, path: str) -> str:
+        return await run_blocking(self.read_file, path)
+
+    async def awrite_file(self, path: str, content: str | bytes) -> None:
+        await run_blocking(self.write_file, path, content)
+
+    async def aupload(self, local_path: str, remote_path: str) -> None:
+        await run_blocking(self.upload, local_path, remote_path)
+
+    # ------------------------------------------------------------------ archive helpers
+
+    def _absolute(self, path: str) -> str:
+        return path if path.startswith("/") else posixpath.join(self.workdir, path)
+
+    def _ensure_dir(self, directory: str) -> None:
+        result = self.exec(f"mkdir -p -- {_shell_quote(directory)}", timeout=30)
+        if result.exit_code != 0:
+            raise PermissionError(f"cannot create {directory} in the sandbox: {result.output.strip()}")
+
+    def _put_files(self, remote_path: str, files: dict[str, tuple[bytes, int]]) -> None:
+        uid, gid = _numeric_user(self.config.user)
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for name, (data, mode) in files.items():
+                info = _owned(tarfile.TarInfo(name), uid, gid)
+                info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+                tar.addfile(info, io.BytesIO(data))
+        directory = posixpath.dirname(remote_path)
+        self._ensure_dir(directory)
+        self._put_archive(directory, buffer.getvalue())
+
+    def _put_archive(self, directory: str, data: bytes) -> None:
+        import docker.errors
+
+        try:
+            self._api.put_archive(self.container_id, directory, data)
+        except docker.errors.NotFound as exc:
+            raise self._died(self._death_reason() or str(exc)) from exc
+
+    def _get_archive_file(self, path: str) -> bytes:
+        import docker.errors
+
+        try:
+            stream, _ = self._api.get_archive(self.container_id, path)
+        except docker.errors.NotFound as exc:
+            reason = self._death_reason()
+            if reason:
+                raise self._died(reason) from exc
+            raise FileNotFoundError(f"no such file in the sandbox: {path}") from exc
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            member = tar.next()
+            if member is None or not member.isfile():
+                raise IsADirectoryError(f"not a regular file in the sandbox: {path}")
+            extracted = tar.extractfile(member)
+            assert extracted is not None
+            return extracted.read()
+
+
+def _numeric_user(user: str) -> tuple[int, int]:
+    uid, _, gid = user.partition(":")
+    try:
+        return int(uid), int(gid or uid)
+    except ValueError:
+        return 1000, 1000  # a named user: our images make `agent` 1000:1000
+
+
+def _owned(info: tarfile.TarInfo, uid: int, gid: int) -> tarfile.TarInfo:
+    info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
+    return info
+
+
+def _shell_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def _server_archive() -> bytes:
+    """The server as a tar for images that were not built by `sandboxes.images`."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for directory in ("opt", "opt/agent-rl"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        data = SERVER_SOURCE.read_bytes()
+        info = tarfile.TarInfo(SERVER_PATH.lstrip("/"))
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

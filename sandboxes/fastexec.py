@@ -1,0 +1,204 @@
+"""Client side of the fast-exec protocol (see `fastexec_server.py`).
+
+The server speaks JSON lines. Two transports carry them: a Docker attach socket (whose
+stdout arrives in 8-byte-header frames because the container has no TTY) and the pipes of
+a local subprocess. `ServerChannel` turns either into request → reply with a deadline, and
+`exec_result` turns an exec reply into an `ExecResult` with head+tail capping.
+"""
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from typing import Any, Callable, Protocol
+
+from sandboxes.base import ExecResult, SandboxError, cap_text, truncation_marker
+
+SERVER_SOURCE_NAME = "fastexec_server.py"
+
+# Replies name the exception the server caught; file errors keep their built-in type so
+# callers can `except FileNotFoundError` the same way for every backend.
+_REPLY_ERRORS: dict[str, type[Exception]] = {
+    "FileNotFoundError": FileNotFoundError,
+    "IsADirectoryError": IsADirectoryError,
+    "NotADirectoryError": NotADirectoryError,
+    "PermissionError": PermissionError,
+    "FileExistsError": FileExistsError,
+}
+
+
+class ChannelClosed(SandboxError):
+    """The server's stream ended: the process or container behind it is gone."""
+
+
+class ChannelTimeout(SandboxError):
+    """No reply arrived before the deadline."""
+
+
+class Transport(Protocol):
+    def send(self, data: bytes) -> None: ...
+
+    def receive(self, timeout: float) -> bytes:
+        """Next bytes of the server's stdout; b"" at end of stream; raise TimeoutError."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _wait_readable(fileno: int, timeout: float) -> None:
+    readable, _, _ = select.select([fileno], [], [], max(timeout, 0.0))
+    if not readable:
+        raise TimeoutError
+
+
+class AttachSocketTransport:
+    """A container's attached stdin/stdout. Without a TTY Docker multiplexes the output
+    streams: each frame is [stream, 0, 0, 0, size (u32 big-endian)] then `size` bytes."""
+
+    def __init__(self, sock: Any, on_stderr: Callable[[bytes], None] | None = None):
+        self._holder = sock  # keep docker-py's wrapper alive: closing it closes the socket
+        self._sock: socket.socket = getattr(sock, "_sock", sock)
+        self._sock.setblocking(True)
+        self._raw = b""
+        self._on_stderr = on_stderr
+
+    def send(self, data: bytes) -> None:
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            raise ChannelClosed(f"attach socket closed: {exc}") from exc
+
+    def receive(self, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            payload = self._next_stdout_payload()
+            if payload is not None:
+                return payload
+            _wait_readable(self._sock.fileno(), deadline - time.monotonic())
+            try:
+                chunk = self._sock.recv(1 << 16)
+            except OSError as exc:
+                raise ChannelClosed(f"attach socket failed: {exc}") from exc
+            if not chunk:
+                return b""
+            self._raw += chunk
+
+    def _next_stdout_payload(self) -> bytes | None:
+        while len(self._raw) >= 8:
+            stream, size = self._raw[0], struct.unpack(">I", self._raw[4:8])[0]
+            if len(self._raw) < 8 + size:
+                return None
+            payload, self._raw = self._raw[8 : 8 + size], self._raw[8 + size :]
+            if stream == 1:
+                return payload
+            if stream == 2 and self._on_stderr:
+                self._on_stderr(payload)
+        return None
+
+    def close(self) -> None:
+        for closable in (self._sock, self._holder):
+            try:
+                closable.close()
+            except OSError:
+                pass
+
+
+class PipeTransport:
+    """stdin/stdout pipes of a local server subprocess."""
+
+    def __init__(self, stdin: Any, stdout: Any):
+        self._stdin, self._stdout = stdin, stdout
+
+    def send(self, data: bytes) -> None:
+        try:
+            self._stdin.write(data)
+            self._stdin.flush()
+        except (OSError, ValueError) as exc:
+            raise ChannelClosed(f"server pipe closed: {exc}") from exc
+
+    def receive(self, timeout: float) -> bytes:
+        _wait_readable(self._stdout.fileno(), timeout)
+        return os.read(self._stdout.fileno(), 1 << 16)
+
+    def close(self) -> None:
+        for stream in (self._stdin, self._stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+class ServerChannel:
+    """One request at a time over a transport; replies matched by id."""
+
+    def __init__(self, transport: Transport):
+        self._transport = transport
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._buffer = b""
+
+    def request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+        with self._lock:
+            request_id = next(self._ids)
+            self._transport.send(json.dumps({**payload, "id": request_id}).encode() + b"\n")
+            deadline = time.monotonic() + timeout
+            while True:
+                reply = self._read_line(deadline)
+                if reply.get("id") == request_id:
+                    return check_reply(reply)
+                # A reply to an earlier request that timed out on our side: skip it.
+
+    def _read_line(self, deadline: float) -> dict[str, Any]:
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ChannelTimeout("no reply from the sandbox's command server")
+            try:
+                chunk = self._transport.receive(remaining)
+            except TimeoutError:
+                raise ChannelTimeout("no reply from the sandbox's command server") from None
+            if not chunk:
+                raise ChannelClosed("the sandbox's command server stream ended")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        try:
+            return json.loads(line)
+        except ValueError as exc:
+            raise SandboxError(f"garbled reply from the command server: {line[:200]!r}") from exc
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+def check_reply(reply: dict[str, Any]) -> dict[str, Any]:
+    if reply.get("ok"):
+        return reply
+    error = _REPLY_ERRORS.get(str(reply.get("kind")), SandboxError)
+    raise error(f"{reply.get('kind')}: {reply.get('error')}")
+
+
+def max_bytes_for(cap: int) -> int:
+    # A character takes at most 4 UTF-8 bytes, and a bad byte becomes one replacement
+    # character, so 2*cap bytes of head and of tail always decode to enough characters.
+    return 4 * cap if cap > 0 else 1 << 62
+
+
+def exec_result(reply: dict[str, Any], cap: int) -> ExecResult:
+    head = base64.b64decode(reply["head"])
+    tail = base64.b64decode(reply["tail"])
+    common = dict(exit_code=int(reply["exit_code"]), timed_out=bool(reply["timed_out"]),
+                  duration_s=float(reply.get("duration", 0.0)))
+    if not tail:
+        text, truncated = cap_text(head.decode("utf-8", errors="replace"), cap)
+        return ExecResult(output=text, truncated=truncated, **common)
+    head_text = head.decode("utf-8", errors="replace")[: cap // 2]
+    tail_text = tail.decode("utf-8", errors="replace")[-(cap - cap // 2) :]
+    # Exact for ASCII; for other text a byte-based estimate (the middle was never sent).
+    dropped = int(reply["size"]) - len(head_text.encode()) - len(tail_text.encode())
+    return ExecResult(output=head_text + truncation_marker(dropped) + tail_text, truncated=True, **common)
