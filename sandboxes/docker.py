@@ -12,9 +12,7 @@ semantics (persistent cwd/env, process-group kill on timeout).
 """
 from __future__ import annotations
 
-import asyncio
 import base64
-import concurrent.futures
 import io
 import json
 import logging
@@ -28,11 +26,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from sandboxes.base import (
     DEFAULT_OUTPUT_CAP,
-    ExecResult,
     HardeningUnsupported,
     SandboxDied,
     SandboxError,
@@ -42,9 +39,8 @@ from sandboxes.fastexec import (
     ChannelClosed,
     ChannelTimeout,
     ServerChannel,
+    ServerSandbox,
     check_reply,
-    exec_result,
-    max_bytes_for,
 )
 from sandboxes.strict import ConfigError, from_mapping
 
@@ -52,18 +48,16 @@ if TYPE_CHECKING:
     import docker
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MANAGED_LABEL = "agent-rl.managed"
 OWNER_PID_LABEL = "agent-rl.owner-pid"
 OWNER_HOST_LABEL = "agent-rl.owner-host"
 CREATED_LABEL = "agent-rl.created"
+KIND_LABEL = "agent-rl.kind"
 SERVER_PATH = "/opt/agent-rl/fastexec_server.py"
 SERVER_SOURCE = Path(__file__).with_name("fastexec_server.py")
 # Session state of the exec_run fallback (one server process per command) lives here.
 FALLBACK_STATE_DIR = "/tmp/.agent-rl-shell"
-# How long past a command's own timeout we wait for the server before declaring it dead.
-REPLY_GRACE_S = 15.0
 _MEMORY = re.compile(r"^\d+[bkmg]?$", re.IGNORECASE)
 
 
@@ -145,32 +139,14 @@ def _hardening_option(message: str) -> str | None:
     return None
 
 
-_executor: concurrent.futures.ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
-
-
-def sandbox_executor() -> concurrent.futures.ThreadPoolExecutor:
-    """Threads for the async twins. The default asyncio executor has min(32, cpus+4) threads,
-    which would serialize dozens of sandboxes waiting on long commands."""
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=256, thread_name_prefix="sandbox")
-        return _executor
-
-
-async def run_blocking(fn: Callable[..., T], *args: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(sandbox_executor(), lambda: fn(*args))
-
-
-def _default_client() -> "docker.DockerClient":
+def default_client() -> "docker.DockerClient":
     import docker
 
     # exec_run in fallback mode blocks for the whole command, so allow long reads.
     return docker.from_env(timeout=600)
 
 
-class DockerSandbox:
+class DockerSandbox(ServerSandbox):
     """A running hardened container. Use as a context manager or call `close()`."""
 
     def __init__(self, image: str, config: DockerSandboxConfig | Mapping[str, Any] | None = None, *,
@@ -178,12 +154,15 @@ class DockerSandbox:
         self.config = config if isinstance(config, DockerSandboxConfig) else DockerSandboxConfig.from_config(config)
         self.image = image
         self.workdir = self.config.workdir
-        self._client = client or _default_client()
+        self.output_cap = self.config.output_cap
+        self.default_timeout = self.config.default_timeout
+        self._client = client or default_client()
         self._api = self._client.api
         self._closed = False
         self._channel: ServerChannel | None = None
         self._stderr_tail = b""
         self._fallback_lock = threading.Lock()
+        self._close_callbacks: list[Callable[["DockerSandbox"], None]] = []
         self.container_id = self._create()
         try:
             self._start()
@@ -219,7 +198,7 @@ class DockerSandbox:
                 user=c.user,
                 working_dir=c.workdir,
                 environment=dict(c.env),
-                labels={**c.labels, **owner_labels(), "agent-rl.kind": "sandbox"},
+                labels={**c.labels, **owner_labels(), KIND_LABEL: "sandbox"},
                 name=f"agent-rl-{os.getpid()}-{uuid.uuid4().hex[:10]}",
                 # docker-py pairs this with StdinOnce: when our process dies its attach socket
                 # closes, the server reads EOF and exits, and the container stops by itself.
@@ -262,10 +241,14 @@ class DockerSandbox:
 
     def _image_has_server(self) -> bool:
         labels = (self._api.inspect_image(self.image).get("Config") or {}).get("Labels") or {}
-        return labels.get("agent-rl.kind") in ("base", "repo")
+        return labels.get(KIND_LABEL) in ("base", "repo")
 
     def _keep_stderr(self, data: bytes) -> None:
         self._stderr_tail = (self._stderr_tail + data)[-8192:]
+
+    def add_close_callback(self, callback: Callable[["DockerSandbox"], None]) -> None:
+        """Run `callback(self)` once the container is removed (the pool frees its slot so)."""
+        self._close_callbacks.append(callback)
 
     def close(self) -> None:
         if self._closed:
@@ -273,7 +256,15 @@ class DockerSandbox:
         self._closed = True
         if self._channel is not None:
             self._channel.close()
-        self._remove()
+        try:
+            self._remove()
+        finally:
+            for callback in self._close_callbacks:
+                callback(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def _remove(self) -> None:
         import docker.errors
@@ -286,21 +277,6 @@ class DockerSandbox:
             if "already in progress" not in str(exc):
                 # Never crash an episode on cleanup; the label reaper removes leftovers.
                 log.warning("could not remove sandbox container %s: %s", self.container_id[:12], exc)
-
-    async def aclose(self) -> None:
-        await run_blocking(self.close)
-
-    def __enter__(self) -> "DockerSandbox":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> "DockerSandbox":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"DockerSandbox(image={self.image!r}, container={self.container_id[:12]})"
@@ -373,40 +349,16 @@ class DockerSandbox:
                 raise self._died(reason) from None
             raise SandboxError(f"garbled reply from exec_run: {output[-500:]!r}") from None
 
-    # ------------------------------------------------------------------ Sandbox protocol
-
-    def exec(self, cmd: str, timeout: float | None = None, cwd: str | None = None,
-             env: Mapping[str, str] | None = None) -> ExecResult:
-        if not isinstance(cmd, str):
-            raise TypeError(f"cmd must be a string, got {type(cmd).__name__}")
-        timeout = self.config.default_timeout if timeout is None else float(timeout)
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
-        payload = {
-            "op": "exec", "cmd": cmd, "timeout": timeout, "cwd": cwd,
-            "env": {str(k): str(v) for k, v in (env or {}).items()},
-            "max_bytes": max_bytes_for(self.config.output_cap),
-        }
-        return exec_result(self._request(payload, timeout + REPLY_GRACE_S), self.config.output_cap)
-
-    async def aexec(self, cmd: str, timeout: float | None = None, cwd: str | None = None,
-                    env: Mapping[str, str] | None = None) -> ExecResult:
-        return await run_blocking(self.exec, cmd, timeout, cwd, env)
-
     def read_bytes(self, path: str) -> bytes:
         if self.config.fast_exec:
-            return base64.b64decode(self._request({"op": "read", "path": path}, REPLY_GRACE_S * 4)["data"])
+            return super().read_bytes(path)
         return self._get_archive_file(self._absolute(path))
 
-    def read_file(self, path: str) -> str:
-        return self.read_bytes(path).decode("utf-8", errors="replace")
-
     def write_file(self, path: str, content: str | bytes) -> None:
-        data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
         if self.config.fast_exec:
-            self._request({"op": "write", "path": path, "data": base64.b64encode(data).decode()},
-                          REPLY_GRACE_S * 4)
+            super().write_file(path, content)
             return
+        data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
         self._put_files(self._absolute(path), {posixpath.basename(path): (data, 0o644)})
 
     def upload(self, local_path: str, remote_path: str) -> None:
@@ -422,15 +374,6 @@ class DockerSandbox:
                     filter=lambda info: _owned(info, uid, gid))
         self._ensure_dir(posixpath.dirname(remote))
         self._put_archive(posixpath.dirname(remote), buffer.getvalue())
-
-    async def aread_file(self, path: str) -> str:
-        return await run_blocking(self.read_file, path)
-
-    async def awrite_file(self, path: str, content: str | bytes) -> None:
-        await run_blocking(self.write_file, path, content)
-
-    async def aupload(self, local_path: str, remote_path: str) -> None:
-        await run_blocking(self.upload, local_path, remote_path)
 
     # ------------------------------------------------------------------ archive helpers
 

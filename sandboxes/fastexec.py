@@ -7,7 +7,9 @@ a local subprocess. `ServerChannel` turns either into request → reply with a d
 """
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import itertools
 import json
 import os
@@ -16,9 +18,14 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol, TypeVar
 
 from sandboxes.base import ExecResult, SandboxError, cap_text, truncation_marker
+
+T = TypeVar("T")
+# How long past a command's own timeout we wait for the server before declaring it dead.
+REPLY_GRACE_S = 15.0
+FILE_OP_TIMEOUT_S = 60.0
 
 SERVER_SOURCE_NAME = "fastexec_server.py"
 
@@ -202,3 +209,95 @@ def exec_result(reply: dict[str, Any], cap: int) -> ExecResult:
     # Exact for ASCII; for other text a byte-based estimate (the middle was never sent).
     dropped = int(reply["size"]) - len(head_text.encode()) - len(tail_text.encode())
     return ExecResult(output=head_text + truncation_marker(dropped) + tail_text, truncated=True, **common)
+
+
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def sandbox_executor() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads for the async twins. The default asyncio executor has min(32, cpus+4) threads,
+    which would serialize dozens of sandboxes waiting on long commands."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=256, thread_name_prefix="sandbox")
+        return _executor
+
+
+async def run_blocking(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(sandbox_executor(), lambda: fn(*args))
+
+
+class ServerSandbox:
+    """The Sandbox methods every backend shares once it can send requests to a command server.
+
+    Subclasses provide `workdir`, `output_cap`, `default_timeout` and `_request`.
+    """
+
+    workdir: str
+    output_cap: int
+    default_timeout: float
+
+    def _request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def exec(self, cmd: str, timeout: float | None = None, cwd: str | None = None,
+             env: Mapping[str, str] | None = None) -> ExecResult:
+        if not isinstance(cmd, str):
+            raise TypeError(f"cmd must be a string, got {type(cmd).__name__}")
+        timeout = self.default_timeout if timeout is None else float(timeout)
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        payload = {
+            "op": "exec", "cmd": cmd, "timeout": timeout, "cwd": cwd,
+            "env": {str(k): str(v) for k, v in (env or {}).items()},
+            "max_bytes": max_bytes_for(self.output_cap),
+        }
+        return exec_result(self._request(payload, timeout + REPLY_GRACE_S), self.output_cap)
+
+    async def aexec(self, cmd: str, timeout: float | None = None, cwd: str | None = None,
+                    env: Mapping[str, str] | None = None) -> ExecResult:
+        return await run_blocking(self.exec, cmd, timeout, cwd, env)
+
+    def read_bytes(self, path: str) -> bytes:
+        """File contents; relative paths are relative to `workdir`."""
+        return base64.b64decode(self._request({"op": "read", "path": path}, FILE_OP_TIMEOUT_S)["data"])
+
+    def read_file(self, path: str) -> str:
+        return self.read_bytes(path).decode("utf-8", errors="replace")
+
+    def write_file(self, path: str, content: str | bytes) -> None:
+        """Create or replace a file (and its parent directories) as the sandbox user."""
+        data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+        self._request({"op": "write", "path": path, "data": base64.b64encode(data).decode()}, FILE_OP_TIMEOUT_S)
+
+    async def aread_file(self, path: str) -> str:
+        return await run_blocking(self.read_file, path)
+
+    async def awrite_file(self, path: str, content: str | bytes) -> None:
+        await run_blocking(self.write_file, path, content)
+
+    def upload(self, local_path: str, remote_path: str) -> None:
+        raise NotImplementedError
+
+    async def aupload(self, local_path: str, remote_path: str) -> None:
+        await run_blocking(self.upload, local_path, remote_path)
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        await run_blocking(self.close)
+
+    def __enter__(self) -> "ServerSandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "ServerSandbox":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

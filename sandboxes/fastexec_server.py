@@ -68,6 +68,7 @@ class ShellSession:
         self.cwd = workdir
         self.env = {k: v for k, v in os.environ.items() if k not in _SHELL_OWNED}
         self._persisted = os.path.join(self.state_dir, "session.json")
+        self._groups = set()  # process groups of commands started, for `kill_all`
 
     # State survives across processes only in `--request` mode (one process per command).
     def load(self):
@@ -115,6 +116,7 @@ class ShellSession:
             except OSError as exc:  # e.g. EAGAIN when a fork bomb holds every pid
                 message = "agent-rl: could not start the command: %s\n" % exc
                 return _exec_reply(126, False, message.encode(), time.monotonic() - started, max_bytes)
+            self._groups.add(proc.pid)
             # Popen.wait(timeout) polls with sleeps of up to 50 ms; a timer thread that
             # kills the group lets us block in waitpid and return the moment bash exits.
             expired = threading.Event()
@@ -142,6 +144,13 @@ class ShellSession:
             if not timed_out:
                 self._absorb_state(cwd_file, env_file, cwd, env or {})
             return _exec_reply(code, timed_out, out, duration, max_bytes)
+
+    def kill_all(self):
+        """Kill what commands left running (background jobs). Outside a container nothing
+        else would: the container's teardown is what normally does this."""
+        for pgid in self._groups:
+            _signal_group(pgid)
+        self._groups.clear()
 
     def _absorb_state(self, cwd_file, env_file, cwd_override, env_override):
         try:
@@ -184,9 +193,10 @@ def _expire(pgid, expired):
 
 
 def _kill_group(pgid):
-    # Repeat: a fork bomb can add members while the first kill is delivered, and members
-    # reparented to init linger as zombies until it reaps them.
-    for _ in range(100):
+    # A few rounds: a fork bomb can add members while a kill is delivered. Not "until the
+    # group is empty": orphans stay listed as zombies until init reaps them, which a bare
+    # host init may take its time over.
+    for _ in range(3):
         if not _signal_group(pgid):
             return
         time.sleep(0.005)
@@ -286,7 +296,10 @@ def main(argv):
         session.save()
         sys.stdout.write(json.dumps(reply) + "\n")
         return 0
-    serve(session, sys.stdin.buffer, sys.stdout.buffer)
+    try:
+        serve(session, sys.stdin.buffer, sys.stdout.buffer)
+    finally:
+        session.kill_all()
     return 0
 
 
