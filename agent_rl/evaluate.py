@@ -254,3 +254,77 @@ class _progress_bar:
             self._progress.stop()
 
 
+
+
+class AgentSampleRunner:
+    """The real sample: one SWEEnv episode of the agent, graded by the env's tamper-proof grader.
+
+    Every sample gets its own environment (and so its own sandbox and grading container),
+    created from the task object itself: nothing here touches host paths inside containers,
+    so the evaluator can run in a container that drives sibling containers via the socket.
+    """
+
+    def __init__(self, engine: Any, tokenizer: Any, agent_config: Any, env_config: Any) -> None:
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.agent_config = agent_config
+        self.env_config = env_config
+
+    async def run(self, task: Any, sample: int, seed: int) -> dict[str, Any]:
+        from agent_rl.agent import run_episode
+        from envs.swe_env import SWEEnv
+
+        env = SWEEnv(tasks=[task], config=self.env_config)
+        try:
+            traj = await run_episode(env, self.engine, self.tokenizer, self.agent_config, task=task, seed=seed,
+                                     group_index=sample)
+        finally:
+            await env.aclose()
+        grade = dict(traj.grade or {})
+        return result_row(
+            task=task.instance_id,
+            sample=sample,
+            seed=seed,
+            resolved=bool(grade.get("resolved")),
+            reward=traj.reward,
+            turns=traj.num_turns,
+            tokens=traj.num_sampled_tokens,
+            finish_reason=traj.finish_reason,
+            patch=str(getattr(traj, "patch", "") or ""),
+            timing=traj.timings,
+            error=traj.error,
+            grade=_grade_summary(grade),
+        )
+
+
+def _grade_summary(grade: Mapping[str, Any]) -> dict[str, Any]:
+    """The grade without the bulky console tail: enough to see why a sample failed."""
+    keep = ("resolved", "patch_exists", "patch_successfully_applied", "fraction_passed", "error", "tamper",
+            "dropped_files", "tests_status")
+    return {k: grade[k] for k in keep if k in grade}
+
+
+async def run_eval(config: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Load the tasks, build the engine and the agent, evaluate, close the engine."""
+    from agent_rl.agent import AgentConfig, check_template
+    from agent_rl.engines.factory import EngineConfig, make_engine
+    from envs.swe_env import EnvConfig
+    from envs.tasks import load_tasks
+    from sandboxes.strict import from_mapping
+
+    tasks = load_tasks(config.tasks)
+    agent_config = from_mapping(AgentConfig, config.agent, "agent")
+    env_config = from_mapping(EnvConfig, config.env, "env")
+    engine_config = from_mapping(EngineConfig, {"model": config.model, **config.engine}, "engine")
+    engine = make_engine(engine_config)
+    try:
+        tokenizer = getattr(engine, "tokenizer", None)
+        if tokenizer is None:
+            from agent_rl.models import load_tokenizer
+
+            tokenizer = load_tokenizer(config.model)
+        check_template(tokenizer, agent_config)
+        runner = AgentSampleRunner(engine, tokenizer, agent_config, env_config)
+        return await evaluate(config, tasks, runner, progress=progress)
+    finally:
+        await engine.close()
