@@ -244,3 +244,30 @@ def tiny_random_model(
     model.eval()
     return model
 
+
+
+def checkpoint_state_dict(path: str | os.PathLike[str], *, base: str | os.PathLike[str]) -> dict[str, Any]:
+    """Weights to load into a served model from a trainer checkpoint directory.
+
+    A full HF checkpoint (config.json) is loaded as is. A LoRA adapter (adapter_config.json)
+    is merged into a fresh copy of `base`, so successive adapters never stack on each other.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    directory = Path(path).expanduser()
+    if (directory / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base_model, _ = load_model(base, device="cpu", dtype=torch.float32)
+        merged = PeftModel.from_pretrained(base_model, str(directory)).merge_and_unload()
+        return merged.state_dict()
+    if (directory / "config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(
+            str(directory), **dtype_kwargs(torch.float32), local_files_only=True
+        )
+        return model.state_dict()
+    raise ModelNotFoundError(
+        f"{directory} holds neither an HF checkpoint (config.json) nor a LoRA adapter "
+        "(adapter_config.json)"
+    )
