@@ -3,6 +3,9 @@
 Builds on `sandboxes`; knows nothing of torch. `import envs` registers `agent_rl/SWE-v0`
 lazily through gymnasium's entry-point string, so importing does no work.
 """
-from envs.tasks import Task, TaskError
+from envs.registration import ENV_ID, register_envs
+from envs.tasks import Task, TaskError, TaskStore, load_tasks
 
-__all__ = ["Task", "TaskError"]
+register_envs()
+
+__all__ = ["ENV_ID", "Task", "TaskError", "TaskStore", "load_tasks"]

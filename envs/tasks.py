@@ -5,9 +5,13 @@ definition. Every validation error names the task and the field.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
 
 
 class TaskError(ValueError):
@@ -109,3 +113,224 @@ class Task:
             "suite": self.suite,
             "difficulty": self.difficulty,
         }
+
+
+# ======================================================================================
+# Loaders
+# ======================================================================================
+
+
+def _source_error(path: Path | str, line: int | None, exc: Exception) -> TaskError:
+    where = f"{path}:{line}" if line is not None else str(path)
+    return TaskError(f"{where}: {exc}")
+
+
+def load_jsonl(path: str | os.PathLike[str]) -> list[Task]:
+    """SWE-bench-format JSONL, one task per line; errors name file, line, task and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TaskError(f"cannot read task file {path}: {exc.strerror or exc}") from exc
+    tasks: list[Task] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TaskError(f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno})") from exc
+        try:
+            tasks.append(Task.from_dict(row, source=f"{path}:{number}"))
+        except TaskError as exc:
+            raise TaskError(str(exc)) from None
+    _check_unique(tasks, str(path))
+    return tasks
+
+
+def load_json(path: str | os.PathLike[str]) -> list[Task]:
+    """A JSON file holding a list of task objects (or {"tasks": [...]})."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TaskError(f"cannot read task file {path}: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise TaskError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+    if isinstance(data, Mapping) and "tasks" in data:
+        data = data["tasks"]
+    if not isinstance(data, list):
+        raise TaskError(f"{path}: expected a list of tasks, got {type(data).__name__}")
+    tasks = [Task.from_dict(row, source=f"{path}[{i}]") for i, row in enumerate(data)]
+    _check_unique(tasks, str(path))
+    return tasks
+
+
+def load_hf_dataset(name_or_path: str, split: str = "test") -> list[Task]:
+    """A Hugging Face dataset in SWE-bench's schema (needs the optional `datasets` package)."""
+    try:
+        import datasets  # type: ignore[import-not-found]
+    except ImportError:
+        raise TaskError(
+            f"loading {name_or_path!r} needs the 'datasets' package: pip install 'agent-rl[datasets]'"
+        ) from None
+    try:
+        rows = datasets.load_dataset(name_or_path, split=split)
+    except Exception as exc:  # datasets raises many types; all mean "could not load"
+        raise TaskError(f"cannot load dataset {name_or_path!r} split {split!r}: {exc}") from exc
+    tasks = [Task.from_dict(dict(row), source=f"{name_or_path}[{split}][{i}]") for i, row in enumerate(rows)]
+    _check_unique(tasks, name_or_path)
+    return tasks
+
+
+def _check_unique(tasks: Iterable[Task], source: str) -> None:
+    seen: set[str] = set()
+    for task in tasks:
+        if task.instance_id in seen:
+            raise TaskError(f"{source}: duplicate instance_id {task.instance_id!r}")
+        seen.add(task.instance_id)
+
+
+def load_tasks(spec: "str | os.PathLike[str] | Iterable[Task | Mapping[str, Any]]") -> list[Task]:
+    """One entry point for every task source.
+
+    `builtin`, `builtin:easy`, `builtin:<suite>`, `builtin:<suite>:<difficulty>`,
+    a `.jsonl` / `.json` file, `hf:<name>[:<split>]`, or an iterable of Tasks/dicts.
+    """
+    if not isinstance(spec, (str, os.PathLike)):
+        tasks = [t if isinstance(t, Task) else Task.from_dict(t, source="task list") for t in spec]
+        _check_unique(tasks, "task list")
+        return tasks
+    text = os.fspath(spec)
+    if text == "builtin" or text.startswith("builtin:"):
+        return _load_builtin(text)
+    if text.startswith("hf:"):
+        name, _, split = text[3:].partition(":")
+        return load_hf_dataset(name, split or "test")
+    path = Path(text)
+    if path.suffix == ".jsonl":
+        return load_jsonl(path)
+    if path.suffix == ".json":
+        return load_json(path)
+    raise TaskError(
+        f"unknown task spec {text!r}: expected builtin[:suite][:difficulty], builtin:<difficulty>, "
+        "hf:<dataset>[:split], or a .jsonl/.json file"
+    )
+
+
+DIFFICULTIES = ("easy", "medium", "hard")
+
+
+def _load_builtin(spec: str) -> list[Task]:
+    try:
+        from envs.suites import list_suites, load_suite
+    except ImportError as exc:
+        raise TaskError(f"builtin suites are unavailable: {exc}") from exc
+    parts = spec.split(":")[1:]
+    if len(parts) > 2 or any(not p for p in parts):
+        raise TaskError(f"bad builtin spec {spec!r}: expected builtin[:suite][:difficulty]")
+    suite: str | None = None
+    difficulty: str | None = None
+    if len(parts) == 2:
+        suite, difficulty = parts
+    elif len(parts) == 1:
+        if parts[0] in DIFFICULTIES:
+            difficulty = parts[0]
+        else:
+            suite = parts[0]
+    if difficulty is not None and difficulty not in DIFFICULTIES:
+        raise TaskError(f"bad builtin spec {spec!r}: difficulty must be one of {', '.join(DIFFICULTIES)}")
+    if suite is not None and suite not in list_suites():
+        raise TaskError(f"unknown builtin suite {suite!r}; available: {', '.join(list_suites()) or 'none'}")
+    return list(load_suite(suite, difficulty=difficulty))
+
+
+class TaskStore:
+    """Tasks by id, in load order."""
+
+    def __init__(self, tasks: Iterable[Task]) -> None:
+        self._tasks: dict[str, Task] = {}
+        for task in tasks:
+            if task.instance_id in self._tasks:
+                raise TaskError(f"duplicate instance_id {task.instance_id!r}")
+            self._tasks[task.instance_id] = task
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> "TaskStore":
+        return spec if isinstance(spec, TaskStore) else cls(load_tasks(spec))
+
+    def get(self, instance_id: str) -> Task:
+        try:
+            return self._tasks[instance_id]
+        except KeyError:
+            close = [i for i in self._tasks if instance_id in i][:5]
+            hint = f"; similar: {', '.join(close)}" if close else ""
+            raise TaskError(f"no task {instance_id!r} among {len(self._tasks)} tasks{hint}") from None
+
+    def ids(self) -> list[str]:
+        return list(self._tasks)
+
+    def __getitem__(self, instance_id: str) -> Task:
+        return self.get(instance_id)
+
+    def __contains__(self, instance_id: object) -> bool:
+        return instance_id in self._tasks
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self._tasks.values())
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+
+# --------------------------------------------------------------------------------------
+# Repositories: local path or git URL
+# --------------------------------------------------------------------------------------
+
+_URL = re.compile(r"^(?:https?|git|ssh|file)://|^[\w.-]+@[\w.-]+:")
+
+
+def is_git_url(repo: str) -> bool:
+    return bool(_URL.match(repo))
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("AGENT_RL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "agent-rl")
+    return Path(root)
+
+
+def resolve_repo(task: Task) -> Path:
+    """A local checkout holding `task.base_commit`; git URLs are cloned once into the cache."""
+    if not is_git_url(task.repo):
+        path = Path(task.repo).expanduser()
+        if not (path / ".git").exists() and not (path / "HEAD").exists():
+            raise TaskError(f"task {task.instance_id!r}: field repo {task.repo!r} is not a git repository")
+        return path
+    import fcntl
+
+    import git  # gitpython; imported here so `import envs.tasks` stays light
+
+    key = hashlib.sha256(task.repo.encode()).hexdigest()[:16]
+    target = cache_dir() / "repos" / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One clone per URL even with many processes: the lock file serializes them.
+    with open(f"{target}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not target.exists():
+                tmp = target.with_name(f"{key}.tmp{os.getpid()}")
+                git.Repo.clone_from(task.repo, tmp, no_checkout=True)
+                tmp.rename(target)
+            repo = git.Repo(target)
+            try:
+                repo.commit(task.base_commit)
+            except (ValueError, git.BadName):
+                repo.remote().fetch()
+                repo.commit(task.base_commit)
+        except (git.GitCommandError, ValueError, git.BadName) as exc:
+            raise TaskError(
+                f"task {task.instance_id!r}: cannot get commit {task.base_commit} of {task.repo}: {exc}"
+            ) from exc
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return target

@@ -1,0 +1,506 @@
+"""Tamper-proof grading: does the agent's patch make the hidden tests pass?
+
+The steps, each a defence against a way of faking a pass:
+
+1. **Filter the patch.** Drop the agent's changes to anything that decides how tests run
+   or what they check: files the hidden test patch touches, `tests/`/`test/` trees,
+   `test_*.py` / `*_test.py`, every `conftest.py`, pytest configuration files
+   (pytest.ini, tox.ini, setup.cfg, pyproject.toml), interpreter start-up hooks
+   (sitecustomize.py, usercustomize.py, `*.pth`), modules shadowing the framework
+   (pytest.py, _pytest/, pluggy/) and symlinks. Dropped files are listed in the report.
+2. **Scan what is left.** Added lines in non-test files that reach for the test framework's
+   internals (`_pytest`, `pluggy`, `TestReport`, JUnit, frame hacking…) make the patch
+   score 0 (`GradingConfig.scan_patch`; off for repos that *are* test tooling).
+3. **Fresh container.** A new sandbox from the clean task image: nothing the agent did at
+   run time survives, and the image's git history stops at the base commit.
+4. **Apply** the filtered patch (`git apply`, falling back to `patch -p1 --fuzz`), check
+   that no protected file changed after all, then apply the hidden test patch.
+5. **Run** only the target tests through `grading_runner.py` (framework imported before
+   repo code, repo config ignored, a trusted outcome-recording plugin, integrity checks)
+   with JUnit XML written outside the repository.
+6. **Decide per test** from the JUnit XML *and* the plugin's record: a test passed only if
+   both say so. Missing, error, skip, xfail and timeout are failures; any tampering signal
+   fails every test.
+
+The report uses SWE-bench's keys, plus `fraction_passed`, timings, `error`, `dropped_files`
+and `tamper`.
+"""
+from __future__ import annotations
+
+import asyncio
+import codecs
+import dataclasses
+import fnmatch
+import json
+import posixpath
+import re
+import shlex
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from envs.tasks import Task
+from sandboxes.base import Sandbox
+from sandboxes.strict import ConfigError, from_mapping
+
+SandboxFactory = Callable[[str, Task], Sandbox]
+
+RUNNER_SOURCE = Path(__file__).with_name("grading_runner.py")
+
+
+@dataclass
+class GradingConfig:
+    sandbox: dict[str, Any] = field(default_factory=dict)  # DockerSandboxConfig keys for the grading container
+    test_timeout_s: float | None = None  # None → the task's test_timeout_s
+    apply_timeout_s: float = 60.0
+    scan_patch: bool = True  # reject patches that reach into the test framework (see module doc)
+    fuzz: int = 3  # `patch --fuzz` of the fallback apply
+
+    def __post_init__(self) -> None:
+        if self.test_timeout_s is not None and self.test_timeout_s <= 0:
+            raise ConfigError(f"grading.test_timeout_s must be positive, got {self.test_timeout_s}")
+        if self.apply_timeout_s <= 0:
+            raise ConfigError(f"grading.apply_timeout_s must be positive, got {self.apply_timeout_s}")
+        if not isinstance(self.sandbox, Mapping):
+            raise ConfigError("grading.sandbox must be a mapping of sandbox config keys")
+
+
+@dataclass
+class GradeReport:
+    instance_id: str
+    patch_is_None: bool = False
+    patch_exists: bool = False
+    patch_successfully_applied: bool = False
+    resolved: bool = False
+    tests_status: dict[str, dict[str, list[str]]] = field(
+        default_factory=lambda: {k: {"success": [], "failure": []} for k in ("FAIL_TO_PASS", "PASS_TO_PASS")}
+    )
+    fraction_passed: float = 0.0
+    error: str = ""
+    dropped_files: list[str] = field(default_factory=list)
+    tamper: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    test_output: str = ""  # tail of the test run's console output, for debugging
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def reward(self, kind: str = "binary") -> float:
+        if kind == "binary":
+            return 1.0 if self.resolved else 0.0
+        if kind == "fraction":
+            return 1.0 if self.resolved else self.fraction_passed
+        raise ValueError(f"unknown reward kind {kind!r}; expected 'binary' or 'fraction'")
+
+
+# --------------------------------------------------------------------------------------
+# 1. Patch filtering (pure)
+# --------------------------------------------------------------------------------------
+
+_CONFIG_FILES = {"pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml", "conftest.py"}
+_STARTUP_HOOKS = {"sitecustomize.py", "usercustomize.py"}
+_FRAMEWORK_SHADOWS = {"pytest.py", "_pytest", "pytest", "pluggy", "pluggy.py", "py.py"}
+_TEST_DIRS = {"tests", "test", "testing"}
+_TEST_FILE_GLOBS = ("test_*.py", "*_test.py")
+
+
+@dataclass(frozen=True)
+class FilePatch:
+    """One file's section of a unified diff."""
+
+    paths: tuple[str, ...]  # every path the section names (old, new, rename/copy source and target)
+    text: str
+    is_symlink: bool = False
+
+
+def _unquote_git_path(raw: str) -> str:
+    raw = raw.strip()
+    if raw.startswith('"') and raw.endswith('"'):
+        # git C-quotes unusual names; octal escapes are UTF-8 bytes.
+        escaped = codecs.escape_decode(raw[1:-1].encode("utf-8"))[0]
+        raw = escaped.decode("utf-8", errors="replace")
+    return raw
+
+
+def _strip_prefix(path: str) -> str | None:
+    path = _unquote_git_path(path.split("\t")[0])
+    if path == "/dev/null":
+        return None
+    if path.startswith(("a/", "b/")):
+        path = path[2:]
+    return posixpath.normpath(path)
+
+
+def split_patch(patch: str) -> list[FilePatch]:
+    """Split a (git or plain) unified diff into per-file sections."""
+    lines = patch.splitlines(keepends=True)
+    git_style = any(line.startswith("diff --git ") for line in lines)
+    sections: list[list[str]] = []
+    for index, line in enumerate(lines):
+        starts = (
+            line.startswith("diff --git ")
+            if git_style
+            else line.startswith("--- ") and index + 1 < len(lines) and lines[index + 1].startswith("+++ ")
+        )
+        if starts or not sections:
+            sections.append([])
+        sections[-1].append(line)
+    return [_file_patch(section) for section in sections if any(l.strip() for l in section)]
+
+
+_PATH_HEADERS = ("--- ", "+++ ", "rename from ", "rename to ", "copy from ", "copy to ")
+
+
+def _file_patch(section: list[str]) -> FilePatch:
+    paths: list[str] = []
+    symlink = False
+    for line in section:
+        if line.startswith(("@@", "GIT binary patch")):
+            break
+        text = line.rstrip("\n")
+        for header in _PATH_HEADERS:
+            if text.startswith(header):
+                path = _strip_prefix(text[len(header):]) if header in ("--- ", "+++ ") else posixpath.normpath(
+                    _unquote_git_path(text[len(header):])
+                )
+                if path:
+                    paths.append(path)
+        if text.startswith("diff --git "):
+            paths.extend(_paths_from_git_header(text[len("diff --git "):]))
+        if re.match(r"(new file mode|new mode|old mode|deleted file mode|index [0-9a-f.]+) 120000", text):
+            symlink = True
+    return FilePatch(tuple(dict.fromkeys(paths)), "".join(section), symlink)
+
+
+def _paths_from_git_header(rest: str) -> list[str]:
+    if rest.startswith('"'):
+        return []  # quoted names also appear in the ---/+++ or rename lines
+    # "a/X b/X": for an unrenamed file both halves are equal, which survives spaces in X.
+    half = (len(rest) - 1) // 2
+    left, right = rest[:half], rest[half + 1:]
+    if left.startswith("a/") and right.startswith("b/") and left[2:] == right[2:]:
+        return [posixpath.normpath(left[2:])]
+    parts = rest.split(" ")
+    return [posixpath.normpath(p[2:]) for p in parts if p.startswith(("a/", "b/"))]
+
+
+def patch_paths(patch: str) -> list[str]:
+    return list(dict.fromkeys(p for section in split_patch(patch) for p in section.paths))
+
+
+def protection_reason(path: str, hidden_test_files: Iterable[str] = ()) -> str | None:
+    """Why the agent may not change `path`, or None if it may."""
+    norm = posixpath.normpath(path)
+    parts = norm.split("/")
+    name = parts[-1]
+    if norm in set(hidden_test_files):
+        return "hidden test file"
+    if norm.startswith("../") or norm.startswith("/") or ".git" in parts:
+        return "outside the repository"
+    if any(part in _TEST_DIRS for part in parts[:-1]):
+        return "under a test directory"
+    if any(fnmatch.fnmatch(name, glob) for glob in _TEST_FILE_GLOBS):
+        return "test file"
+    if name in _CONFIG_FILES:
+        return "test configuration"
+    if name in _STARTUP_HOOKS or name.endswith(".pth"):
+        return "interpreter start-up hook"
+    if any(part in _FRAMEWORK_SHADOWS for part in parts):
+        return "shadows the test framework"
+    return None
+
+
+def hidden_test_files(task: Task) -> list[str]:
+    return list(dict.fromkeys([*task.test_files, *patch_paths(task.test_patch)]))
+
+
+def filter_patch(patch: str, protected: Iterable[str] = ()) -> tuple[str, list[str]]:
+    """(patch without protected sections, sorted list of dropped paths)."""
+    protected = list(protected)
+    kept: list[str] = []
+    dropped: set[str] = set()
+    for section in split_patch(patch):
+        bad = [p for p in section.paths if protection_reason(p, protected)]
+        if bad or section.is_symlink:
+            dropped.update(bad or section.paths)
+        else:
+            kept.append(section.text)
+    return "".join(kept), sorted(dropped)
+
+
+# --------------------------------------------------------------------------------------
+# 2. Static scan (pure)
+# --------------------------------------------------------------------------------------
+
+TAMPER_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"_pytest|\bpytest\b|\bpluggy\b", "references the test framework"),
+    (r"TestReport|junit|PYTEST_", "references test reporting"),
+    (r"sys\._getframe|\bf_back\b|__code__|gc\.get_referrers|gc\.get_objects", "frame/code-object hacking"),
+    (r"\bos\._exit\b", "hard process exit"),
+    (r"sitecustomize|usercustomize|conftest", "references interpreter or test start-up hooks"),
+)
+
+
+def scan_patch(patch: str) -> list[str]:
+    """Findings for added lines that reach into the test machinery: '<path>: <why>'."""
+    findings: list[str] = []
+    for section in split_patch(patch):
+        path = section.paths[-1] if section.paths else "?"
+        added = [l[1:] for l in section.text.splitlines() if l.startswith("+") and not l.startswith("+++ ")]
+        body = "\n".join(added)
+        for pattern, why in TAMPER_PATTERNS:
+            match = re.search(pattern, body)
+            if match:
+                findings.append(f"{path}: {why} ({match.group(0)!r})")
+    return findings
+
+
+# --------------------------------------------------------------------------------------
+# 3–6. Running in a fresh container
+# --------------------------------------------------------------------------------------
+
+
+def default_sandbox_factory(sandbox_config: Mapping[str, Any] | None = None) -> SandboxFactory:
+    """Docker sandboxes built from a DockerSandboxConfig mapping, with the task's workdir."""
+
+    def make(image: str, task: Task) -> Sandbox:
+        from sandboxes.docker import DockerSandbox, DockerSandboxConfig
+
+        data = dict(sandbox_config or {})
+        if "workdir" in {f.name for f in dataclasses.fields(DockerSandboxConfig)}:
+            data.setdefault("workdir", task.workdir)
+        return DockerSandbox(image, from_mapping(DockerSandboxConfig, data, "sandbox"))
+
+    return make
+
+
+def junit_key(nodeid: str) -> tuple[str, str]:
+    """(classname, name) as pytest's JUnit writer derives them from a node id."""
+    path, bracket, params = nodeid.partition("[")
+    names = path.split("::")
+    names[0] = re.sub(r"\.py$", "", names[0].replace("/", "."))
+    names[-1] += bracket + params
+    return ".".join(names[:-1]), names[-1]
+
+
+def parse_junit(xml_text: str) -> dict[tuple[str, str], bool]:
+    """(classname, name) → passed? A test reported several times passes only if every entry does."""
+    status: dict[tuple[str, str], bool] = {}
+    root = ET.fromstring(xml_text)
+    for case in root.iter("testcase"):
+        key = (case.get("classname", ""), case.get("name", ""))
+        bad = any(child.tag in ("failure", "error", "skipped") for child in case)
+        status[key] = status.get(key, True) and not bad
+    return status
+
+
+def _test_command(task: Task, runner: str, results: str, junit: str, files: list[str]) -> str:
+    argv = shlex.split(task.test_cmd)
+    if not argv or argv[-1] != "pytest" or not (len(argv) == 1 or argv[-2] == "-m"):
+        raise GradingError(
+            f"task {task.instance_id!r}: test_cmd {task.test_cmd!r} is not pytest; the grader runs "
+            "'python3 -m pytest' style commands only"
+        )
+    python = argv[0] if len(argv) >= 3 else "python3"
+    pytest_args = [
+        "-p", "no:cacheprovider",
+        "-o", "addopts=",
+        "-c", "/dev/null",  # ignore the repository's pytest configuration entirely
+        "--rootdir", task.workdir,
+        "--confcutdir", task.workdir,  # -c /dev/null would otherwise hide the repo's own conftest.py files
+        f"--junitxml={junit}",
+        "-o", "junit_family=xunit1",
+        "-q",
+        *files,
+    ]
+    env = "PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1"
+    quoted = " ".join(shlex.quote(a) for a in [python, "-I", runner, results, task.workdir, "--", *pytest_args])
+    return f"env {env} {quoted}"
+
+
+class GradingError(RuntimeError):
+    """The task cannot be graded as written (not the agent's fault)."""
+
+
+def _status_lists(report: GradeReport, task: Task, passed: set[str]) -> None:
+    total = 0
+    good = 0
+    for kind, ids in (("FAIL_TO_PASS", task.FAIL_TO_PASS), ("PASS_TO_PASS", task.PASS_TO_PASS)):
+        for test_id in ids:
+            total += 1
+            if test_id in passed:
+                good += 1
+                report.tests_status[kind]["success"].append(test_id)
+            else:
+                report.tests_status[kind]["failure"].append(test_id)
+    report.fraction_passed = good / total if total else 0.0
+    report.resolved = bool(total) and good == total
+
+
+def grade(
+    task: Task,
+    patch: str | None,
+    *,
+    config: GradingConfig | Mapping[str, Any] | None = None,
+    sandbox_factory: SandboxFactory | None = None,
+    image: str | None = None,
+) -> GradeReport:
+    """Grade `patch` against `task`'s hidden tests in a fresh container. Never raises for
+    anything the patch does; infrastructure failures land in `report.error`."""
+    config = from_mapping(GradingConfig, config, "grading")
+    started = time.monotonic()
+    report = GradeReport(instance_id=task.instance_id, patch_is_None=patch is None)
+    report.patch_exists = bool(patch and patch.strip())
+    try:
+        _grade_into(report, task, patch or "", config, sandbox_factory, image)
+    except Exception as exc:  # the report must always come back; say what broke
+        report.error = report.error or f"{type(exc).__name__}: {exc}"
+        report.resolved = False
+    report.timings["total_s"] = round(time.monotonic() - started, 3)
+    return report
+
+
+async def agrade(task: Task, patch: str | None, **kwargs: Any) -> GradeReport:
+    """`grade` without blocking the event loop (Docker calls run in a worker thread)."""
+    from envs.blocking import run_blocking
+
+    return await run_blocking(lambda: grade(task, patch, **kwargs))
+
+
+def _grade_into(
+    report: GradeReport,
+    task: Task,
+    patch: str,
+    config: GradingConfig,
+    sandbox_factory: SandboxFactory | None,
+    image: str | None,
+) -> None:
+    hidden = hidden_test_files(task)
+    kept, report.dropped_files = filter_patch(patch, hidden)
+    if config.scan_patch:
+        report.tamper = scan_patch(kept)
+    if image is None:
+        from envs.task_images import task_image
+
+        image = task_image(task)
+    factory = sandbox_factory or default_sandbox_factory(config.sandbox)
+    scratch = f"/tmp/agent-rl-grade-{uuid.uuid4().hex[:12]}"
+    with factory(image, task) as box:
+        box.exec(f"mkdir -p {scratch}", timeout=30)
+        timed = time.monotonic()
+        applied, why = _apply(box, task, kept, f"{scratch}/agent.patch", config)
+        report.patch_successfully_applied = applied
+        report.timings["apply_s"] = round(time.monotonic() - timed, 3)
+        if not applied:
+            report.error = why
+            _status_lists(report, task, set())
+            return
+        report.tamper += _changed_protected_files(box, task, hidden)
+        if task.test_patch.strip():
+            ok, why = _apply(box, task, task.test_patch, f"{scratch}/tests.patch", config, fallback=False)
+            if not ok:
+                raise GradingError(f"the hidden test patch does not apply: {why}")
+        passed = _run_tests(box, task, scratch, config, report)
+    if report.tamper:
+        passed = set()
+    _status_lists(report, task, passed)
+
+
+def _git(cmd: str) -> str:
+    # Never run repository-configured hooks, fsmonitor or external diff drivers.
+    return f"git -c core.hooksPath=/dev/null -c core.fsmonitor=false {cmd}"
+
+
+def _apply(
+    box: Sandbox, task: Task, patch: str, path: str, config: GradingConfig, *, fallback: bool = True
+) -> tuple[bool, str]:
+    if not patch.strip():
+        return True, ""
+    box.write_file(path, patch if patch.endswith("\n") else patch + "\n")
+    wd = shlex.quote(task.workdir)
+    first = box.exec(
+        f"cd {wd} && {_git('apply --binary --whitespace=nowarn')} {shlex.quote(path)}",
+        timeout=config.apply_timeout_s,
+    )
+    if first.ok:
+        return True, ""
+    if not fallback:
+        return False, first.output.strip()[-2000:]
+    second = box.exec(
+        f"cd {wd} && patch --batch --forward -p1 --fuzz={int(config.fuzz)} -i {shlex.quote(path)}",
+        timeout=config.apply_timeout_s,
+    )
+    if second.ok:
+        return True, ""
+    return False, f"git apply: {first.output.strip()[-1000:]}\npatch: {second.output.strip()[-1000:]}"
+
+
+def _changed_protected_files(box: Sandbox, task: Task, hidden: list[str]) -> list[str]:
+    """Belt and braces after applying: no protected path may differ from the base commit."""
+    result = box.exec(
+        f"cd {shlex.quote(task.workdir)} && {_git('status --porcelain --untracked-files=all --ignored')}",
+        timeout=60,
+    )
+    findings = []
+    for line in result.output.splitlines():
+        path = line[3:].split(" -> ")[-1].strip().strip('"')
+        if path and protection_reason(path, hidden):
+            findings.append(f"{path}: protected file changed after applying the patch")
+    return findings
+
+
+def _run_tests(box: Sandbox, task: Task, scratch: str, config: GradingConfig, report: GradeReport) -> set[str]:
+    targets = [*task.FAIL_TO_PASS, *task.PASS_TO_PASS]
+    files = sorted({t.split("::")[0] for t in targets})
+    runner = f"{scratch}/grading_runner.py"
+    results = f"{scratch}/results.json"
+    junit = f"{scratch}/junit.xml"
+    box.write_file(runner, RUNNER_SOURCE.read_text(encoding="utf-8"))
+    timeout = config.test_timeout_s or task.test_timeout_s
+    timed = time.monotonic()
+    run = box.exec(_test_command(task, runner, results, junit, files), timeout=timeout)
+    report.timings["test_s"] = round(time.monotonic() - timed, 3)
+    report.test_output = run.output[-4000:]
+    if run.timed_out:
+        report.error = f"tests timed out after {timeout:g}s"
+        return set()
+    plugin = _read_json(box, results)
+    junit_status = _read_junit(box, junit)
+    if plugin is None or junit_status is None:
+        report.error = report.error or "the test run produced no results (crash, exit or collection error)"
+        return set()
+    if not plugin.get("finished"):
+        report.error = "the test session did not finish"
+        return set()
+    report.tamper += [f"test framework modified at run time: {name}" for name in plugin.get("tampered", [])]
+    plugin_passed = set(plugin.get("passed", []))
+    ran = plugin.get("phases", {})
+    missing = [t for t in targets if t not in ran]
+    if missing:
+        report.error = f"{len(missing)} of {len(targets)} target tests did not run (collection error, crash or exit)"
+    passed = set()
+    for test_id in targets:
+        by_junit = junit_status.get(junit_key(test_id))
+        if test_id in plugin_passed and by_junit:
+            passed.add(test_id)
+        elif by_junit and test_id not in plugin_passed:
+            report.tamper.append(f"{test_id}: JUnit says passed but the grader's plugin did not see it pass")
+    return passed
+
+
+def _read_json(box: Sandbox, path: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(box.read_file(path))
+    except Exception:  # missing or garbled: both mean "no trustworthy result"
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_junit(box: Sandbox, path: str) -> dict[tuple[str, str], bool] | None:
+    try:
+        return parse_junit(box.read_file(path))
+    except Exception:  # missing or garbled XML
+        return None
