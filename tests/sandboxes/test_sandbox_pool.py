@@ -1,0 +1,58 @@
+"""SandboxPool against the real engine: warm hand-out, no reuse, concurrency bound."""
+from __future__ import annotations
+
+import docker.errors
+import pytest
+
+from sandboxes.pool import PoolClosed, SandboxPool
+
+pytestmark = pytest.mark.docker
+
+
+def _exists(client, container_id: str) -> bool:
+    try:
+        client.api.inspect_container(container_id)
+        return True
+    except docker.errors.NotFound:
+        return False
+
+
+def test_warm_sandboxes_are_fresh_every_time(docker_client, base_image):
+    with SandboxPool(base_image, size=2, client=docker_client) as pool:
+        assert pool.wait_warm(timeout=120)
+        first = pool.acquire()
+        first.write_file("leak.txt", "secret")
+        first.exec("sleep 4321 &")
+        first.close()
+        assert not _exists(docker_client, first.container_id)
+        with pool.sandbox() as second:
+            assert second.container_id != first.container_id
+            assert second.exec("ls /testbed; pgrep -f 'slee[p] 4321' || echo none").output == "none\n"
+        assert pool.wait_warm(timeout=120)  # refilled in the background
+        warm = [s.container_id for s in list(pool._ready.queue)]
+    assert warm and not any(_exists(docker_client, cid) for cid in warm)  # close() destroyed them
+
+
+def test_concurrency_limit_and_closed_pool(docker_client, base_image):
+    pool = SandboxPool(base_image, {"mem_limit": "256m"}, size=0, max_concurrency=2, client=docker_client)
+    try:
+        a, b = pool.acquire(), pool.acquire()
+        with pytest.raises(TimeoutError, match="max_concurrency"):
+            pool.acquire(timeout=0.2)
+        a.close()
+        c = pool.acquire(timeout=30)
+        assert c.exec("echo ok").output == "ok\n"
+        b.close()
+        c.close()
+    finally:
+        pool.close()
+    with pytest.raises(PoolClosed):
+        pool.acquire()
+
+
+async def test_async_acquire_and_dead_warm_sandbox_is_skipped(docker_client, base_image):
+    async with SandboxPool(base_image, size=1, client=docker_client) as pool:
+        assert pool.wait_warm(timeout=120)
+        docker_client.api.kill(pool._ready.queue[0].container_id)  # dies while idle
+        async with pool.asandbox() as sandbox:
+            assert (await sandbox.aexec("echo fresh")).output == "fresh\n"
