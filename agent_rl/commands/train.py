@@ -1,0 +1,91 @@
+"""`agent-rl train --config configs/X.yaml [key=value ...]`: DAPO training.
+
+Prints the resolved config, validates it (unknown keys and impossible batch geometry are
+errors naming the key), then trains with a progress bar showing the live reward.
+`--resume` continues from the latest checkpoint in the run's checkpoint directory (or from
+`--resume PATH`); `--export CKPT OUT` writes a copy of a checkpoint without optimizer state.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train an agent with DAPO",
+        description="Train an agent with DAPO. Example: agent-rl train --config configs/smoke-cpu.yaml max_steps=2",
+    )
+    parser.add_argument("--config", help="YAML recipe (configs/*.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. algorithm.kl_beta=0.01")
+    parser.add_argument(
+        "--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+        help="continue from the latest checkpoint (or the given checkpoint directory)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print and validate the config, then stop")
+    parser.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT"), help="copy a checkpoint without optimizer state")
+    parser.set_defaults(func=handle)
+
+
+def _print_config(config: Any) -> None:
+    import yaml
+
+    print("# resolved training config")
+    print(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
+    print(f"# rollout batch: {config.rollout.tasks_per_step} tasks × {config.rollout.group_size} samples "
+          f"= {config.batch_size} trajectories; {config.batch_size // config.algorithm.mini_batch_size} "
+          f"optimizer step(s) per epoch × {config.algorithm.ppo_epochs} epoch(s)")
+    sys.stdout.flush()
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from sandboxes.strict import ConfigError
+
+    if args.export:
+        from agent_rl.checkpoint import export_checkpoint
+
+        print(f"exported to {export_checkpoint(*args.export)}")
+        return 0
+    from agent_rl.train_config import load_train_config
+
+    try:
+        config = load_train_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"invalid training config: {exc}", file=sys.stderr)
+        return 2
+    _print_config(config)
+    if args.dry_run:
+        print("config is valid")
+        return 0
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from agent_rl.trainer import Trainer
+
+    columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.description}"))
+    with Progress(*columns, disable=not config.logging.progress, transient=False) as progress:
+        bar = progress.add_task("starting", total=config.max_steps)
+
+        def on_step(step: int, row: dict[str, Any]) -> None:
+            progress.update(
+                bar, completed=step,
+                description=f"reward {_fmt(row.get('reward_mean'))} solve {_fmt(row.get('solve_rate'), '.0%')} "
+                            f"entropy {_fmt(row.get('entropy'), '.2f')} step {_fmt(row.get('step_time_s'), '.0f')}s",
+            )
+            if not config.logging.progress:  # still leave a trace in logs
+                print(f"step {step}: reward {_fmt(row.get('reward_mean'))} solve {_fmt(row.get('solve_rate'))}", flush=True)
+
+        trainer = Trainer(config, resume=args.resume, on_step=on_step)
+        progress.update(bar, completed=trainer.step, description=f"resumed at step {trainer.step}" if trainer.step else "rolling out")
+        history = trainer.train()
+    final = history[-1] if history else {}
+    print(f"done: {len(history)} steps, final reward {_fmt(final.get('reward_mean'))}, "
+          f"metrics in {config.output_dir}/metrics.jsonl, curves in {config.output_dir}/training_curves.png")
+    return 0

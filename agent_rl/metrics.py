@@ -1,0 +1,152 @@
+"""Per-step training metrics: metrics.jsonl (the source of truth), TensorBoard, optional W&B,
+and `training_curves.png` at the end of a run.
+
+On resume the logger is handed the checkpoint's metrics history and rewrites metrics.jsonl
+from it, so steps logged after the last checkpoint by a killed run do not appear twice.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+log = logging.getLogger(__name__)
+
+# Every step logs at least these keys (the trainer test checks them).
+STEP_METRICS: tuple[str, ...] = (
+    "step",
+    "reward_mean",
+    "solve_rate",
+    "zero_variance_group_fraction",
+    "generation_rounds",
+    "response_tokens_mean",
+    "turns_mean",
+    "truncation_rate",
+    "entropy",
+    "clip_fraction_low",
+    "clip_fraction_high",
+    "approx_kl_old",
+    "kl_ref",
+    "is_mismatch_mean_abs_logprob_diff",
+    "is_max_ratio",
+    "grad_norm",
+    "learning_rate",
+    "sandbox_latency_s",
+    "grading_latency_s",
+    "tokens_per_s",
+    "step_time_s",
+)
+
+# (metric, panel title) for training_curves.png.
+CURVES: tuple[tuple[str, str], ...] = (
+    ("reward_mean", "reward (mean)"),
+    ("solve_rate", "solve rate"),
+    ("entropy", "entropy on sampled tokens"),
+    ("response_tokens_mean", "response length (tokens)"),
+)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf
+    if hasattr(value, "item"):
+        return _jsonable(value.item())
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class MetricsLogger:
+    """Writes one JSON line per step to `<out_dir>/metrics.jsonl`, plus TensorBoard / W&B scalars."""
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        *,
+        tensorboard: bool = True,
+        wandb: bool = False,
+        wandb_project: str = "agent-rl",
+        run_config: Mapping[str, Any] | None = None,
+        history: Iterable[Mapping[str, Any]] = (),
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.out_dir / "metrics.jsonl"
+        self.history: list[dict[str, Any]] = [dict(h) for h in history]
+        with self.path.open("w", encoding="utf-8") as fh:
+            for row in self.history:
+                fh.write(json.dumps(row) + "\n")
+        self._file = self.path.open("a", encoding="utf-8")
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
+        self._wandb = None
+        if wandb:
+            try:
+                import wandb as wandb_lib
+            except ImportError as exc:
+                raise RuntimeError("logging.wandb is true but wandb is not installed: pip install wandb") from exc
+            self._wandb = wandb_lib.init(project=wandb_project, config=dict(run_config or {}), dir=str(self.out_dir))
+
+    def log(self, step: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        row = _jsonable({"step": step, **metrics})
+        self.history.append(row)
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+        if self._tb is not None:
+            for key, value in scalars.items():
+                self._tb.add_scalar(key, value, step)
+            self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=step)
+        return row
+
+    def event(self, step: int, kind: str, **details: Any) -> None:
+        """One-off events (reference resets, sync failures): logged to events.jsonl and the log."""
+        log.info("step %d: %s %s", step, kind, details)
+        with (self.out_dir / "events.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(_jsonable({"step": step, "event": kind, **details})) + "\n")
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+    def __enter__(self) -> "MetricsLogger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def plot_training_curves(history: list[Mapping[str, Any]], path: str | Path) -> Path:
+    """Reward, solve rate, entropy and response length against step, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on training machines
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
+    for ax, (key, title) in zip(axes.flat, CURVES):
+        points = [(row["step"], row[key]) for row in history if isinstance(row.get(key), (int, float))]
+        if points:
+            steps, values = zip(*points)
+            ax.plot(steps, values, marker="o" if len(points) < 30 else None)
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

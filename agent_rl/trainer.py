@@ -1,0 +1,584 @@
+"""The DAPO training loop.
+
+One step, top to bottom (`Trainer.train_step`):
+
+  1. sample tasks                 TaskSampler: seeded epochs, resumable position
+  2. roll out G per task          agent_rl.rollout.collect through the engine
+  3. grade, shape, filter         dynamic sampling drops zero-variance groups, draws more
+  4. advantages                   per group, on shaped rewards (train_batch.py)
+  5. updates                      old logprobs once, then ppo_epochs × mini-batches of
+                                  micro-batches (gradient accumulation), DAPO loss
+  6. weight sync                  push weights into the engine and verify on a probe
+  7. log and checkpoint
+
+Everything that is a formula lives in loss.py / advantages.py; this file only orchestrates.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import math
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import yaml
+
+from agent_rl.advantages import dynamic_sample
+from agent_rl.checkpoint import CheckpointContents, CheckpointManager, LoadedCheckpoint, restore_rng_state
+from agent_rl.logprobs import token_scores
+from agent_rl.loss import LossNormalizer, dapo_loss, truncated_is_weights
+from agent_rl.metrics import MetricsLogger, plot_training_curves
+from agent_rl.task_sampler import TaskSampler
+from agent_rl.train_batch import ShapingSettings, TrainBatch, build_train_batch
+from agent_rl.train_config import TrainConfig
+from agent_rl.trajectory import Trajectory, write_jsonl
+from agent_rl.weight_sync import SyncReport, sync_weights
+from sandboxes.strict import from_mapping
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, dict[str, Any]], None]
+
+
+def reward_plateaued(rewards: Sequence[float], window: int, min_delta: float) -> bool:
+    """True when the mean reward of the last `window` steps beat the window before by < min_delta."""
+    if len(rewards) < 2 * window:
+        return False
+    recent = sum(rewards[-window:]) / window
+    before = sum(rewards[-2 * window : -window]) / window
+    return recent - before < min_delta
+
+
+def _lr_lambda(warmup: int, total: int, kind: str) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 1.0 - progress if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+@dataclass
+class UpdateStats:
+    tokens: float = 0.0
+    clip_low: float = 0.0
+    clip_high: float = 0.0
+    dual_clip: float = 0.0
+    kl_ref: float = 0.0
+    kl_old: float = 0.0
+    entropy: float = 0.0
+    loss_sum: float = 0.0
+    optimizer_steps: int = 0
+    grad_norms: list[float] | None = None
+
+    def add(self, out: Any) -> None:
+        self.tokens += out.num_tokens
+        self.clip_low += out.clip_low_count
+        self.clip_high += out.clip_high_count
+        self.dual_clip += out.dual_clip_count
+        self.kl_ref += out.kl_ref_sum
+        self.kl_old += out.approx_kl_old_sum
+        self.entropy += out.entropy_sum
+        self.loss_sum += float(out.loss.detach().item())
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, *, resume: bool | str = False, on_step: StepCallback | None = None) -> None:
+        self.config = config
+        self.resume = resume
+        self.on_step = on_step
+        self.step = 0
+        self.policy_version = 0
+        self.reference_is_initial = True
+        self.last_reset_step = 0
+        self._closed = False
+        self._setup()
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        from agent_rl.agent import AgentConfig
+        from agent_rl.models import load_model, resolve_device, resolve_dtype
+
+        cfg = self.config
+        self.output_dir = Path(cfg.output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._seed_everything(cfg.seed)
+        self.agent_config = from_mapping(AgentConfig, cfg.agent, "agent")
+        self.temperature = float(self.agent_config.sampling.temperature)
+        self.device = resolve_device(cfg.model.device)
+        self.dtype = resolve_dtype(None if cfg.model.dtype == "auto" else cfg.model.dtype, self.device)
+
+        self.checkpoints = CheckpointManager(cfg.checkpoint_dir, cfg.checkpoint.keep_last)
+        loaded = self._find_resume_checkpoint()
+        model_source = cfg.model.name
+        if loaded is not None and loaded.adapter_dir is None:
+            model_source = str(loaded.model_dir)  # full fine-tuning: the checkpoint is the model
+        self.model, self.tokenizer = load_model(model_source, device=self.device, dtype=self.dtype)
+        if cfg.lora.enabled:
+            self.model = self._wrap_lora(self.model, loaded)
+        if cfg.model.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if cfg.lora.enabled:
+                self.model.enable_input_require_grads()
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=tuple(cfg.optim.betas)
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_lambda(cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.scheduler)
+        )
+        self.reference = self._make_reference(loaded)
+        self.tasks = self._load_tasks()
+        self.sampler = TaskSampler(sorted(self.tasks), seed=cfg.seed, shuffle=cfg.tasks.shuffle)
+        history: list[dict[str, Any]] = []
+        if loaded is not None:
+            history = self._restore(loaded)
+        self.metrics = MetricsLogger(
+            self.output_dir,
+            tensorboard=cfg.logging.tensorboard,
+            wandb=cfg.logging.wandb,
+            wandb_project=cfg.logging.wandb_project,
+            run_config=cfg.to_dict(),
+            history=history,
+        )
+        (self.output_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+        self.engine = self._make_engine()
+
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _find_resume_checkpoint(self) -> LoadedCheckpoint | None:
+        if not self.resume:
+            return None
+        path = None if self.resume is True else self.resume
+        if path is None and self.checkpoints.latest() is None:
+            log.warning("--resume: no checkpoint under %s yet, starting fresh", self.checkpoints.root)
+            return None
+        loaded = self.checkpoints.load(path)
+        if not loaded.has_optimizer:
+            raise ValueError(f"{loaded.path} is an export checkpoint without optimizer state: it cannot be resumed")
+        return loaded
+
+    def _wrap_lora(self, model: Any, loaded: LoadedCheckpoint | None) -> Any:
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        if loaded is not None and loaded.adapter_dir is not None:
+            return PeftModel.from_pretrained(model, str(loaded.adapter_dir), is_trainable=True)
+        lcfg = self.config.lora
+        peft_config = LoraConfig(
+            r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
+            target_modules=list(lcfg.target_modules), task_type="CAUSAL_LM",
+        )
+        return get_peft_model(model, peft_config)
+
+    def _make_reference(self, loaded: LoadedCheckpoint | None) -> torch.nn.Module | None:
+        """A frozen copy of the policy for the KL term; None when no KL is used or logged."""
+        alg = self.config.algorithm
+        if alg.kl_beta == 0 and not alg.reference_reset.every and not alg.reference_reset.on_plateau:
+            return None
+        if loaded is None:
+            reference = copy.deepcopy(self.model)
+        elif not loaded.state.get("reference_is_initial", True):
+            reference = copy.deepcopy(self.model)
+            reference.load_state_dict(loaded.reference_state())
+        elif self.config.lora.enabled:
+            # The reference is still the initial policy, which checkpoints do not duplicate. A
+            # fresh LoRA adapter is the identity (B = 0), so zeroing B restores the initial policy.
+            reference = copy.deepcopy(self.model)
+            for name, param in reference.named_parameters():
+                if "lora_B" in name:
+                    param.data.zero_()
+        else:
+            from agent_rl.models import load_model
+
+            reference, _ = load_model(self.config.model.name, device=self.device, dtype=self.dtype)
+        reference.eval()
+        reference.requires_grad_(False)
+        return reference
+
+    def _load_tasks(self) -> dict[str, Any]:
+        from envs import load_tasks
+
+        tasks = list(load_tasks(self.config.tasks.source))
+        if self.config.tasks.ids:
+            wanted = set(self.config.tasks.ids)
+            missing = wanted - {t.instance_id for t in tasks}
+            if missing:
+                raise ValueError(f"tasks.ids not found in {self.config.tasks.source}: {', '.join(sorted(missing))}")
+            tasks = [t for t in tasks if t.instance_id in wanted]
+        return {t.instance_id: t for t in tasks}
+
+    def _make_engine(self) -> Any:
+        options = dict(self.config.engine)
+        if options.get("kind", "hf") == "hf":
+            # In-process: the engine samples from the very model object being trained.
+            from agent_rl.engines.hf import HFEngine
+
+            options.pop("kind", None)
+            options.pop("model", None)
+            return HFEngine(self.model, self.tokenizer, **options)
+        from agent_rl.engines.factory import EngineConfig, make_engine
+
+        return make_engine(from_mapping(EngineConfig, options, "engine"))
+
+    def _restore(self, loaded: LoadedCheckpoint) -> list[dict[str, Any]]:
+        state = loaded.state
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = loaded.step
+        self.policy_version = int(state.get("policy_version", loaded.step))
+        self.reference_is_initial = bool(state.get("reference_is_initial", True))
+        self.last_reset_step = int(state.get("last_reset_step", 0))
+        restore_rng_state(state["rng"])
+        log.info("resumed from %s at step %d", loaded.path, self.step)
+        return list(state.get("metrics_history", []))
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> list[dict[str, Any]]:
+        try:
+            while self.step < self.config.max_steps:
+                self.train_step()
+            if self.config.checkpoint.every == 0 or self.step % self.config.checkpoint.every:
+                self.save_checkpoint()
+            plot_training_curves(self.metrics.history, self.output_dir / "training_curves.png")
+            return self.metrics.history
+        finally:
+            self.close()
+
+    def train_step(self) -> dict[str, Any]:
+        cfg, alg = self.config, self.config.algorithm
+        step = self.step + 1
+        started = time.monotonic()
+        optimizer_fingerprint = self.optimizer_fingerprint()  # lets a test compare resumed and uninterrupted runs
+
+        # 1-3. sample tasks, roll out G per task, drop zero-variance groups and draw more.
+        drawn_tasks: list[str] = []
+        all_trajectories: list[Trajectory] = []
+
+        def rollout_round(n_groups: int) -> list[list[Trajectory]]:
+            task_ids = self.sampler.take(n_groups)
+            drawn_tasks.extend(task_ids)
+            # Episode seeds depend on (seed, step, how many tasks were drawn before): a resumed
+            # run replays the same seeds as the uninterrupted one.
+            trajectories = self._collect(task_ids, seed=(cfg.seed * 1_000_003 + step) * 1000 + len(drawn_tasks))
+            all_trajectories.extend(trajectories)
+            return self._group(trajectories, task_ids)
+
+        rollout_started = time.monotonic()
+        sampling = dynamic_sample(
+            rollout_round,
+            outcome_of=lambda t: t.reward,
+            target_groups=cfg.rollout.tasks_per_step,
+            max_rounds=alg.max_generation_rounds,
+            enabled=alg.dynamic_sampling,
+        )
+        rollout_s = time.monotonic() - rollout_started
+        write_jsonl(all_trajectories, str(self._rollout_dir() / f"step-{step:06d}.jsonl"))
+
+        # 4. advantages on shaped rewards, then 5. the updates.
+        batch = build_train_batch(sampling.kept, self._shaping(), self.pad_id)
+        learning_rate = self.scheduler.get_last_lr()[0]
+        update: dict[str, Any] = {}
+        if len(batch) and batch.score_mask.sum() > 0:
+            update = self._update(batch, step)
+        else:
+            log.warning("step %d: no informative trajectories (all groups had zero variance); no update", step)
+        self.scheduler.step()
+        self.policy_version += 1
+
+        # 6. push the new weights into the engine and check it now scores like the trainer.
+        sync = sync_weights(self.engine, self.model, self.tokenizer, self.policy_version, self._sync_context())
+
+        self.step = step
+        self._maybe_reset_reference(step, sampling_reward=self._mean([t.reward for t in all_trajectories if t.error is None]))
+
+        # 7. log and checkpoint.
+        metrics = self._step_metrics(all_trajectories, sampling, batch, update, sync, rollout_s, started)
+        metrics["learning_rate"] = learning_rate
+        metrics["task_ids"] = drawn_tasks
+        metrics["optimizer_fingerprint"] = optimizer_fingerprint
+        row = self.metrics.log(step, metrics)
+        if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
+            self.save_checkpoint()
+        if self.on_step is not None:
+            self.on_step(step, row)
+        return row
+
+    # ------------------------------------------------------------------ 2. rollout
+    def _collect(self, task_ids: list[str], seed: int) -> list[Trajectory]:
+        from agent_rl.rollout import collect
+        from envs.swe_env import EnvConfig
+
+        env_config = from_mapping(EnvConfig, self.config.env, "env")
+        self.model.eval()
+        result = collect(
+            [self.tasks[t] for t in task_ids],
+            self.engine,
+            self.tokenizer,
+            group_size=self.config.rollout.group_size,
+            concurrency=self.config.rollout.concurrency,
+            env_config=env_config,
+            agent_config=self.agent_config,
+            policy_version=self.policy_version,
+            seed=seed % (2**31 - 1),
+            progress=False,
+        )
+        return list(asyncio.run(result))
+
+    @staticmethod
+    def _group(trajectories: list[Trajectory], task_ids: list[str]) -> list[list[Trajectory]]:
+        """One group per drawn task; broken episodes (error / text-mode) never train."""
+        by_task: dict[str, list[Trajectory]] = defaultdict(list)
+        for traj in trajectories:
+            if traj.error is None and not traj.text_mode:
+                by_task[traj.task_id].append(traj)
+        return [sorted(by_task[t], key=lambda x: x.group_index) for t in dict.fromkeys(task_ids) if by_task[t]]
+
+    def _shaping(self) -> ShapingSettings:
+        alg = self.config.algorithm
+        return ShapingSettings(
+            mode=alg.overlong_mode,
+            max_tokens=alg.overlong_max_tokens,
+            cache_tokens=alg.overlong_cache_tokens,
+            turn_threshold=alg.overlong_turn_threshold,
+            max_turns=alg.overlong_max_turns,
+            estimator=alg.advantage_estimator,
+        )
+
+    # ------------------------------------------------------------------ 5. updates
+    def _scores(self, model: torch.nn.Module, batch: TrainBatch, with_entropy: bool = False):
+        return token_scores(
+            model,
+            batch.input_ids.to(self.device),
+            batch.attention_mask.to(self.device),
+            batch.score_mask.to(self.device),
+            temperature=self.temperature,
+            chunk_size=self.config.model.logprob_chunk_size,
+            with_entropy=with_entropy,
+        )
+
+    @torch.no_grad()
+    def _frozen_logprobs(self, model: torch.nn.Module, batch: TrainBatch) -> torch.Tensor:
+        """Logprobs of a fixed policy (old or reference) for every row, micro-batch by micro-batch."""
+        model.eval()
+        out = torch.zeros_like(batch.score_mask)
+        micro = self.config.algorithm.micro_batch_size
+        for start in range(0, len(batch), micro):
+            index = torch.arange(start, min(start + micro, len(batch)))
+            rows = batch.rows(index)
+            out[index, : rows.input_ids.shape[1]] = self._scores(model, rows).logprobs.cpu()
+        return out
+
+    def _update(self, batch: TrainBatch, step: int) -> dict[str, Any]:
+        alg = self.config.algorithm
+        # Old logprobs once per rollout batch, shared by every epoch and mini-batch.
+        old_logprobs = self._frozen_logprobs(self.model, batch)
+        ref_logprobs = self._frozen_logprobs(self.reference, batch) if self.reference is not None else None
+        is_all = truncated_is_weights(old_logprobs, batch.behaviour_logprobs, batch.score_mask, alg.tis_cap or 1.0)
+        is_weights = is_all.weights if alg.tis_cap is not None else None
+
+        stats = UpdateStats(grad_norms=[])
+        generator = torch.Generator().manual_seed(self.config.seed * 7919 + step)
+        mini = min(alg.mini_batch_size, len(batch))
+        self.model.train()
+        for _ in range(alg.ppo_epochs):
+            order = torch.randperm(len(batch), generator=generator)
+            for mb_start in range(0, len(batch), mini):
+                mb_index = order[mb_start : mb_start + mini]
+                # Normalise by the whole mini-batch, so the micro-batch split cannot change the gradient.
+                normalizer = LossNormalizer.for_batch(batch.score_mask[mb_index], alg.norm_length)
+                self.optimizer.zero_grad(set_to_none=True)
+                for mc_start in range(0, len(mb_index), alg.micro_batch_size):
+                    index = mb_index[mc_start : mc_start + alg.micro_batch_size]
+                    stats.add(self._micro_step(batch.rows(index), index, old_logprobs, ref_logprobs, is_weights, normalizer))
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    [p for p in self.model.parameters() if p.requires_grad], self.config.optim.grad_clip
+                )
+                self.optimizer.step()
+                stats.optimizer_steps += 1
+                stats.grad_norms.append(float(grad_norm))
+        self.model.eval()
+        tokens = max(stats.tokens, 1.0)
+        return {
+            "loss": stats.loss_sum / max(stats.optimizer_steps, 1),
+            "entropy": stats.entropy / tokens,
+            "clip_fraction_low": stats.clip_low / tokens,
+            "clip_fraction_high": stats.clip_high / tokens,
+            "dual_clip_fraction": stats.dual_clip / tokens,
+            "approx_kl_old": stats.kl_old / tokens,
+            "kl_ref": stats.kl_ref / tokens if self.reference is not None else None,
+            "is_mismatch_mean_abs_logprob_diff": is_all.mean_abs_logprob_diff,
+            "is_max_ratio": is_all.max_ratio,
+            "is_fraction_capped": is_all.fraction_capped,
+            "grad_norm": sum(stats.grad_norms) / len(stats.grad_norms),
+            "optimizer_steps": stats.optimizer_steps,
+            "trained_tokens": int(batch.score_mask.sum().item()),
+        }
+
+    def _micro_step(self, rows, index, old_logprobs, ref_logprobs, is_weights, normalizer):
+        alg = self.config.algorithm
+        width = rows.input_ids.shape[1]
+        scores = self._scores(self.model, rows, with_entropy=True)
+        dev = self.device
+        out = dapo_loss(
+            scores.logprobs,
+            old_logprobs[index, :width].to(dev),
+            rows.advantages.to(dev),
+            rows.score_mask.to(dev),
+            normalizer,
+            aggregation=alg.loss_aggregation,
+            eps_low=alg.eps_low,
+            eps_high=alg.eps_high,
+            dual_clip_c=alg.dual_clip_c,
+            is_weights=is_weights[index, :width].to(dev) if is_weights is not None else None,
+            ref_logprobs=ref_logprobs[index, :width].to(dev) if ref_logprobs is not None else None,
+            kl_beta=alg.kl_beta,
+            entropy=scores.entropy,
+            entropy_coef=alg.entropy_coef,
+        )
+        out.loss.backward()
+        return out
+
+    # ------------------------------------------------------------------ 6. sync, reference
+    def _sync_context(self) -> dict[str, Any]:
+        ws = self.config.weight_sync
+        return {
+            "verify": ws.verify,
+            "tolerance": ws.tolerance,
+            "probe_tokens": ws.probe_tokens,
+            "temperature": self.temperature,
+            "export_dir": self.output_dir / "engine_weights",
+            "device": self.device,
+        }
+
+    def _maybe_reset_reference(self, step: int, sampling_reward: float | None) -> None:
+        rr = self.config.algorithm.reference_reset
+        if self.reference is None:
+            return
+        reason = None
+        if rr.every and step % rr.every == 0:
+            reason = f"schedule (every {rr.every} steps)"
+        elif rr.on_plateau:
+            since_reset = [row["reward_mean"] for row in self.metrics.history if row["step"] > self.last_reset_step]
+            if sampling_reward is not None:
+                since_reset.append(sampling_reward)
+            if reward_plateaued(since_reset, rr.plateau_window, rr.plateau_min_delta):
+                reason = f"reward plateau over {rr.plateau_window}-step windows"
+        if reason is None:
+            return
+        self.reference.load_state_dict(self.model.state_dict())
+        self.reference_is_initial = False
+        self.last_reset_step = step
+        if rr.reset_optimizer:
+            self.optimizer.state.clear()
+        self.metrics.event(step, "reference_reset", reason=reason, optimizer_reset=rr.reset_optimizer)
+
+    # ------------------------------------------------------------------ 7. metrics, checkpoints
+    @staticmethod
+    def _mean(values: Sequence[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    def _step_metrics(self, trajectories, sampling, batch, update, sync: SyncReport, rollout_s, started) -> dict[str, Any]:
+        ok = [t for t in trajectories if t.error is None]
+        sampled_tokens = sum(t.num_sampled_tokens for t in ok)
+        metrics: dict[str, Any] = {
+            "reward_mean": self._mean([t.reward for t in ok]),
+            "solve_rate": self._mean([1.0 if t.resolved else 0.0 for t in ok]),
+            "zero_variance_group_fraction": sampling.zero_variance_fraction,
+            "generation_rounds": sampling.rounds,
+            "groups_kept": len(sampling.kept),
+            "batch_full": sampling.full,
+            "trajectories": len(trajectories),
+            "error_trajectories": len(trajectories) - len(ok),
+            "response_tokens_mean": self._mean([t.num_sampled_tokens for t in ok]),
+            "turns_mean": self._mean([t.num_turns for t in ok]),
+            "truncation_rate": self._mean([1.0 if t.truncated else 0.0 for t in ok]),
+            "shaped_reward_mean": self._mean(batch.shaped_rewards),
+            "entropy": None,
+            "clip_fraction_low": None,
+            "clip_fraction_high": None,
+            "approx_kl_old": None,
+            "kl_ref": None,
+            "is_mismatch_mean_abs_logprob_diff": None,
+            "is_max_ratio": None,
+            "grad_norm": None,
+            "sandbox_latency_s": self._mean([t.timings.get("env_s", 0.0) for t in ok]),
+            "grading_latency_s": self._mean([t.timings.get("grading_s", 0.0) for t in ok]),
+            "generation_latency_s": self._mean([t.timings.get("generation_s", 0.0) for t in ok]),
+            "rollout_s": rollout_s,
+            "tokens_per_s": sampled_tokens / rollout_s if rollout_s > 0 else None,
+            "weight_sync_s": sync.seconds,
+            "weight_sync_max_abs_diff": sync.max_abs_diff,
+            "weight_sync_verified": sync.verified,
+            "policy_version": self.policy_version,
+        }
+        metrics.update(update)
+        metrics["step_time_s"] = time.monotonic() - started
+        return metrics
+
+    def _rollout_dir(self) -> Path:
+        path = self.output_dir / "rollouts"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def optimizer_fingerprint(self) -> float:
+        """A number that changes with any optimizer state (Adam moments, step counts)."""
+        total = 0.0
+        for state in self.optimizer.state.values():
+            for value in state.values():
+                if torch.is_tensor(value):
+                    total += float(value.double().abs().sum().item())
+        return total
+
+    def save_checkpoint(self) -> Path:
+        cfg = self.config
+        keep_optimizer = cfg.checkpoint.save_optimizer
+        contents = CheckpointContents(
+            step=self.step,
+            trainer_state={
+                "sampler": self.sampler.state_dict(),
+                "policy_version": self.policy_version,
+                "reference_is_initial": self.reference_is_initial,
+                "last_reset_step": self.last_reset_step,
+                "metrics_history": list(self.metrics.history),
+            },
+            optimizer=self.optimizer if keep_optimizer else None,
+            scheduler=self.scheduler if keep_optimizer else None,
+            reference_state=None if self.reference is None or self.reference_is_initial else self.reference.state_dict(),
+            extra_files={"config.yaml": yaml.safe_dump(cfg.to_dict(), sort_keys=False)},
+        )
+        return self.checkpoints.save(self.model, self.tokenizer, contents)
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.metrics.close()
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            result = close()
+            if asyncio.iscoroutine(result):
+                asyncio.run(result)
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
