@@ -128,6 +128,25 @@ def logprobs_block(engine: HFEngine, generation: Generation, as_ids: bool) -> di
             "text_offset": []}
 
 
+def base_choice(generation: Generation) -> dict[str, Any]:
+    return {"index": 0, "finish_reason": generation.finish_reason,
+            "stop_reason": generation.info.get("stop_reason"), "logprobs": None}
+
+
+def reply(kind: str, state: ServerState, choice: dict[str, Any], prompt_ids: list[int],
+          generation: Generation) -> web.Response:
+    prefix = "cmpl" if kind == "text_completion" else "chatcmpl"
+    return web.json_response({
+        "id": f"{prefix}-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": state.model_name,
+        "choices": [choice],
+        "usage": usage(prompt_ids, generation),
+        "policy_version": generation.info.get("policy_version"),
+    })
+
+
 async def run_generation(engine: HFEngine, prompt_ids: list[int], sampling: SamplingParams) -> Generation:
     try:
         return await engine.generate(prompt_ids, sampling)
@@ -142,27 +161,13 @@ async def completions(request: web.Request) -> web.Response:
     sampling = parse_sampling(body, default_max_tokens=16)
     check_context(engine, prompt_ids, sampling)
     generation = await run_generation(engine, prompt_ids, sampling)
-    choice: dict[str, Any] = {
-        "index": 0,
-        "text": generation.text or "",
-        "finish_reason": generation.finish_reason,
-        "stop_reason": generation.info.get("stop_reason"),
-        "logprobs": None,
-    }
+    choice = base_choice(generation) | {"text": generation.text or ""}
     if body.get("logprobs") is not None:
         choice["logprobs"] = logprobs_block(engine, generation, bool(body.get("return_tokens_as_token_ids")))
     if body.get("return_token_ids"):
         choice["token_ids"] = generation.token_ids
         choice["prompt_token_ids"] = prompt_ids
-    return web.json_response({
-        "id": f"cmpl-{uuid.uuid4().hex}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": state.model_name,
-        "choices": [choice],
-        "usage": usage(prompt_ids, generation),
-        "policy_version": generation.info.get("policy_version"),
-    })
+    return reply("text_completion", state, choice, prompt_ids, generation)
 
 
 async def chat_completions(request: web.Request) -> web.Response:
@@ -186,13 +191,7 @@ async def chat_completions(request: web.Request) -> web.Response:
     sampling = parse_sampling(body, default_max_tokens=max(1, room))
     check_context(engine, prompt_ids, sampling)
     generation = await run_generation(engine, list(prompt_ids), sampling)
-    choice: dict[str, Any] = {
-        "index": 0,
-        "message": {"role": "assistant", "content": generation.text or ""},
-        "finish_reason": generation.finish_reason,
-        "stop_reason": generation.info.get("stop_reason"),
-        "logprobs": None,
-    }
+    choice = base_choice(generation) | {"message": {"role": "assistant", "content": generation.text or ""}}
     if body.get("logprobs"):
         tokens = engine.tokenizer.convert_ids_to_tokens(generation.token_ids)
         choice["logprobs"] = {"content": [
@@ -200,15 +199,7 @@ async def chat_completions(request: web.Request) -> web.Response:
         ]}
     if body.get("return_token_ids"):
         choice["token_ids"] = generation.token_ids
-    return web.json_response({
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": state.model_name,
-        "choices": [choice],
-        "usage": usage(prompt_ids, generation),
-        "policy_version": generation.info.get("policy_version"),
-    })
+    return reply("chat.completion", state, choice, prompt_ids, generation)
 
 
 async def load_checkpoint(request: web.Request) -> web.Response:
