@@ -1,0 +1,455 @@
+"""SWEEnv: one software-engineering task per episode, as a Gymnasium text environment.
+
+An episode: `reset` starts a sandbox from the task's image (the repository at its base
+commit, no hidden tests) and returns the problem statement plus how to act. Each `step`
+takes the model's raw text, parses one action (a malformed one becomes an explanatory
+observation, never an exception), runs it, and returns what it printed. Reward is 0.0
+until the terminal step: `terminated` after a submit, `truncated` when turns, wall time
+or the observation budget run out (or the caller ends the episode with `finish`). Either
+way the agent's diff is graded in a fresh container and `info["grade"]` holds the report.
+
+The core is synchronous (Gymnasium's API); `areset`/`astep`/`afinish`/`aclose` run it on
+a worker thread so that one event loop can drive dozens of episodes at once.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import posixpath
+import shlex
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import gymnasium
+from gymnasium import spaces
+
+from envs.actions import (
+    ACTION_FORMATS,
+    Bash,
+    Create,
+    EditError,
+    FormatError,
+    StrReplace,
+    Submit,
+    View,
+    apply_str_replace,
+    format_instructions,
+    numbered_lines,
+    parse_action,
+)
+from envs.blocking import run_blocking
+from envs.grading import GradeReport, GradingConfig, default_sandbox_factory, grade
+from envs.tasks import Task, TaskError, TaskStore
+from sandboxes.base import Sandbox, cap_text
+from sandboxes.strict import ConfigError, from_mapping
+
+SandboxFactory = Callable[[str, Task], Sandbox]
+
+REWARD_KINDS = ("binary", "fraction")
+MAX_TEXT_LENGTH = 1 << 20  # characters; observations are capped far below this
+
+DEFAULT_INSTRUCTIONS = """\
+You are a software engineer working in the repository at {workdir}. Fix the issue below
+so that the project's tests pass. Do not modify the tests.
+
+<issue>
+{problem_statement}
+</issue>
+
+{action_instructions}
+
+You have at most {max_turns} turns."""
+
+
+@dataclass
+class EnvConfig:
+    action_format: str = "fenced"  # "fenced" | "json" (see envs/actions.py)
+    max_turns: int = 30
+    max_time_s: float = 1800.0  # wall clock per episode
+    max_observation_chars: int = 8000  # per observation; longer output keeps head and tail
+    observation_budget: int = 200_000  # total observation characters per episode
+    reward: str = "binary"  # "binary" | "fraction" (of target tests passing)
+    command_timeout_s: float | None = None  # None → the task's exec_timeout_s
+    sandbox: dict[str, Any] = field(default_factory=dict)  # DockerSandboxConfig keys
+    use_pool: bool = False  # pre-started containers per image (sandboxes.pool.SandboxPool)
+    pool_size: int = 2
+    instructions: str | None = None  # template: {problem_statement} {action_instructions} {workdir} {max_turns}
+    grading: GradingConfig = field(default_factory=GradingConfig)
+
+    def __post_init__(self) -> None:
+        if self.action_format not in ACTION_FORMATS:
+            raise ConfigError(f"env.action_format must be one of {ACTION_FORMATS}, got {self.action_format!r}")
+        if self.reward not in REWARD_KINDS:
+            raise ConfigError(f"env.reward must be one of {REWARD_KINDS}, got {self.reward!r}")
+        for name in ("max_turns", "max_observation_chars", "observation_budget", "pool_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"env.{name} must be a positive integer, got {value!r}")
+        for name in ("max_time_s", "command_timeout_s"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ConfigError(f"env.{name} must be a positive number, got {value!r}")
+        if self.instructions is not None and "{problem_statement}" not in self.instructions:
+            raise ConfigError("env.instructions must contain {problem_statement}")
+        if isinstance(self.grading, Mapping):
+            self.grading = from_mapping(GradingConfig, self.grading, "env.grading")
+
+
+# --------------------------------------------------------------------------------------
+# Spaces: text over the whole Basic Multilingual Plane
+# --------------------------------------------------------------------------------------
+
+_SURROGATES = range(0xD800, 0xE000)
+
+
+@functools.lru_cache(maxsize=1)
+def _bmp_text_space() -> spaces.Text:
+    charset = "".join(chr(c) for c in range(0x10000) if c not in _SURROGATES)
+    return spaces.Text(max_length=MAX_TEXT_LENGTH, min_length=0, charset=charset)
+
+
+def text_space() -> spaces.Text:
+    # Building the 63k-character index costs ~50 ms and megabytes; copies share it but
+    # each gets its own RNG.
+    return copy.copy(_bmp_text_space())
+
+
+def to_space_text(text: str) -> str:
+    """Characters outside the BMP (emoji in output, say) become U+FFFD so observations
+    always belong to the observation space."""
+    if text.isascii():
+        return text[:MAX_TEXT_LENGTH]
+    return "".join(c if ord(c) < 0x10000 and not 0xD800 <= ord(c) < 0xE000 else "\ufffd" for c in text)[
+        :MAX_TEXT_LENGTH
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# The environment
+# --------------------------------------------------------------------------------------
+
+
+class SWEEnv(gymnasium.Env[str, str]):
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        tasks: Any = None,
+        config: EnvConfig | Mapping[str, Any] | None = None,
+        sandbox_factory: SandboxFactory | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        self.config = from_mapping(EnvConfig, config, "env")
+        self.tasks = TaskStore.from_spec("builtin" if tasks is None else tasks)
+        if not len(self.tasks):
+            raise TaskError("SWEEnv needs at least one task")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.observation_space = text_space()
+        self.action_space = text_space()
+        self._sandbox_factory = sandbox_factory
+        self._pools: dict[str, Any] = {}
+        self.task: Task | None = None
+        self.sandbox: Sandbox | None = None
+        self.image: str | None = None
+        self.last_grade: GradeReport | None = None
+        self._final_patch: str | None = None
+        self._active = False
+        self._turns = 0
+        self._started = 0.0
+        self._chars_seen = 0
+        self._last_observation = ""
+
+    # ---------------------------------------------------------------- Gymnasium API
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._release_sandbox()
+        task = self._pick_task((options or {}).get("task"))
+        from envs.task_images import task_image
+
+        self.task = task
+        self.image = task_image(task)
+        self.sandbox = self._start_sandbox(self.image, task)
+        self.last_grade = None
+        self._final_patch = None
+        self._active = True
+        self._turns = 0
+        self._chars_seen = 0
+        self._started = time.monotonic()
+        observation = to_space_text(self._instructions(task))
+        self._last_observation = observation
+        info = {
+            "task_id": task.instance_id,
+            "max_turns": self.config.max_turns,
+            "max_time_s": self.config.max_time_s,
+            "max_observation_chars": self.config.max_observation_chars,
+            "observation_budget": self.config.observation_budget,
+            "action_format": self.config.action_format,
+        }
+        return observation, info
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        self._require_active()
+        self._turns += 1
+        parsed = parse_action(action if isinstance(action, str) else str(action), self.config.action_format)
+        info: dict[str, Any] = {"turn": self._turns, "action": type(parsed).__name__}
+        if isinstance(parsed, Submit):
+            return self._end("submitted", terminated=True, info=info)
+        if isinstance(parsed, FormatError):
+            info["format_error"] = True
+            output = parsed.message
+        else:
+            output = self._run_action(parsed)
+        observation = self._observe(output)
+        reason = self._limit_reached()
+        if reason:
+            obs, reward, terminated, truncated, end_info = self._end(reason, terminated=False, info=info)
+            return observation + "\n\n" + obs, reward, terminated, truncated, end_info
+        return observation, 0.0, False, False, info
+
+    def finish(self, reason: str = "truncated") -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """End the episode from outside (e.g. the agent's context is full): graded, truncated."""
+        self._require_active()
+        return self._end(reason, terminated=False, info={"turn": self._turns})
+
+    def render(self) -> str | None:
+        return self._last_observation if self.render_mode == "ansi" else None
+
+    def close(self) -> None:
+        self._release_sandbox()
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        self._active = False
+
+    # ---------------------------------------------------------------- async twins
+
+    async def areset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        return await run_blocking(lambda: self.reset(seed=seed, options=options))
+
+    async def astep(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        return await run_blocking(lambda: self.step(action))
+
+    async def afinish(self, reason: str = "truncated") -> tuple[str, float, bool, bool, dict[str, Any]]:
+        return await run_blocking(lambda: self.finish(reason))
+
+    async def aclose(self) -> None:
+        await run_blocking(self.close)
+
+    # ---------------------------------------------------------------- the agent's diff
+
+    def get_patch(self) -> str:
+        """The agent's changes vs the base commit as a binary-safe git diff, new files included.
+
+        Uses a throwaway index so the agent's own staging area is left alone, and disables
+        hooks, fsmonitor and diff drivers that the agent could have configured."""
+        if self.sandbox is None:
+            if self._final_patch is not None:
+                return self._final_patch
+            raise RuntimeError("no episode: call reset() first")
+        assert self.task is not None
+        scratch = f"/tmp/agent-rl-diff-{uuid.uuid4().hex[:8]}"
+        git = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.autocrlf=false"
+        base = shlex.quote(self.task.base_commit)
+        command = (
+            f"cd {shlex.quote(self.task.workdir)} && "
+            f"(cp .git/index {scratch}.index 2>/dev/null || true) && "
+            f"GIT_INDEX_FILE={scratch}.index {git} add -A . && "
+            f"GIT_INDEX_FILE={scratch}.index {git} diff --cached --binary --no-color --no-ext-diff "
+            f"--no-textconv --full-index {base} > {scratch}.patch; status=$?; rm -f {scratch}.index; exit $status"
+        )
+        result = self.sandbox.exec(command, timeout=120)
+        if not result.ok:
+            raise RuntimeError(f"could not compute the agent's diff: {result.output.strip()[-500:]}")
+        patch = self.sandbox.read_file(f"{scratch}.patch")
+        self.sandbox.exec(f"rm -f {scratch}.patch", timeout=30)
+        return patch
+
+    # ---------------------------------------------------------------- internals
+
+    def _pick_task(self, choice: Any) -> Task:
+        if isinstance(choice, Task):
+            return choice
+        if isinstance(choice, str):
+            return self.tasks.get(choice)
+        if choice is not None:
+            raise TaskError(f"options['task'] must be a task id or a Task, got {type(choice).__name__}")
+        ids = self.tasks.ids()
+        return self.tasks.get(ids[int(self.np_random.integers(len(ids)))])
+
+    def _start_sandbox(self, image: str, task: Task) -> Sandbox:
+        if self._sandbox_factory is not None:
+            return self._sandbox_factory(image, task)
+        if self.config.use_pool:
+            return self._pool_for(image, task).acquire()
+        return default_sandbox_factory(self.config.sandbox)(image, task)
+
+    def _pool_for(self, image: str, task: Task) -> Any:
+        if image not in self._pools:
+            from sandboxes.docker import DockerSandboxConfig
+            from sandboxes.pool import SandboxPool
+
+            data = {"workdir": task.workdir, **self.config.sandbox}
+            sandbox_config = from_mapping(DockerSandboxConfig, data, "env.sandbox")
+            self._pools[image] = SandboxPool(image, sandbox_config, size=self.config.pool_size)
+        return self._pools[image]
+
+    def _grading_factory(self) -> SandboxFactory | None:
+        return self._sandbox_factory  # None → the grader's own hardened Docker default
+
+    def _instructions(self, task: Task) -> str:
+        template = self.config.instructions or DEFAULT_INSTRUCTIONS
+        return template.format(
+            problem_statement=task.problem_statement.strip(),
+            action_instructions=format_instructions(self.config.action_format, workdir=task.workdir),
+            workdir=task.workdir,
+            max_turns=self.config.max_turns,
+        )
+
+    def _require_active(self) -> None:
+        if not self._active or self.sandbox is None:
+            raise RuntimeError("the episode is over (or never started): call reset() first")
+
+    def _limit_reached(self) -> str | None:
+        if self._turns >= self.config.max_turns:
+            return "max_turns"
+        if time.monotonic() - self._started >= self.config.max_time_s:
+            return "max_time"
+        if self._chars_seen >= self.config.observation_budget:
+            return "observation_budget"
+        return None
+
+    def _observe(self, output: str) -> str:
+        text, _ = cap_text(output, self.config.max_observation_chars)
+        self._chars_seen += len(text)
+        text = to_space_text(text)
+        self._last_observation = text
+        return text
+
+    def _command_timeout(self) -> float:
+        assert self.task is not None
+        timeout = self.config.command_timeout_s or self.task.exec_timeout_s
+        remaining = self.config.max_time_s - (time.monotonic() - self._started)
+        return max(1.0, min(timeout, remaining))
+
+    def _resolve(self, path: str) -> str:
+        assert self.task is not None
+        return posixpath.normpath(posixpath.join(self.task.workdir, path))
+
+    def _run_action(self, action: Bash | View | Create | StrReplace) -> str:
+        assert self.sandbox is not None
+        try:
+            if isinstance(action, Bash):
+                return self._run_bash(action.command)
+            if isinstance(action, View):
+                return self._view(action)
+            if isinstance(action, Create):
+                return self._create(action)
+            return self._str_replace(action)
+        except EditError as exc:
+            return f"Error: {exc}"
+        except Exception as exc:  # a sandbox hiccup becomes an observation; the episode goes on
+            return f"Error: {type(exc).__name__}: {exc}"
+
+    def _run_bash(self, command: str) -> str:
+        assert self.sandbox is not None
+        timeout = self._command_timeout()
+        result = self.sandbox.exec(command, timeout=timeout)
+        parts = [result.output.rstrip("\n")] if result.output.strip() else []
+        if result.timed_out:
+            parts.append(f"[command timed out after {timeout:g}s and was killed]")
+        parts.append(f"[exit code {result.exit_code}]")
+        return "\n".join(parts)
+
+    def _read(self, path: str) -> str:
+        assert self.sandbox is not None
+        check = self.sandbox.exec(f"test -f {shlex.quote(path)} && test -r {shlex.quote(path)}", timeout=30)
+        if not check.ok:
+            listing = self.sandbox.exec(f"ls -la {shlex.quote(path)} 2>&1 | head -n 200", timeout=30)
+            if listing.ok and "No such file" not in listing.output:
+                raise EditError(f"{path} is not a readable file:\n{listing.output.rstrip()}")
+            raise EditError(f"{path} does not exist")
+        return self.sandbox.read_file(path)
+
+    def _view(self, action: View) -> str:
+        path = self._resolve(action.path)
+        return numbered_lines(self._read(path), action.view_range, path=path)
+
+    def _write(self, path: str, content: str) -> None:
+        assert self.sandbox is not None
+        parent = posixpath.dirname(path)
+        made = self.sandbox.exec(f"mkdir -p {shlex.quote(parent)}", timeout=30)
+        if not made.ok:
+            raise EditError(f"cannot create directory {parent}: {made.output.strip()}")
+        self.sandbox.write_file(path, content)
+
+    def _create(self, action: Create) -> str:
+        path = self._resolve(action.path)
+        self._write(path, action.content)
+        return f"Wrote {len(action.content.splitlines())} lines to {path}."
+
+    def _str_replace(self, action: StrReplace) -> str:
+        path = self._resolve(action.path)
+        content = self._read(path)
+        updated = apply_str_replace(content, action.old, action.new, path=path)
+        self._write(path, updated)
+        start = updated[: updated.find(action.new)].count("\n") + 1 if action.new else 1
+        end = start + max(action.new.count("\n"), 1)
+        snippet = numbered_lines(updated, (max(1, start - 3), end + 3), path=path)
+        return f"Edited {path}. The changed region now reads:\n{snippet}"
+
+    def _end(self, reason: str, *, terminated: bool, info: dict[str, Any]) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        assert self.task is not None and self.sandbox is not None
+        try:
+            patch = self.get_patch()
+            patch_error = ""
+        except Exception as exc:  # the agent may have broken git; grade an empty patch
+            patch, patch_error = "", f"{type(exc).__name__}: {exc}"
+        self._final_patch = patch
+        self._release_sandbox()
+        self._active = False
+        report = grade(
+            self.task,
+            patch,
+            config=self.config.grading,
+            sandbox_factory=self._grading_factory(),
+            image=self.image,
+        )
+        self.last_grade = report
+        reward = report.reward(self.config.reward)
+        info = {
+            **info,
+            "task_id": self.task.instance_id,
+            "end_reason": reason,
+            "grade": report.to_dict(),
+            "patch": patch,
+            "turns": self._turns,
+            "elapsed_s": round(time.monotonic() - self._started, 3),
+        }
+        if patch_error:
+            info["patch_error"] = patch_error
+        message = "Submitted." if terminated else f"The episode ended ({reason})."
+        observation = to_space_text(f"{message} Your changes were graded.")
+        self._last_observation = observation
+        return observation, float(reward), terminated, not terminated, info
+
+    def _release_sandbox(self) -> None:
+        sandbox, self.sandbox = self.sandbox, None
+        if sandbox is not None:
+            try:
+                sandbox.close()
+            except Exception:  # a dead container is already gone; nothing more to free
+                pass
+
+
+def make_env_fns(n: int, **kwargs: Any) -> Sequence[Callable[[], SWEEnv]]:
+    """Constructors for gymnasium.vector.SyncVectorEnv/AsyncVectorEnv."""
+    return [functools.partial(SWEEnv, **kwargs) for _ in range(n)]
