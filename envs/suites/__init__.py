@@ -12,6 +12,7 @@ under the cache (`$AGENT_RL_CACHE/suites`, default `~/.cache/agent-rl/suites`) a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 from envs.suites.materialize import default_cache_dir, materialize
 from envs.suites.spec import (
@@ -19,6 +20,7 @@ from envs.suites.spec import (
     SuiteError,
     SuiteSpec,
     TaskSpec,
+    TaskTestLists,
     apply_bug,
     fingerprint,
     parse_suite,
@@ -56,7 +58,7 @@ def build_task(
     cache_dir: Path,
     *,
     lists_required: bool = True,
-    lists: dict | None = None,
+    lists: Mapping[str, TaskTestLists] | None = None,
 ) -> Task:
     """Materialize one task and wrap it as a Task (lists left empty when not required)."""
     buggy = apply_bug(clean, spec, suite.tasks_file)

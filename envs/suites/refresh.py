@@ -28,7 +28,7 @@ from pathlib import Path
 
 from envs.suites import build_task, list_suites, suite_spec
 from envs.suites.materialize import default_cache_dir, git
-from envs.suites.spec import SuiteError, SuiteSpec, TestLists, fingerprint, read_lists, read_tree, write_lists
+from envs.suites.spec import SuiteError, SuiteSpec, TaskTestLists, fingerprint, read_lists, read_tree, write_lists
 from envs.tasks import Task
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
@@ -38,7 +38,8 @@ _PYTEST_TIMEOUT_S = 300
 @dataclass(frozen=True)
 class TaskOutcome:
     task_id: str
-    lists: TestLists | None
+    FAIL_TO_PASS: list[str]
+    PASS_TO_PASS: list[str]
     problems: tuple[str, ...]
 
 
@@ -127,7 +128,7 @@ def check_task(task: Task) -> TaskOutcome:
     try:
         buggy, gold = _run_states(task)
     except (SuiteError, subprocess.TimeoutExpired) as exc:
-        return TaskOutcome(task.instance_id, None, (str(exc),))
+        return TaskOutcome(task.instance_id, [], [], (str(exc),))
     problems: list[str] = []
     hidden = set(task.test_files)
 
@@ -147,7 +148,7 @@ def check_task(task: Task) -> TaskOutcome:
     leaked = leaked_fix_lines(task)
     if leaked:
         problems.append(f"problem_statement quotes lines of the fix: {leaked}")
-    return TaskOutcome(task.instance_id, TestLists("", fail_to_pass, pass_to_pass), tuple(problems))
+    return TaskOutcome(task.instance_id, fail_to_pass, pass_to_pass, tuple(problems))
 
 
 def refresh_suite(suite: SuiteSpec, *, jobs: int, cache_dir: Path, check_only: bool) -> list[str]:
@@ -164,18 +165,15 @@ def refresh_suite(suite: SuiteSpec, *, jobs: int, cache_dir: Path, check_only: b
         outcomes = list(pool.map(check_task, tasks))
 
     keys = {spec.id: fingerprint(clean, spec) for spec in suite.tasks}
-    fresh: dict[str, TestLists] = {}
+    fresh: dict[str, TaskTestLists] = {}
     for outcome in outcomes:
         for problem in outcome.problems:
             errors.append(f"{suite.tasks_file}: task {outcome.task_id!r}: {problem}")
-        if outcome.lists is not None:
-            fresh[outcome.task_id] = TestLists(keys[outcome.task_id], outcome.lists.FAIL_TO_PASS, outcome.lists.PASS_TO_PASS)
+        fresh[outcome.task_id] = TaskTestLists(keys[outcome.task_id], outcome.FAIL_TO_PASS, outcome.PASS_TO_PASS)
     if errors:
         return errors
     if check_only:
-        current = read_lists(suite)
-        normalized = {k: TestLists(v.fingerprint, sorted(v.FAIL_TO_PASS), sorted(v.PASS_TO_PASS)) for k, v in fresh.items()}
-        if current != normalized:
+        if read_lists(suite) != fresh:
             return [f"{suite.lists_file}: out of date; run `python -m envs.suites.refresh --suite {suite.name}`"]
         return []
     write_lists(suite, fresh)

@@ -61,7 +61,7 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
-class TestLists:
+class TaskTestLists:
     fingerprint: str
     FAIL_TO_PASS: list[str] = field(default_factory=list)
     PASS_TO_PASS: list[str] = field(default_factory=list)
@@ -239,7 +239,7 @@ def apply_bug(tree: Mapping[str, str], task: TaskSpec, file: Path) -> dict[str, 
             hint = ""
             if count == 0 and "\n" in edit.old.rstrip("\n"):
                 # A YAML `|` block strips the common indentation, which a multi-line match needs.
-                hint = " (a multi-line `old` must keep the file's indentation: use a `|N` block header)"
+                hint = " (a multi-line `old` must keep the file's indentation: write it double-quoted, see envs/suites/README.md)"
             raise SuiteError(f"{where}.old: found {count} times in {edit.file}, must be exactly once{hint}")
         buggy[edit.file] = buggy[edit.file].replace(edit.old, edit.new)
     return buggy
@@ -261,8 +261,8 @@ def fingerprint(clean_tree: Mapping[str, str], task: TaskSpec) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def read_lists(suite: SuiteSpec) -> dict[str, TestLists]:
-    """lists.json as {task id: TestLists}; an absent file is an empty mapping."""
+def read_lists(suite: SuiteSpec) -> dict[str, TaskTestLists]:
+    """lists.json as {task id: TaskTestLists}; an absent file is an empty mapping."""
     file = suite.lists_file
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
@@ -274,7 +274,7 @@ def read_lists(suite: SuiteSpec) -> dict[str, TestLists]:
         raise SuiteError(f"{file}: expected an object keyed by task id")
     lists = {}
     for task_id, entry in data.items():
-        lists[task_id] = _strict(TestLists, entry, f"{file}: task {task_id!r}")
+        lists[task_id] = _strict(TaskTestLists, entry, f"{file}: task {task_id!r}")
         for name in ("FAIL_TO_PASS", "PASS_TO_PASS"):
             value = getattr(lists[task_id], name)
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -282,7 +282,7 @@ def read_lists(suite: SuiteSpec) -> dict[str, TestLists]:
     return lists
 
 
-def write_lists(suite: SuiteSpec, lists: Mapping[str, TestLists]) -> None:
+def write_lists(suite: SuiteSpec, lists: Mapping[str, TaskTestLists]) -> None:
     data = {
         task_id: {
             "fingerprint": entry.fingerprint,
