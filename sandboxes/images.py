@@ -369,47 +369,93 @@ def _cut_history_at(repo: Path, commit: str) -> None:
         raise ImageBuildError(f"history cut failed: {len(extra)} commit(s) after {commit} survive, e.g. {extra[0]}")
 
 
-def _repo_dockerfile(base: str, workdir: str, setup: Sequence[str]) -> str:
-    lines = [
-        f"FROM {base}",
-        "USER root",
-        f"COPY --chown={AGENT_UID}:{AGENT_UID} repo/ {workdir}/",
-        f"WORKDIR {workdir}",
-    ]
-    lines += [f"RUN {json.dumps(['/bin/bash', '-lc', command])}" for command in setup]
-    # Setup runs as root and may leave root-owned files (egg-info, caches) the agent must edit.
-    lines += [f"RUN chown -R {AGENT_UID}:{AGENT_UID} {workdir}", "USER agent"]
+def _repo_archive(clone: Path, workdir: str) -> io.BufferedRandom:
+    """The clone as a tar rooted at `/`, owned by the agent, in a temp file (repos can be big)."""
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = AGENT_UID
+        info.uname = info.gname = ""
+        return info
+
+    handle = tempfile.TemporaryFile()
+    with tarfile.open(fileobj=handle, mode="w") as tar:
+        tar.add(str(clone), arcname=workdir.strip("/"), filter=owned)
+    handle.seek(0)
+    return handle  # type: ignore[return-value]
+
+
+def _setup_script(setup: Sequence[str], workdir: str) -> str:
+    # Each command in its own login shell, like separate RUN steps; the first failure stops
+    # the build and is named. Setup runs as root, so hand the tree back to the agent after.
+    lines = ["set -e"]
+    for index, command in enumerate(setup, 1):
+        quoted = "'" + command.replace("'", "'\"'\"'") + "'"
+        lines.append(f"echo '>>> agent-rl setup step {index}/{len(setup)}'")
+        lines.append(f"bash -lc {quoted} || {{ rc=$?; echo \">>> setup step {index} failed (exit $rc)\"; exit $rc; }}")
+    lines.append(f"chown -R {AGENT_UID}:{AGENT_UID} {workdir}")
     return "\n".join(lines) + "\n"
+
+
+def _commit_repo_image(client: "docker.DockerClient", base: str, clone: Path, workdir: str,
+                       setup: Sequence[str], tag: str, labels: dict[str, str], setup_timeout: float) -> None:
+    """Copy the repo into a container of `base`, run `setup` in it, commit one layer.
+
+    Faster than `docker build` here (one layer instead of one per step, which matters on
+    fuse-overlayfs), and the content-hashed tag already gives us the build cache.
+    """
+    api = client.api
+    container = api.create_container(base, command=["bash", "-c", _setup_script(setup, workdir)],
+                                     user="root", working_dir="/")["Id"]
+    try:
+        with _repo_archive(clone, workdir) as archive:
+            api.put_archive(container, "/", archive)
+        if setup:
+            api.start(container)
+            try:
+                status = api.wait(container, timeout=setup_timeout)["StatusCode"]
+            except Exception as exc:  # requests' read timeout: setup ran too long
+                raise ImageBuildError(f"setup for {tag} did not finish within {setup_timeout:.0f}s") from exc
+            if status != 0:
+                logs = api.logs(container).decode("utf-8", errors="replace")[-4000:]
+                raise ImageBuildError(f"setup for {tag} failed (exit {status}):\n{logs}")
+        label_line = " ".join(f"{key}={json.dumps(value)}" for key, value in sorted(labels.items()))
+        repository, _, version = tag.partition(":")
+        api.commit(container, repository=repository, tag=version, changes=[
+            "USER agent", f"WORKDIR {workdir}", 'CMD ["/bin/bash"]', f"LABEL {label_line}",
+        ])
+    finally:
+        api.remove_container(container, force=True)
 
 
 def build_repo_image(repo_path: str | os.PathLike[str], base_commit: str, *, setup: Sequence[str] = (),
                      workdir: str = "/testbed", base: str | None = None,
-                     client: "docker.DockerClient | None" = None, progress: Progress = print) -> str:
+                     client: "docker.DockerClient | None" = None, progress: Progress = print,
+                     setup_timeout: float = 1800.0) -> str:
     """Image with the repository at `base_commit` in `workdir`, no later history, no remotes.
 
-    `repo_path` is a local path or a git URL. `setup` commands run as root at build time, in
-    order. Returns the content-hashed tag `agent-rl/repo:<hash>`; an existing tag is a no-op.
+    `repo_path` is a local path or a git URL. `setup` commands run as root, in order, each in
+    its own login shell in `workdir` (with the build network; see the module docstring).
+    Returns the content-hashed tag `agent-rl/repo:<hash>`; an existing tag is a no-op.
     """
     if isinstance(setup, str):
         raise TypeError("setup must be a sequence of shell commands, not a single string")
-    if not workdir.startswith("/"):
-        raise ValueError(f"workdir must be an absolute path, got {workdir!r}")
+    if not workdir.startswith("/") or workdir.rstrip("/") == "":
+        raise ValueError(f"workdir must be an absolute path below /, got {workdir!r}")
     client = _client(client)
     base = base or ensure_base_image(client, progress=progress)
     base_id = client.images.get(base).id
     source = str(repo_path)
+    recipe = json.dumps({"workdir": workdir, "setup": list(setup), "script": _setup_script(setup, workdir)})
+
+    def tag_for(full_commit: str) -> str:
+        return f"{REPO_REPOSITORY}:{_content_hash('repo-v2', base_id, full_commit, recipe)}"
+
+    commit = base_commit if _FULL_SHA.match(base_commit) else None
+    if commit is None and Path(source).is_dir():
+        commit = _git(Path(source), "rev-parse", "--verify", f"{base_commit}^{{commit}}")
+    if commit and _image_exists(client, tag_for(commit)):
+        return tag_for(commit)
     with tempfile.TemporaryDirectory(prefix="agent-rl-repo-") as tmp:
         clone = Path(tmp) / "repo"
-        commit = base_commit if _FULL_SHA.match(base_commit) else None
-        if commit is None and Path(source).is_dir():
-            commit = _git(Path(source), "rev-parse", "--verify", f"{base_commit}^{{commit}}")
-        dockerfile = _repo_dockerfile(base, workdir, setup)
-
-        def tag_for(full_commit: str) -> str:
-            return f"{REPO_REPOSITORY}:{_content_hash('repo-v1', base_id, full_commit, dockerfile)}"
-
-        if commit and _image_exists(client, tag_for(commit)):
-            return tag_for(commit)
         _run(["git", "clone", "--quiet", "--no-local", "--no-hardlinks", source, str(clone)], "git clone")
         commit = _git(clone, "rev-parse", "--verify", f"{base_commit}^{{commit}}")
         tag = tag_for(commit)
@@ -418,8 +464,7 @@ def build_repo_image(repo_path: str | os.PathLike[str], base_commit: str, *, set
         _cut_history_at(clone, commit)
         progress(f"building {tag} ({source} @ {commit[:12]})…")
         labels = {MANAGED_LABEL: "1", KIND_LABEL: "repo", "agent-rl.base-commit": commit}
-        with _tar_context({"Dockerfile": dockerfile.encode()}, {"repo": clone}) as context:
-            _docker_build(client, context, tag, labels, progress)
+        _commit_repo_image(client, base, clone, workdir, setup, tag, labels, setup_timeout)
     return tag
 
 
