@@ -120,9 +120,14 @@ class Task:
 # ======================================================================================
 
 
-def _source_error(path: Path | str, line: int | None, exc: Exception) -> TaskError:
-    where = f"{path}:{line}" if line is not None else str(path)
-    return TaskError(f"{where}: {exc}")
+def _task_from_row(row: Any, source: str) -> Task:
+    """Task.from_dict, with every error message carrying where the row came from."""
+    try:
+        return Task.from_dict(row, source=source)
+    except TaskError as exc:
+        if source in str(exc):
+            raise
+        raise TaskError(f"{source}: {exc}") from None
 
 
 def load_jsonl(path: str | os.PathLike[str]) -> list[Task]:
@@ -140,10 +145,7 @@ def load_jsonl(path: str | os.PathLike[str]) -> list[Task]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise TaskError(f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno})") from exc
-        try:
-            tasks.append(Task.from_dict(row, source=f"{path}:{number}"))
-        except TaskError as exc:
-            raise TaskError(str(exc)) from None
+        tasks.append(_task_from_row(row, f"{path}:{number}"))
     _check_unique(tasks, str(path))
     return tasks
 
@@ -161,7 +163,7 @@ def load_json(path: str | os.PathLike[str]) -> list[Task]:
         data = data["tasks"]
     if not isinstance(data, list):
         raise TaskError(f"{path}: expected a list of tasks, got {type(data).__name__}")
-    tasks = [Task.from_dict(row, source=f"{path}[{i}]") for i, row in enumerate(data)]
+    tasks = [_task_from_row(row, f"{path}[{i}]") for i, row in enumerate(data)]
     _check_unique(tasks, str(path))
     return tasks
 
@@ -178,7 +180,7 @@ def load_hf_dataset(name_or_path: str, split: str = "test") -> list[Task]:
         rows = datasets.load_dataset(name_or_path, split=split)
     except Exception as exc:  # datasets raises many types; all mean "could not load"
         raise TaskError(f"cannot load dataset {name_or_path!r} split {split!r}: {exc}") from exc
-    tasks = [Task.from_dict(dict(row), source=f"{name_or_path}[{split}][{i}]") for i, row in enumerate(rows)]
+    tasks = [_task_from_row(dict(row), f"{name_or_path}[{split}][{i}]") for i, row in enumerate(rows)]
     _check_unique(tasks, name_or_path)
     return tasks
 
