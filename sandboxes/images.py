@@ -98,7 +98,7 @@ def _content_hash(*parts: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _image_exists(client: "docker.DockerClient", tag: str) -> bool:
+def image_exists(client: "docker.DockerClient", tag: str) -> bool:
     import docker.errors
 
     try:
@@ -255,7 +255,7 @@ def _import_rootfs(client: "docker.DockerClient", rootfs: Path, tag: str, progre
         tag=version,
         changes=[f"LABEL {MANAGED_LABEL}=1 {KIND_LABEL}=rootfs", "CMD [\"/bin/bash\"]"],
     )
-    if not _image_exists(client, tag):
+    if not image_exists(client, tag):
         raise ImageBuildError(f"docker import did not produce {tag}")
 
 
@@ -290,7 +290,7 @@ def _docker_build(client: "docker.DockerClient", context: io.BufferedRandom, tag
         if "error" in chunk:
             detail = "\n".join(log_tail[-40:])
             raise ImageBuildError(f"docker build of {tag} failed: {chunk['error'].strip()}\n{detail}")
-    if not _image_exists(client, tag):
+    if not image_exists(client, tag):
         raise ImageBuildError(f"docker build reported success but {tag} is missing")
 
 
@@ -314,15 +314,15 @@ def ensure_base_image(client: "docker.DockerClient | None" = None, *, progress: 
     dockerfile = _base_dockerfile(rootfs_tag)
     server_source = FASTEXEC_SOURCE.read_bytes()  # read once: the tag must match what is copied in
     tag = _base_tag(rootfs_tag, dockerfile, server_source)
-    if _image_exists(client, tag):
+    if image_exists(client, tag):
         _alias(client, tag, BASE_ALIAS)
         return tag
     with _build_lock():
-        if _image_exists(client, tag):  # another process built it while we waited
+        if image_exists(client, tag):  # another process built it while we waited
             _alias(client, tag, BASE_ALIAS)
             return tag
         started = time.monotonic()
-        if not _image_exists(client, rootfs_tag):
+        if not image_exists(client, rootfs_tag):
             _check_free_disk(tempfile.gettempdir())
             with tempfile.TemporaryDirectory(prefix="agent-rl-rootfs-") as tmp:
                 rootfs = _debootstrap_rootfs(Path(tmp), suite, mirror, packages, progress)
@@ -452,14 +452,14 @@ def build_repo_image(repo_path: str | os.PathLike[str], base_commit: str, *, set
     commit = base_commit if _FULL_SHA.match(base_commit) else None
     if commit is None and Path(source).is_dir():
         commit = _git(Path(source), "rev-parse", "--verify", f"{base_commit}^{{commit}}")
-    if commit and _image_exists(client, tag_for(commit)):
+    if commit and image_exists(client, tag_for(commit)):
         return tag_for(commit)
     with tempfile.TemporaryDirectory(prefix="agent-rl-repo-") as tmp:
         clone = Path(tmp) / "repo"
         _run(["git", "clone", "--quiet", "--no-local", "--no-hardlinks", source, str(clone)], "git clone")
         commit = _git(clone, "rev-parse", "--verify", f"{base_commit}^{{commit}}")
         tag = tag_for(commit)
-        if _image_exists(client, tag):
+        if image_exists(client, tag):
             return tag
         _cut_history_at(clone, commit)
         progress(f"building {tag} ({source} @ {commit[:12]})…")
