@@ -225,7 +225,7 @@ def filter_patch(patch: str, protected: Iterable[str] = ()) -> tuple[str, list[s
     for section in split_patch(patch):
         bad = [p for p in section.paths if protection_reason(p, protected)]
         if bad or section.is_symlink:
-            dropped.update(bad or section.paths)
+            dropped.update(section.paths)
         else:
             kept.append(section.text)
     return "".join(kept), sorted(dropped)

@@ -7,6 +7,7 @@ holds neither the hidden tests nor the fix anywhere, history included.
 """
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from tinytask import F2P, HIDDEN_TEST_PATH, git, make_tiny_task
 
-from envs.grading import grade
+from envs.grading import agrade, grade
 
 pytestmark = pytest.mark.docker
 
@@ -248,3 +249,8 @@ def test_original_repository_still_has_the_future_commit(task):
     """Sanity check of the fixture: the answer *is* in the source repo, so the test above means something."""
     out = subprocess.run(["git", "-C", task.repo, "log", "--all", "--format=%s"], capture_output=True, text=True)
     assert "fix add (the answer)" in out.stdout
+
+
+async def test_agrade_runs_gradings_concurrently(task, image):
+    gold, empty = await asyncio.gather(agrade(task, task.patch, image=image), agrade(task, "", image=image))
+    assert gold.resolved and not empty.resolved

@@ -196,3 +196,13 @@ def test_sync_vector_env(task):
         assert "calc" in observations[0]
     finally:
         vec.close()
+
+
+@pytest.mark.docker
+def test_pooled_sandboxes_do_not_leak_between_episodes(task):
+    with SWEEnv(tasks=[task], config={"use_pool": True, "pool_size": 1}) as env:
+        env.reset(options={"task": task})
+        assert "[exit code 0]" in env.step("```bash\ntouch leak.txt\n```")[0]
+        env.reset(options={"task": task})
+        obs = env.step("```bash\nls leak.txt\n```")[0]
+        assert "No such file" in obs and "[exit code 2]" in obs
