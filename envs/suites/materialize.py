@@ -57,7 +57,10 @@ def default_cache_dir() -> Path:
 def git(args: list[str], cwd: Path, *, ok_codes: tuple[int, ...] = (0,)) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env.update(_FIXED_GIT_ENV)
-    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise SuiteError("git is not installed; the built-in suites need it to materialize task repos") from None
     if proc.returncode not in ok_codes:
         raise SuiteError(f"git {' '.join(args)} failed in {cwd} (exit {proc.returncode}): {proc.stderr.strip()}")
     return proc.stdout
