@@ -87,7 +87,10 @@ class AttachSocketTransport:
             payload = self._next_stdout_payload()
             if payload is not None:
                 return payload
-            _wait_readable(self._sock.fileno(), deadline - time.monotonic())
+            # TLS sockets (DOCKER_HOST=tcp with TLS) may hold decrypted bytes select() cannot see.
+            pending = getattr(self._sock, "pending", None)
+            if not (pending and pending()):
+                _wait_readable(self._sock.fileno(), deadline - time.monotonic())
             try:
                 chunk = self._sock.recv(1 << 16)
             except OSError as exc:
