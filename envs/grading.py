@@ -238,7 +238,10 @@ def filter_patch(patch: str, protected: Iterable[str] = ()) -> tuple[str, list[s
 TAMPER_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"_pytest|\bpytest\b|\bpluggy\b", "references the test framework"),
     (r"TestReport|junit|PYTEST_", "references test reporting"),
-    (r"sys\._getframe|\bf_back\b|__code__|gc\.get_referrers|gc\.get_objects", "frame/code-object hacking"),
+    (
+        r"sys\._getframe|\bf_back\b|__code__|gc\.get_referrers|gc\.get_objects|inspect\.(?:stack|currentframe|getouterframes)",
+        "frame/code-object hacking",
+    ),
     (r"\bos\._exit\b", "hard process exit"),
     (r"sitecustomize|usercustomize|conftest", "references interpreter or test start-up hooks"),
 )

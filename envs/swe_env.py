@@ -42,7 +42,7 @@ from envs.actions import (
 from envs.blocking import run_blocking
 from envs.grading import GradeReport, GradingConfig, default_sandbox_factory, grade
 from envs.tasks import Task, TaskError, TaskStore
-from sandboxes.base import Sandbox, cap_text
+from sandboxes.base import Sandbox, SandboxDied, cap_text
 from sandboxes.strict import ConfigError, from_mapping
 
 SandboxFactory = Callable[[str, Task], Sandbox]
@@ -205,7 +205,12 @@ class SWEEnv(gymnasium.Env[str, str]):
             info["format_error"] = True
             output = parsed.message
         else:
-            output = self._run_action(parsed)
+            try:
+                output = self._run_action(parsed)
+            except SandboxDied as exc:
+                # The workspace is gone (OOM, killed): nothing more can happen in this episode.
+                info["sandbox_error"] = str(exc)
+                return self._end("sandbox_died", terminated=False, info=info)
         observation = self._observe(output)
         reason = self._limit_reached()
         if reason:
@@ -356,6 +361,8 @@ class SWEEnv(gymnasium.Env[str, str]):
             return self._str_replace(action)
         except EditError as exc:
             return f"Error: {exc}"
+        except SandboxDied:
+            raise
         except Exception as exc:  # a sandbox hiccup becomes an observation; the episode goes on
             return f"Error: {type(exc).__name__}: {exc}"
 

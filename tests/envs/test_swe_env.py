@@ -206,3 +206,34 @@ def test_pooled_sandboxes_do_not_leak_between_episodes(task):
         env.reset(options={"task": task})
         obs = env.step("```bash\nls leak.txt\n```")[0]
         assert "No such file" in obs and "[exit code 2]" in obs
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_async_vector_env_without_shared_memory(task):
+    # Text observations travel through pipes: gymnasium's shared-memory path for Text
+    # spaces came back as NUL padding in our trials, so shared_memory=False is the supported mode.
+    vec = gymnasium.vector.AsyncVectorEnv([lambda: SWEEnv(tasks=[task])] * 2, shared_memory=False)
+    try:
+        observations, _ = vec.reset(seed=0)
+        assert all(task.problem_statement in o for o in observations)
+        observations, rewards, terminated, _, _ = vec.step(("```bash\necho héllo 中\n```", SUBMIT))
+        assert observations[0] == "héllo 中\n[exit code 0]" and list(terminated) == [False, True]
+    finally:
+        vec.close()
+
+
+@pytest.mark.docker
+def test_a_dead_sandbox_ends_the_episode_as_truncated_and_graded(task):
+    import docker
+
+    with SWEEnv(tasks=[task]) as env:
+        env.reset()
+        client = docker.from_env()
+        try:
+            client.containers.get(env.sandbox.container_id).kill()
+        finally:
+            client.close()
+        obs, reward, terminated, truncated, info = env.step("```bash\nls\n```")
+        assert (reward, terminated, truncated) == (0.0, False, True)
+        assert info["end_reason"] == "sandbox_died" and info["sandbox_error"] and "grade" in info
