@@ -322,7 +322,8 @@ async def run_eval(config: EvalConfig, *, progress: bool = True) -> dict[str, An
         if tokenizer is None:
             from agent_rl.models import load_tokenizer
 
-            tokenizer = load_tokenizer(config.model)
+            # A served model's name need not be loadable here: engine.tokenizer names the tokenizer.
+            tokenizer = load_tokenizer(engine_config.tokenizer or config.model)
         check_template(tokenizer, agent_config)
         runner = AgentSampleRunner(engine, tokenizer, agent_config, env_config)
         return await evaluate(config, tasks, runner, progress=progress)

@@ -84,8 +84,8 @@ class _Offsets:
         line_end = self.starts[last.end_lineno]  # type: ignore[index]
         before = self.lines[first.lineno - 1][: start - line_start]
         after = self.lines[last.end_lineno - 1][end - self.starts[last.end_lineno - 1] :]  # type: ignore[index, operator]
-        if before.strip() or after.strip():
-            return None  # `a = 1; b = 2` or a trailing comment: too fiddly to cut cleanly
+        if before.strip() or (after.strip() and not after.strip().startswith("#")):
+            return None  # `a = 1; b = 2`: other code shares the line
         return line_start, line_end
 
     def indent_of(self, node: ast.stmt) -> str:
@@ -300,7 +300,11 @@ def _functions(tree: ast.Module) -> Iterator[tuple[str, ast.FunctionDef | ast.As
 
 
 def _nodes_in(func: ast.FunctionDef | ast.AsyncFunctionDef) -> Iterator[ast.AST]:
-    """Nodes of the function body in source order, not descending into nested defs/classes."""
+    """The function, then its body's nodes in source order, not descending into nested defs/classes.
+
+    The function itself comes first because statement-list strategies look at `node.body`.
+    """
+    yield func
     stack: list[ast.AST] = list(reversed(func.body))
     while stack:
         node = stack.pop()
