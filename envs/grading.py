@@ -267,15 +267,16 @@ def scan_patch(patch: str) -> list[str]:
 
 
 def default_sandbox_factory(sandbox_config: Mapping[str, Any] | None = None) -> SandboxFactory:
-    """Docker sandboxes built from a DockerSandboxConfig mapping, with the task's workdir."""
+    """Hardened Docker sandboxes from DockerSandboxConfig keys (validated now, not at first
+    use); the workdir follows each task unless the keys pin it."""
+    from sandboxes.docker import DockerSandbox, DockerSandboxConfig
+
+    data = dict(sandbox_config or {})
+    base = from_mapping(DockerSandboxConfig, data, "sandbox")
 
     def make(image: str, task: Task) -> Sandbox:
-        from sandboxes.docker import DockerSandbox, DockerSandboxConfig
-
-        data = dict(sandbox_config or {})
-        if "workdir" in {f.name for f in dataclasses.fields(DockerSandboxConfig)}:
-            data.setdefault("workdir", task.workdir)
-        return DockerSandbox(image, from_mapping(DockerSandboxConfig, data, "sandbox"))
+        config = base if "workdir" in data else dataclasses.replace(base, workdir=task.workdir)
+        return DockerSandbox(image, config)
 
     return make
 

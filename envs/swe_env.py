@@ -151,6 +151,10 @@ class SWEEnv(gymnasium.Env[str, str]):
         self.observation_space = text_space()
         self.action_space = text_space()
         self._sandbox_factory = sandbox_factory
+        if sandbox_factory is None:
+            # Built now so that a bad sandbox key fails here, not at the first reset or grade.
+            self._docker_factory = default_sandbox_factory(self.config.sandbox)
+            self._grader_factory = default_sandbox_factory(self.config.grading.sandbox)
         self._pools: dict[str, Any] = {}
         self.task: Task | None = None
         self.sandbox: Sandbox | None = None
@@ -295,7 +299,7 @@ class SWEEnv(gymnasium.Env[str, str]):
             return self._sandbox_factory(image, task)
         if self.config.use_pool:
             return self._pool_for(image, task).acquire()
-        return default_sandbox_factory(self.config.sandbox)(image, task)
+        return self._docker_factory(image, task)
 
     def _pool_for(self, image: str, task: Task) -> Any:
         if image not in self._pools:
@@ -307,8 +311,9 @@ class SWEEnv(gymnasium.Env[str, str]):
             self._pools[image] = SandboxPool(image, sandbox_config, size=self.config.pool_size)
         return self._pools[image]
 
-    def _grading_factory(self) -> SandboxFactory | None:
-        return self._sandbox_factory  # None → the grader's own hardened Docker default
+    def _grading_factory(self) -> SandboxFactory:
+        # A caller-supplied factory serves grading too (same backend, same hardening).
+        return self._sandbox_factory or self._grader_factory
 
     def _instructions(self, task: Task) -> str:
         template = self.config.instructions or DEFAULT_INSTRUCTIONS

@@ -254,3 +254,12 @@ def test_original_repository_still_has_the_future_commit(task):
 async def test_agrade_runs_gradings_concurrently(task, image):
     gold, empty = await asyncio.gather(agrade(task, task.patch, image=image), agrade(task, "", image=image))
     assert gold.resolved and not empty.resolved
+
+
+def test_a_hanging_test_run_is_a_timeout_failure(task, image):
+    fixed_but_slow = (Path(task.repo) / "calc" / "ops.py").read_text().replace(
+        "def add(a, b):\n    return a - b", "def add(a, b):\n    import time\n    time.sleep(600)\n    return a + b"
+    )
+    patch = make_patch(Path(task.repo), {"calc/ops.py": fixed_but_slow})
+    report = grade(task, patch, image=image, config={"test_timeout_s": 5})
+    assert not report.resolved and "timed out" in report.error and report.fraction_passed == 0.0

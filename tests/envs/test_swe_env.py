@@ -48,6 +48,13 @@ def test_config_rejects_unknown_keys_and_bad_values():
         SWEEnv(tasks=[], config={"grading": {"bogus": 1}})
 
 
+def test_bad_sandbox_keys_fail_at_construction(task):
+    with pytest.raises(ConfigError, match="sandbox: unknown key.*'netwrok'.*did you mean 'network'"):
+        SWEEnv(tasks=[task], config={"sandbox": {"netwrok": "bridge"}})
+    with pytest.raises(ConfigError, match="sandbox: unknown key.*'mem'"):
+        SWEEnv(tasks=[task], config={"grading": {"sandbox": {"mem": "1g"}}})
+
+
 def test_env_construction_errors_name_the_problem(task):
     with pytest.raises(TaskError, match="at least one task"):
         SWEEnv(tasks=[])
@@ -237,3 +244,29 @@ def test_a_dead_sandbox_ends_the_episode_as_truncated_and_graded(task):
         obs, reward, terminated, truncated, info = env.step("```bash\nls\n```")
         assert (reward, terminated, truncated) == (0.0, False, True)
         assert info["end_reason"] == "sandbox_died" and info["sandbox_error"] and "grade" in info
+
+
+@pytest.mark.docker
+def test_wall_clock_limit_truncates(task):
+    with SWEEnv(tasks=[task], config={"max_time_s": 2}) as env:
+        env.reset()
+        obs, reward, terminated, truncated, info = env.step("```bash\nsleep 5\n```")
+        assert "timed out" in obs and truncated and info["end_reason"] == "max_time"
+
+
+@pytest.mark.docker
+def test_tampering_outside_the_diff_does_not_survive_into_grading(task):
+    """User-site hooks, env vars, commits and tags in the agent's container are not the patch."""
+    hook = "import _pytest.reports as r; r.TestReport.passed = property(lambda self: True)"
+    script = (
+        "mkdir -p $(python3 -m site --user-site) && "
+        f"echo '{hook}' > $(python3 -m site --user-site)/usercustomize.py && "
+        "export PYTHONPATH=/tmp && echo 'import sys' > /tmp/sitecustomize.py && "
+        "git commit -qam wip --allow-empty && git tag v-fake && echo ok"
+    )
+    with SWEEnv(tasks=[task]) as env:
+        env.reset()
+        assert "ok" in env.step(f"```bash\n{script}\n```")[0]
+        _, reward, terminated, _, info = env.step(SUBMIT)
+        assert terminated and reward == 0.0 and info["patch"] == ""
+        assert info["grade"]["tests_status"]["FAIL_TO_PASS"]["failure"] == F2P
