@@ -237,21 +237,11 @@ class TrainConfig:
 
     def _validate_owned_sections(self) -> None:
         # engine/env/agent belong to other modules; build their strict configs to catch typos.
-        if self.engine.get("kind", "hf") == "hf":
-            # The trainer builds the in-process HFEngine itself (it must share the policy object).
-            import inspect
-
-            from agent_rl.engines.hf import HFEngine
-
-            allowed = {"kind"} | {
-                name for name, p in inspect.signature(HFEngine.__init__).parameters.items()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("device", "dtype")
-            }
-            unknown = sorted(set(self.engine) - allowed)
-            _check(not unknown, f"engine: unknown key(s) {unknown} for kind 'hf'; valid keys: {', '.join(sorted(allowed))}")
-        sections = [("env", "envs.swe_env", "EnvConfig"), ("agent", "agent_rl.agent", "AgentConfig")]
-        if self.engine.get("kind", "hf") != "hf":
-            sections.append(("engine", "agent_rl.engines.factory", "EngineConfig"))
+        sections = [
+            ("engine", "agent_rl.engines.factory", "EngineConfig"),
+            ("env", "envs.swe_env", "EnvConfig"),
+            ("agent", "agent_rl.agent", "AgentConfig"),
+        ]
         for section, module, cls_name in sections:
             try:
                 cls = getattr(importlib.import_module(module), cls_name)

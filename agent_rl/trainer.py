@@ -224,17 +224,10 @@ class Trainer:
         return {t.instance_id: t for t in tasks}
 
     def _make_engine(self) -> Any:
-        options = dict(self.config.engine)
-        if options.get("kind", "hf") == "hf":
-            # In-process: the engine samples from the very model object being trained.
-            from agent_rl.engines.hf import HFEngine
+        from agent_rl.engines.factory import make_engine
 
-            options.pop("kind", None)
-            options.pop("model", None)
-            return HFEngine(self.model, self.tokenizer, **options)
-        from agent_rl.engines.factory import EngineConfig, make_engine
-
-        return make_engine(from_mapping(EngineConfig, options, "engine"))
+        # For kind "hf" the engine samples from the very model object being trained.
+        return make_engine(self.config.engine, model=self.model, tokenizer=self.tokenizer)
 
     def _restore(self, loaded: LoadedCheckpoint) -> list[dict[str, Any]]:
         state = loaded.state

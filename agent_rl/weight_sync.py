@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 import torch
 
+from agent_rl.engines.base import SamplingParams
 from agent_rl.logprobs import token_scores
 
 PROBE_TEXT = (
@@ -40,7 +41,7 @@ class WeightSyncError(RuntimeError):
 class SyncReport:
     method: str
     seconds: float
-    verified: bool | None  # None: verification off or the engine cannot score
+    verified: bool | None  # None: verification off
     max_abs_diff: float | None
     detail: str = ""
 
@@ -104,7 +105,7 @@ def push_weights(engine: Any, model: Any, tokenizer: Any, version: int, export_d
         return "update_weights"
     if hasattr(engine, "load_checkpoint"):
         path = _export_hf(model, tokenizer, Path(export_dir) / "current")
-        _maybe_await(engine.load_checkpoint(str(path.resolve())))
+        _maybe_await(engine.load_checkpoint(str(path.resolve()), version=version))
         return "checkpoint_reload"
     raise WeightSyncError(
         f"engine {getattr(engine, 'name', type(engine).__name__)!r} offers no way to receive weights "
@@ -112,19 +113,33 @@ def push_weights(engine: Any, model: Any, tokenizer: Any, version: int, export_d
     )
 
 
+def _engine_probe(engine: Any, tokenizer: Any, probe_tokens: int, temperature: float) -> tuple[list[int], list[float]]:
+    """The engine's logprobs on a probe: teacher-forced if it can score, else on its own sample.
+
+    Any engine can sample, and every sample comes with behaviour logprobs, so a seeded
+    generation is a probe too: the trainer rescoring the same tokens must agree.
+    """
+    ids = probe_ids(tokenizer, probe_tokens)
+    prompt = ids[:PROBE_PROMPT_TOKENS]
+    score = getattr(engine, "compute_logprobs", None)
+    if score is not None:
+        completion = ids[PROBE_PROMPT_TOKENS:]
+        return prompt + completion, list(_maybe_await(score(prompt, completion, temperature=temperature)))
+    sampling = SamplingParams(temperature=temperature, max_tokens=probe_tokens, seed=1234)
+    generation = _maybe_await(engine.generate(prompt, sampling))
+    return prompt + list(generation.token_ids), list(generation.logprobs)
+
+
 def verify_sync(engine: Any, model: Any, tokenizer: Any, *, temperature: float, tolerance: float,
                 probe_tokens: int, device: str) -> tuple[bool | None, float | None, str]:
-    score = getattr(engine, "compute_logprobs", None)
-    if score is None:
-        return None, None, "engine cannot score a probe (no compute_logprobs)"
-    ids = probe_ids(tokenizer, probe_tokens)
-    prompt, completion = ids[:PROBE_PROMPT_TOKENS], ids[PROBE_PROMPT_TOKENS:]
-    engine_lp = list(_maybe_await(score(prompt, completion, temperature=temperature)))
+    ids, engine_lp = _engine_probe(engine, tokenizer, probe_tokens, temperature)
+    if not engine_lp:
+        return None, None, "the engine returned no probe tokens to compare"
     trainer_lp = trainer_probe_logprobs(model, ids, temperature, device)
     if len(engine_lp) != len(trainer_lp):
         return False, None, f"engine scored {len(engine_lp)} probe tokens, trainer {len(trainer_lp)}"
     diff = max(abs(a - b) for a, b in zip(engine_lp, trainer_lp))
-    return diff <= tolerance, diff, f"max |Δ logprob| on {len(completion)} probe tokens = {diff:.2e}"
+    return diff <= tolerance, diff, f"max |Δ logprob| on {len(engine_lp)} probe tokens = {diff:.2e}"
 
 
 def sync_weights(engine: Any, model: Any, tokenizer: Any, version: int, context: dict[str, Any]) -> SyncReport:

@@ -45,20 +45,61 @@ def test_separate_engine_is_stale_until_synced(smollm, tmp_path):
         ok, diff, detail = verify_sync(engine, model, tokenizer, temperature=1.0, tolerance=1e-4,
                                        probe_tokens=16, device="cpu")
         assert ok is False and diff > 1e-3, detail
-        report = sync_weights(engine, model, tokenizer, 1, {**CTX, "export_dir": tmp_path})
-        assert report.method == "state_dict" and report.verified is True
-        assert report.max_abs_diff <= 1e-4
-    finally:
-        engine.close_sync()
-
-
-def test_failed_verification_is_an_error(smollm, tmp_path):
-    model, tokenizer = copy.deepcopy(smollm[0]), smollm[1]
-    engine = HFEngine(copy.deepcopy(model), tokenizer)
-    engine.load_state_dict = lambda state, version=None: engine.weights_updated(version)  # drops the weights
-    try:
-        _nudge(model)
+        # A push that silently drops the weights (test double) must be caught by verification.
+        real_load = engine.load_state_dict
+        engine.load_state_dict = lambda state, version=None: engine.weights_updated(version)
         with pytest.raises(WeightSyncError, match="failed verification"):
             sync_weights(engine, model, tokenizer, 1, {**CTX, "export_dir": tmp_path})
+        engine.load_state_dict = real_load
+        report = sync_weights(engine, model, tokenizer, 2, {**CTX, "export_dir": tmp_path})
+        assert report.method == "state_dict" and report.verified is True
+        assert report.max_abs_diff <= 1e-4 and engine.policy_version == 2
     finally:
         engine.close_sync()
+
+
+class _Server:
+    """`agent-rl serve` on a free loopback port, as a real subprocess."""
+
+    def __init__(self, log_path):
+        import os
+        import subprocess
+        import sys
+
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent_rl.cli", "serve", "--port", "0"],
+            stdout=subprocess.PIPE, stderr=self.log, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        for line in self.proc.stdout:  # the server prints "... at http://127.0.0.1:PORT" once loaded
+            if " at http://" in line:
+                self.url = line.split(" at ", 1)[1].strip()
+                return
+        raise RuntimeError(f"agent-rl serve exited: {open(log_path).read()[-2000:]}")
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+        self.log.close()
+
+
+@pytest.mark.slow
+def test_openai_engine_checkpoint_reload_over_http(smollm, tmp_path):
+    import asyncio
+
+    from agent_rl.engines.openai_http import OpenAIEngine
+
+    model, tokenizer = copy.deepcopy(smollm[0]), smollm[1]
+    server = _Server(tmp_path / "serve.log")
+    engine = OpenAIEngine(server.url, "smollm2-135m", tokenizer=tokenizer)
+    try:
+        _nudge(model)
+        stale, diff, _ = verify_sync(engine, model, tokenizer, temperature=1.0, tolerance=1e-3,
+                                     probe_tokens=16, device="cpu")
+        assert stale is False and diff > 1e-3  # the server still serves the original weights
+        report = sync_weights(engine, model, tokenizer, 5, {**CTX, "tolerance": 1e-3, "export_dir": tmp_path})
+        assert report.method == "checkpoint_reload" and report.verified is True
+        assert engine.policy_version == 5
+    finally:
+        asyncio.run(engine.close())
+        server.close()
