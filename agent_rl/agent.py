@@ -15,13 +15,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 from agent_rl.chat_template import ChatTokenizer, TemplateDriftError, TokenConversation, probe_template
 from agent_rl.engines.base import Engine, SamplingParams
 from agent_rl.prompts import PromptConfig, PromptTemplates, initial_messages, observation_message
 from agent_rl.trajectory import Trajectory
-from sandboxes.strict import ConfigError
+from sandboxes.strict import ConfigError, from_mapping
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,12 @@ class AgentConfig:
     verify_rerender: bool = True  # re-render each finished conversation and refuse template drift
 
     def __post_init__(self) -> None:
+        # Direct construction with plain dicts (AgentConfig(sampling={"seed": 1})) gets the
+        # same strict checking as from_mapping.
+        if isinstance(self.sampling, Mapping):
+            self.sampling = from_mapping(SamplingConfig, self.sampling, "agent.sampling")
+        if isinstance(self.prompts, Mapping):
+            self.prompts = from_mapping(PromptConfig, self.prompts, "agent.prompts")
         for name in ("max_turns", "max_total_tokens", "max_tokens_per_turn"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"agent.{name} must be >= 1, got {getattr(self, name)}")
