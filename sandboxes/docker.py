@@ -99,8 +99,26 @@ class DockerSandboxConfig:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {getattr(self, name)!r}")
         if not self.workdir.startswith("/"):
             raise ConfigError(f"workdir must be absolute, got {self.workdir!r}")
-        if "ALL" not in {c.upper() for c in self.cap_drop} and not self.cap_drop:
-            log.warning("sandbox config keeps every default capability (cap_drop is empty)")
+        relaxed = self.relaxations()
+        if relaxed:
+            log.warning("sandbox hardening relaxed by config: %s", "; ".join(relaxed))
+
+    def relaxations(self) -> list[str]:
+        """The hardening defaults this config turns off, in words (for logs and reports)."""
+        relaxed = []
+        if self.network != "none":
+            relaxed.append(f"network={self.network!r} (the agent can reach the network)")
+        if self.user.split(":")[0] in ("0", "root", ""):
+            relaxed.append("runs as root")
+        if "ALL" not in {cap.upper() for cap in self.cap_drop}:
+            relaxed.append(f"keeps default capabilities except {list(self.cap_drop)}")
+        if self.cap_add:
+            relaxed.append(f"adds capabilities {list(self.cap_add)}")
+        if not self.no_new_privileges:
+            relaxed.append("setuid binaries can gain privileges")
+        if not self.init:
+            relaxed.append("no init process (zombies are not reaped)")
+        return relaxed
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any] | None, where: str = "sandbox") -> "DockerSandboxConfig":
@@ -167,6 +185,8 @@ class DockerSandbox(ServerSandbox):
         try:
             self._start()
         except BaseException:
+            if self._channel is not None:
+                self._channel.close()
             self._remove()
             raise
 
@@ -184,6 +204,9 @@ class DockerSandbox(ServerSandbox):
             mem_limit=c.mem_limit,
             memswap_limit=c.mem_limit,  # no swap: the memory limit is the limit
             nano_cpus=int(c.cpus * 1e9),
+            # Replies travel over the attach socket; a json-file log would keep a second copy
+            # of every command's output on the host's disk for the container's lifetime.
+            log_config={"type": "none", "config": {}},
         )
 
     def _create(self) -> str:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from sandboxes.base import SandboxDied, SandboxError
+from sandboxes.base import Sandbox, SandboxDied, SandboxError
 from sandboxes.docker import DockerSandbox, DockerSandboxConfig, _hardening_option
 from sandboxes.strict import ConfigError
 
@@ -38,6 +38,9 @@ def test_config_rejects_unknown_keys_and_bad_values():
     config = DockerSandboxConfig.from_config({"cap_add": ["CHOWN"], "env": {"A": 1}})
     assert config.cap_add == ("CHOWN",) and config.env == {"A": "1"}
     defaults = DockerSandboxConfig()
+    assert defaults.relaxations() == []
+    relaxed = DockerSandboxConfig.from_config({"network": "bridge", "user": "root", "no_new_privileges": False})
+    assert len(relaxed.relaxations()) == 3
     assert (defaults.network, defaults.user, defaults.cap_drop, defaults.no_new_privileges, defaults.init) == (
         "none", "1000:1000", ("ALL",), True, True)
 
@@ -54,6 +57,7 @@ def test_engine_refusals_name_the_hardening_option():
 
 @docker_test
 def test_not_root_no_caps_no_new_privs(shared):
+    assert isinstance(shared, Sandbox)
     assert shared.exec("id -u").output.strip() == "1000"
     status = shared.exec("grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs)' /proc/self/status").output
     fields = dict(line.split(":\t") for line in status.strip().splitlines())
