@@ -6,6 +6,7 @@ from typing import TypeVar
 
 _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
+# A date or a datetime: month arithmetic and relative dates return the type they were given.
 DateLike = TypeVar("DateLike", bound=date)
 
 

@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
-from datetime import date, datetime, timedelta
-from typing import TypeVar, Union
+from datetime import datetime, timedelta
+from typing import Union
 
-from .calendar import add_months
+from .calendar import DateLike, add_months
 from .errors import DateParseError
-
-DateLike = TypeVar("DateLike", bound=date)
 
 _DURATION_RE = re.compile(
     r"P(?:(?P<years>\d+)Y)?(?:(?P<months>\d+)M)?(?:(?P<weeks>\d+)W)?(?:(?P<days>\d+)D)?"

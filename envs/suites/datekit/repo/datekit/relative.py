@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, timedelta
-from typing import TypeVar
 
+from .calendar import DateLike
 from .duration import Duration, shift
 from .errors import DateParseError
 from .formatting import WEEKDAY_NAMES
 from .iso import parse_date, parse_datetime
-
-DateLike = TypeVar("DateLike", bound=date)
 
 _NAMED_DAYS = {"today": 0, "yesterday": -1, "tomorrow": 1}
 _NUMBER_WORDS = {

@@ -5,8 +5,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from .unified import NO_NEWLINE_MARKER
-
 _HUNK_HEADER = re.compile(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 
 
@@ -64,6 +62,8 @@ def parse_patch(text: str) -> list[FilePatch]:
         line = lines[index]
         number = index + 1
         index += 1
+        # "\ No newline at end of file" (its wording is localized, so only the backslash
+        # counts): the previous body line has no line ending.
         if line.startswith("\\"):
             if hunk is None or not hunk.body:
                 raise PatchError(f"line {number}: {line.strip()!r} does not follow a hunk line")
