@@ -157,11 +157,21 @@ def _hardening_option(message: str) -> str | None:
     return None
 
 
-def default_client() -> "docker.DockerClient":
-    import docker
+_shared_client: "docker.DockerClient | None" = None
+_shared_client_lock = threading.Lock()
 
-    # exec_run in fallback mode blocks for the whole command, so allow long reads.
-    return docker.from_env(timeout=600)
+
+def default_client() -> "docker.DockerClient":
+    """One client for every sandbox made without one (created on first use)."""
+    global _shared_client
+    with _shared_client_lock:
+        if _shared_client is None:
+            import docker
+
+            # exec_run in fallback mode blocks for the whole command, so allow long reads; many
+            # sandboxes start and stop at once, so keep more than urllib3's 10 connections.
+            _shared_client = docker.from_env(timeout=600, max_pool_size=64)
+        return _shared_client
 
 
 class DockerSandbox(ServerSandbox):
