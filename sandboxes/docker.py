@@ -13,6 +13,7 @@ semantics (persistent cwd/env, process-group kill on timeout).
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import logging
@@ -256,7 +257,7 @@ class DockerSandbox(ServerSandbox):
         return container_id
 
     def _start(self) -> None:
-        if not self._image_has_server():
+        if not self._image_has_current_server():
             self._api.put_archive(self.container_id, "/", _server_archive())
         if self.config.fast_exec:
             sock = self._api.attach_socket(
@@ -272,9 +273,13 @@ class DockerSandbox(ServerSandbox):
                 f"Server stderr: {self._stderr_tail.decode(errors='replace')[-1000:]}"
             ) from exc
 
-    def _image_has_server(self) -> bool:
+    def _image_has_current_server(self) -> bool:
+        """False for foreign images and for ours built with another server version: then the
+        current server is copied into the container before it starts."""
+        from sandboxes.images import SERVER_DIGEST_LABEL, server_digest
+
         labels = (self._api.inspect_image(self.image).get("Config") or {}).get("Labels") or {}
-        return labels.get(KIND_LABEL) in ("base", "repo")
+        return labels.get(SERVER_DIGEST_LABEL) == server_digest(_server_source())
 
     def _keep_stderr(self, data: bytes) -> None:
         self._stderr_tail = (self._stderr_tail + data)[-8192:]
@@ -474,15 +479,20 @@ def _shell_quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
+@functools.lru_cache(maxsize=1)
+def _server_source() -> bytes:
+    return SERVER_SOURCE.read_bytes()
+
+
 def _server_archive() -> bytes:
-    """The server as a tar for images that were not built by `sandboxes.images`."""
+    """The server as a tar, for images without (the current version of) it."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for directory in ("opt", "opt/agent-rl"):
             info = tarfile.TarInfo(directory)
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
-        data = SERVER_SOURCE.read_bytes()
+        data = _server_source()
         info = tarfile.TarInfo(SERVER_PATH.lstrip("/"))
         info.size, info.mode = len(data), 0o755
         tar.addfile(info, io.BytesIO(data))

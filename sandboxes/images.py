@@ -69,6 +69,7 @@ BASE_PACKAGES: tuple[str, ...] = (
 MIN_FREE_BYTES = 3 * 1024**3
 AGENT_UID = 1000
 FASTEXEC_IN_IMAGE = "/opt/agent-rl/fastexec_server.py"
+SERVER_DIGEST_LABEL = "agent-rl.fastexec-sha256"
 FASTEXEC_SOURCE = Path(__file__).with_name("fastexec_server.py")
 
 Progress = Callable[[str], None]
@@ -187,7 +188,13 @@ def debian_mirror(suite: str = DEFAULT_SUITE) -> str:
 # --------------------------------------------------------------------------- base image
 
 
-def _base_dockerfile(rootfs_tag: str) -> str:
+def server_digest(source: bytes) -> str:
+    """Names the server version an image carries (label `agent-rl.fastexec-sha256`), so a
+    sandbox can tell whether the image's copy matches the client it talks to."""
+    return hashlib.sha256(source).hexdigest()[:16]
+
+
+def _base_dockerfile(rootfs_tag: str, server_source: bytes) -> str:
     # The server copy is the last step so that editing it reuses every earlier layer.
     return f"""\
 FROM {rootfs_tag}
@@ -204,6 +211,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 LANG=C.UTF-8 LC_ALL=C.UTF-8 PIP
 WORKDIR /testbed
 COPY fastexec_server.py {FASTEXEC_IN_IMAGE}
 RUN chmod 0755 {FASTEXEC_IN_IMAGE}
+LABEL {SERVER_DIGEST_LABEL}={server_digest(server_source)}
 USER agent
 """
 
@@ -221,7 +229,8 @@ def base_image_tag(suite: str = DEFAULT_SUITE, mirror: str | None = None,
                    packages: Sequence[str] = BASE_PACKAGES) -> str:
     """The content-hashed tag `ensure_base_image` would produce for these inputs (no Docker call)."""
     rootfs_tag = _rootfs_tag(suite, mirror or debian_mirror(suite), packages)
-    return _base_tag(rootfs_tag, _base_dockerfile(rootfs_tag), FASTEXEC_SOURCE.read_bytes())
+    server_source = FASTEXEC_SOURCE.read_bytes()
+    return _base_tag(rootfs_tag, _base_dockerfile(rootfs_tag, server_source), server_source)
 
 
 def _debootstrap_rootfs(workdir: Path, suite: str, mirror: str, packages: Sequence[str],
@@ -311,8 +320,8 @@ def ensure_base_image(client: "docker.DockerClient | None" = None, *, progress: 
     client = _client(client)
     mirror = mirror or debian_mirror(suite)
     rootfs_tag = _rootfs_tag(suite, mirror, packages)
-    dockerfile = _base_dockerfile(rootfs_tag)
     server_source = FASTEXEC_SOURCE.read_bytes()  # read once: the tag must match what is copied in
+    dockerfile = _base_dockerfile(rootfs_tag, server_source)
     tag = _base_tag(rootfs_tag, dockerfile, server_source)
     if image_exists(client, tag):
         _alias(client, tag, BASE_ALIAS)

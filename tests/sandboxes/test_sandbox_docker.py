@@ -288,3 +288,17 @@ def test_sigkilled_owner_is_reaped(docker_client, base_image):
     reap(docker_client)
     owned = docker_client.containers.list(all=True, filters={"label": f"{OWNER_PID_LABEL}={child.pid}"})
     assert owned == []
+
+
+@docker_test
+def test_image_without_the_current_server_gets_it_copied_in(make_sandbox, docker_client):
+    """Foreign images (here: the bare debootstrap rootfs, no server, no `agent` user) work too."""
+    import hashlib
+
+    from sandboxes.images import KIND_LABEL
+
+    rootfs = docker_client.images.list(filters={"label": f"{KIND_LABEL}=rootfs"})[0]
+    sandbox = make_sandbox({"workdir": "/tmp"}, image=rootfs.id)
+    source = open(os.path.join(os.path.dirname(__file__), "../../sandboxes/fastexec_server.py"), "rb").read()
+    assert sandbox.exec("id -u; sha256sum /opt/agent-rl/fastexec_server.py").output.split()[:2] == [
+        "1000", hashlib.sha256(source).hexdigest()]
