@@ -333,6 +333,9 @@ def ensure_base_image(client: "docker.DockerClient | None" = None, *, progress: 
         started = time.monotonic()
         if not image_exists(client, rootfs_tag):
             _check_free_disk(tempfile.gettempdir())
+            docker_root = client.info().get("DockerRootDir", "")
+            if docker_root and os.path.isdir(docker_root):  # not when the engine is remote
+                _check_free_disk(docker_root)
             with tempfile.TemporaryDirectory(prefix="agent-rl-rootfs-") as tmp:
                 rootfs = _debootstrap_rootfs(Path(tmp), suite, mirror, packages, progress)
                 _import_rootfs(client, rootfs, rootfs_tag, progress)

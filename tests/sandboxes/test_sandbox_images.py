@@ -121,3 +121,10 @@ def test_prune_removes_only_managed_dangling_images(docker_client, base_image, t
                 docker_client.images.remove(ref, force=True)
             except Exception:
                 pass
+
+
+def test_low_disk_is_a_clear_error(tmp_path):
+    from sandboxes.images import ImageBuildError, _check_free_disk
+
+    with pytest.raises(ImageBuildError, match="GiB free under .*prune"):
+        _check_free_disk(str(tmp_path), needed=1 << 60)
