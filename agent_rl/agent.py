@@ -189,17 +189,20 @@ class _Episode:
             budget_left = cfg.max_total_tokens - len(conv)
             max_tokens = min(cfg.max_tokens_per_turn, budget_left)
 
-            t = time.monotonic()
-            generation = await self.engine.generate(
-                conv.ids,
-                SamplingParams(
-                    temperature=cfg.sampling.temperature,
-                    top_p=cfg.sampling.top_p,
-                    max_tokens=max_tokens,
-                    stop=tuple(cfg.stop),
-                    seed=_turn_seed(self.seed, self.num_turns),
-                ),
+            sampling = SamplingParams(
+                temperature=cfg.sampling.temperature,
+                top_p=cfg.sampling.top_p,
+                max_tokens=max_tokens,
+                stop=tuple(cfg.stop),
+                seed=_turn_seed(self.seed, self.num_turns),
             )
+            t = time.monotonic()
+            if getattr(self.engine, "mode", "tokens") == "text":
+                # A chat-only server renders its own template from the messages; the result
+                # is marked text_mode and never trained on.
+                generation = await self.engine.generate(conv.ids, sampling, messages=list(conv.messages))
+            else:
+                generation = await self.engine.generate(conv.ids, sampling)
             self.clock.generation_s += time.monotonic() - t
             if generation.finish_reason in ("error", "abort"):
                 raise RuntimeError(f"engine {getattr(self.engine, 'name', '?')} finished with {generation.finish_reason}: {generation.info}")
