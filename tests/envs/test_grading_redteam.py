@@ -238,11 +238,13 @@ def test_agent_image_holds_no_hidden_tests_no_fix_and_no_history(task, image):
         # No object anywhere in the store holds the fix or the hidden tests...
         objects = box.exec("git cat-file --batch-all-objects --batch | grep -c -e 'return a + b' -e hidden-test-7f3a9c")
         assert objects.output.strip() == "0", objects.output
-        # ...and no file on the whole filesystem does either.
-        found = box.exec(
-            "grep -rl --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -e hidden-test-7f3a9c / 2>/dev/null | head"
-        )
+        # ...and no file does either. /usr outside /usr/local holds the base image's Debian
+        # packages, built before any task existed, so it is skipped to keep this fast.
+        search = "grep -rlIF -e hidden-test-7f3a9c /testbed /tmp /home /root /opt /etc /var /srv /mnt /usr/local 2>/dev/null"
+        found = box.exec(search)
         assert found.output.strip() == "", found.output
+        box.exec("echo hidden-test-7f3a9c > /tmp/control")  # the search does find the marker when present
+        assert box.exec(search).output.split() == ["/tmp/control"]
 
 
 def test_original_repository_still_has_the_future_commit(task):

@@ -81,12 +81,13 @@ def test_judge_verdicts(task):
 @pytest.mark.docker
 def test_validate_writes_json_and_fails_on_an_invalid_task(tasks_file, tmp_path, capsys):
     out_dir = tmp_path / "val"
-    code = main(["tasks", "validate", "--tasks", tasks_file, "--runs", "2", "--workers", "2", "--out", str(out_dir)])
+    # One run per patch keeps this quick; flakiness across runs is covered by test_judge_verdicts.
+    code = main(["tasks", "validate", "--tasks", tasks_file, "--runs", "1", "--workers", "2", "--out", str(out_dir)])
     assert code == 1, capsys.readouterr().out
     data = json.loads((out_dir / "validation.json").read_text())
     by_id = {t["instance_id"]: t for t in data["tasks"]}
-    assert by_id["tiny__calc-1"]["valid"] and by_id["tiny__calc-1"]["gold_resolved"] == [True, True]
-    assert by_id["tiny__calc-1"]["empty_resolved"] == [False, False]
+    assert by_id["tiny__calc-1"]["valid"] and by_id["tiny__calc-1"]["gold_resolved"] == [True]
+    assert by_id["tiny__calc-1"]["empty_resolved"] == [False]
     broken = by_id["tiny__broken-gold"]
     assert not broken["valid"] and any("gold patch does not resolve" in p for p in broken["problems"])
     assert data["summary"]["invalid"] == ["tiny__broken-gold"] and data["summary"]["flaky"] == []
