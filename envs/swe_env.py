@@ -41,6 +41,7 @@ from envs.actions import (
 )
 from envs.blocking import run_blocking
 from envs.grading import GradeReport, GradingConfig, default_sandbox_factory, grade
+from envs.task_images import task_image
 from envs.tasks import Task, TaskError, TaskStore
 from sandboxes.base import Sandbox, SandboxDied, cap_text
 from sandboxes.strict import ConfigError, from_mapping
@@ -173,10 +174,9 @@ class SWEEnv(gymnasium.Env[str, str]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
+        self._active = False
         self._release_sandbox()
         task = self._pick_task((options or {}).get("task"))
-        from envs.task_images import task_image
-
         self.task = task
         self.image = task_image(task)
         self.sandbox = self._start_sandbox(self.image, task)
