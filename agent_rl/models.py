@@ -164,10 +164,10 @@ def resolve_checkpoint(spec: str | os.PathLike[str]) -> Path:
 
 
 def resolve_dtype(dtype: Any, device: str) -> Any:
-    """None → float32 on CPU (exact logprobs), bfloat16 on GPU; strings name torch dtypes."""
+    """None/"auto" → float32 on CPU (exact logprobs), bfloat16 on GPU; strings name torch dtypes."""
     import torch
 
-    if dtype is None:
+    if dtype in (None, "auto"):
         return torch.float32 if str(device).startswith("cpu") else torch.bfloat16
     if isinstance(dtype, torch.dtype):
         return dtype

@@ -1,0 +1,152 @@
+"""CPU generation throughput for SmolLM2-135M: batched vs sequential, in-process vs over HTTP.
+
+Baseline: `sequential` — the same requests sent one after another to HFEngine.
+Compared:  `batched`    — all requests concurrently, gathered into one batch by HFEngine;
+           `openai+serve` — all requests concurrently through OpenAIEngine to a real
+                           `agent-rl serve` subprocess on loopback (HTTP + JSON overhead).
+Wall time and the CPU seconds of the decoding process (this one, or the server) are both
+reported: on a shared machine wall time mostly measures the neighbours' load.
+Every mode decodes the same prompts greedily for the same max_tokens (counting prompts, so
+the model does not stop early); tokens/s counts the tokens actually generated.
+
+    python benchmarks/generation_bench.py [--requests 8] [--max-tokens 32] [--json PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any, Awaitable, Callable
+
+from agent_rl.engines.base import Generation, SamplingParams
+
+
+def make_prompts(tokenizer: Any, n: int) -> list[list[int]]:
+    # Varied lengths so left padding is exercised; counting keeps the model from stopping.
+    return [tokenizer.encode(", ".join(str(k) for k in range(i, i + 6 + 3 * i)) + ",",
+                             add_special_tokens=False) for i in range(n)]
+
+
+def process_cpu_s(pid: int | None) -> float:
+    """CPU seconds used so far by this process (pid None) or another one (Linux /proc)."""
+    if pid is None:
+        return time.process_time()
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+async def timed(
+    run: Callable[[], Awaitable[list[Generation]]], worker_pid: int | None
+) -> tuple[float, float, list[Generation]]:
+    # CPU seconds of the process that decodes are reported beside wall time: on a shared,
+    # oversubscribed machine wall time mostly measures the neighbours.
+    cpu_before, started = process_cpu_s(worker_pid), time.perf_counter()
+    generations = await run()
+    return time.perf_counter() - started, process_cpu_s(worker_pid) - cpu_before, generations
+
+
+def start_server() -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent_rl.cli", "serve", "--port", "0", "--batch-wait-ms", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1"),
+    )
+    for line in proc.stdout:
+        if " at http://" in line:
+            return proc, line.split(" at ", 1)[1].strip()
+    raise RuntimeError("agent-rl serve exited before printing its URL")
+
+
+async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from agent_rl.engines.hf import HFEngine
+    from agent_rl.engines.openai_http import OpenAIEngine
+
+    engine = HFEngine(args.model, max_batch_size=args.requests, batch_wait_ms=20)
+    prompts = make_prompts(engine.tokenizer, args.requests)
+    sampling = SamplingParams(temperature=0, max_tokens=args.max_tokens)
+    await engine.generate(prompts[0], SamplingParams(temperature=0, max_tokens=2))  # warm-up
+
+    async def sequential() -> list[Generation]:
+        return [await engine.generate(p, sampling) for p in prompts]
+
+    async def batched() -> list[Generation]:
+        return list(await asyncio.gather(*(engine.generate(p, sampling) for p in prompts)))
+
+    modes: list[tuple[str, Callable[[], Awaitable[list[Generation]]], int | None]] = [
+        ("sequential (baseline)", sequential, None), ("batched", batched, None)]
+    server = remote = None
+    if not args.skip_serve:
+        server, url = start_server()
+        remote = OpenAIEngine(url, args.model)
+        await remote.generate(prompts[0], SamplingParams(temperature=0, max_tokens=2))
+
+        async def over_http() -> list[Generation]:
+            return list(await asyncio.gather(*(remote.generate(p, sampling) for p in prompts)))
+
+        modes.append(("openai+serve (concurrent)", over_http, server.pid))
+    rows = []
+    try:
+        reference = None
+        for name, run, worker_pid in modes:
+            wall, cpu, generations = await timed(run, worker_pid)
+            tokens = sum(len(g.token_ids) for g in generations)
+            ids = [g.token_ids for g in generations]
+            reference = reference or ids
+            rows.append({"mode": name, "requests": len(prompts), "tokens": tokens,
+                         "wall_s": round(wall, 3), "tokens_per_s": round(tokens / wall, 2),
+                         "cpu_s": round(cpu, 2), "tokens_per_cpu_s": round(tokens / cpu, 2),
+                         "same_tokens_as_baseline": ids == reference})
+    finally:
+        await engine.close()
+        if remote is not None:
+            await remote.close()
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=60)
+    base = rows[0]["tokens_per_s"]
+    for row in rows:
+        row["speedup"] = round(row["tokens_per_s"] / base, 2)
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = (f"{'mode':<28}{'requests':>9}{'tokens':>8}{'wall s':>9}{'tok/s':>9}{'speedup':>9}"
+              f"{'cpu s':>9}{'tok/cpu-s':>11}  same ids")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['mode']:<28}{r['requests']:>9}{r['tokens']:>8}{r['wall_s']:>9.2f}"
+              f"{r['tokens_per_s']:>9.1f}{r['speedup']:>8.2f}x{r['cpu_s']:>9.1f}"
+              f"{r['tokens_per_cpu_s']:>11.2f}  {r['same_tokens_as_baseline']}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--requests", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--skip-serve", action="store_true", help="leave out the HTTP path")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args()
+    import torch
+
+    load_at_start = os.getloadavg()
+    rows = asyncio.run(bench(args))
+    print_table(rows)
+    if args.json:
+        meta = {"model": args.model, "max_tokens": args.max_tokens, "torch_threads": torch.get_num_threads(),
+                "cpu_count": os.cpu_count(), "load_avg_start": load_at_start,
+                "load_avg_end": os.getloadavg(), "python": platform.python_version()}
+        with open(args.json, "w") as fh:
+            json.dump({"meta": meta, "results": rows}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
