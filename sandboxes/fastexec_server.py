@@ -13,7 +13,7 @@ three paths share one set of semantics:
 * A timeout SIGKILLs the whole process group and returns the output so far.
 * Like a shell session, the working directory and exported environment a command leaves
   behind (via `cd`, `export`) carry over to the next command. A bash EXIT trap dumps
-  `pwd` and `env -0` to side files; a command that is killed leaves the state unchanged.
+  them to side files; a command that is killed leaves the state unchanged.
   Shell functions, aliases and unexported variables do not carry over.
 * Per-call `cwd`/`env` overrides apply to that command only.
 * Output is returned as raw bytes (base64): all of it when small, else a head and a tail;
@@ -116,6 +116,8 @@ class ShellSession:
             except OSError as exc:  # e.g. EAGAIN when a fork bomb holds every pid
                 message = "agent-rl: could not start the command: %s\n" % exc
                 return _exec_reply(126, False, message.encode(), time.monotonic() - started, max_bytes)
+            # Forget finished groups, so `kill_all` never signals a group id reused since.
+            self._groups = {pgid for pgid in self._groups if _group_alive(pgid)}
             self._groups.add(proc.pid)
             # Popen.wait(timeout) polls with sleeps of up to 50 ms; a timer thread that
             # kills the group lets us block in waitpid and return the moment bash exits.
@@ -177,6 +179,14 @@ class ShellSession:
                 else:
                     new_env.pop(key, None)
         self.env = new_env
+
+
+def _group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 def _signal_group(pgid):
