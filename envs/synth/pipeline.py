@@ -472,7 +472,7 @@ def _synthesize(config: SynthConfig, report: dict[str, Any], progress: Progress)
     t = _timed(report, "write", t)
     if config.validate and tasks:
         progress(f"validating {len(tasks)} tasks with the grader (gold resolves, empty does not)")
-        tasks = _validate(tasks, config, sandbox_config, per_strategy, report)
+        tasks = _validate(tasks, config, per_strategy, report)
         _timed(report, "validate", t)
     report["per_strategy"] = {s: dict(c) for s, c in per_strategy.items()}
     return tasks
@@ -512,29 +512,20 @@ def _check_all(candidates: list[Mutation], clean: dict[str, bytes], baseline: se
     return kept[: config.max_tasks]
 
 
-def _validate(tasks: list[Task], config: SynthConfig, sandbox_config: Any, per_strategy: dict[str, Counter],
+def _validate(tasks: list[Task], config: SynthConfig, per_strategy: dict[str, Counter],
               report: dict[str, Any]) -> list[Task]:
-    from envs.grading import grade
+    """The same check as `agent-rl tasks validate`: gold resolves, empty does not, no errors."""
+    from envs.validate import validate_tasks
 
-    def check(task: Task) -> tuple[Task, str | None]:
-        gold = grade(task, task.patch)
-        if not gold.resolved:
-            return task, f"gold patch does not resolve: {gold.error or gold.tests_status}"
-        empty = grade(task, "")
-        if empty.resolved:
-            return task, "empty patch resolves"
-        return task, None
-
+    results = validate_tasks(tasks, runs=1, workers=config.workers)
     valid: list[Task] = []
-    invalid: dict[str, str] = {}
-    with ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="synth-validate") as pool:
-        for task, problem in pool.map(check, tasks):
-            strategy = task.extra["synth"]["strategy"]
-            if problem:
-                invalid[task.instance_id] = problem
-            else:
-                per_strategy[strategy]["validated"] += 1
-                valid.append(task)
+    invalid: dict[str, list[str]] = {}
+    for task, result in zip(tasks, results):
+        if result.valid:
+            per_strategy[task.extra["synth"]["strategy"]]["validated"] += 1
+            valid.append(task)
+        else:
+            invalid[task.instance_id] = result.problems + result.flaky_tests
     report["invalid"] = invalid
     return valid
 
