@@ -302,3 +302,19 @@ def test_image_without_the_current_server_gets_it_copied_in(make_sandbox, docker
     source = open(os.path.join(os.path.dirname(__file__), "../../sandboxes/fastexec_server.py"), "rb").read()
     assert sandbox.exec("id -u; sha256sum /opt/agent-rl/fastexec_server.py").output.split()[:2] == [
         "1000", hashlib.sha256(source).hexdigest()]
+
+
+@docker_test
+def test_engine_refusing_a_limit_raises_hardening_unsupported(docker_client, base_image):
+    from sandboxes.base import HardeningUnsupported
+
+    from sandboxes.docker import OWNER_PID_LABEL
+
+    def ours() -> set[str]:
+        filters = {"label": f"{OWNER_PID_LABEL}={os.getpid()}"}
+        return {c.id for c in docker_client.containers.list(all=True, filters=filters)}
+
+    before = ours()
+    with pytest.raises(HardeningUnsupported, match="cpus"):
+        DockerSandbox(base_image, {"cpus": 4096}, client=docker_client)  # more CPUs than the host has
+    assert ours() - before == set()  # nothing left behind
