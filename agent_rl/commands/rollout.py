@@ -59,53 +59,23 @@ def _load_sections(path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     return dict(data.get("agent") or {}), dict(data.get("env") or {})
 
 
-def _make_engine(args: argparse.Namespace, tokenizer: Any) -> Any:
-    if args.engine == "openai":
-        if not args.base_url:
-            raise SystemExit("--engine openai needs --base-url")
-        from agent_rl.engines.openai_http import OpenAIEngine
-
-        return OpenAIEngine(args.base_url, args.model, tokenizer=tokenizer)
-    from agent_rl.engines.hf import HFEngine
-
-    return HFEngine(args.model, tokenizer, device=args.device)
-
-
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import sys
 
-    from agent_rl.agent import AgentConfig
-    from agent_rl.models import load_tokenizer
-    from agent_rl.rollout import collect, summarize
-    from agent_rl.trajectory import write_jsonl, write_sft_jsonl
-    from envs.swe_env import EnvConfig
-    from envs.tasks import load_tasks
-    from sandboxes.strict import from_mapping, set_dotted
+    from agent_rl.chat_template import TemplateDriftError
+    from agent_rl.models import ModelNotFoundError
+    from envs.tasks import TaskError
+    from sandboxes.strict import ConfigError
 
-    agent_data, env_data = _load_sections(args.config)
-    for flag, dotted in (
-        ("max_turns", "max_turns"),
-        ("max_tokens_per_turn", "max_tokens_per_turn"),
-        ("max_total_tokens", "max_total_tokens"),
-        ("temperature", "sampling.temperature"),
-    ):
-        if getattr(args, flag) is not None:
-            set_dotted(agent_data, dotted, getattr(args, flag))
-    if args.max_turns is not None:
-        env_data["max_turns"] = args.max_turns  # the env's instructions quote this limit
-    agent_config = from_mapping(AgentConfig, agent_data, "agent")
-    env_config = from_mapping(EnvConfig, env_data, "env")
+    try:
+        agent_config, env_config, tasks = _prepare(args)
+        tokenizer, engine = _load(args)
+    except (ConfigError, TaskError, ModelNotFoundError, TemplateDriftError, OSError) as exc:
+        print(f"agent-rl rollout: error: {exc}", file=sys.stderr)
+        return 2
 
-    tasks = load_tasks(args.tasks)
-    if args.limit is not None:
-        tasks = tasks[: args.limit]
-    if not tasks:
-        raise SystemExit(f"no tasks in {args.tasks!r}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    tokenizer = load_tokenizer(args.model)
-    engine = _make_engine(args, tokenizer)
+    from agent_rl.rollout import collect
 
     async def go() -> list[Any]:
         try:
@@ -124,9 +94,65 @@ def run(args: argparse.Namespace) -> int:
             await engine.close()
 
     started = time.monotonic()
-    trajectories = asyncio.run(go())
-    elapsed = time.monotonic() - started
+    try:
+        trajectories = asyncio.run(go())
+    except (ConfigError, TemplateDriftError) as exc:  # raised up front, before any episode
+        print(f"agent-rl rollout: error: {exc}", file=sys.stderr)
+        return 2
+    _write_outputs(args, tasks, trajectories, time.monotonic() - started)
+    return 0
 
+
+def _prepare(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
+    """Agent config, env config and tasks from the flags and the optional YAML."""
+    from agent_rl.agent import AgentConfig
+    from agent_rl.rollout import RolloutConfig
+    from envs.swe_env import EnvConfig
+    from envs.tasks import TaskError, load_tasks
+    from sandboxes.strict import from_mapping, set_dotted
+
+    RolloutConfig(group_size=args.group_size, concurrency=args.concurrency)  # validates both
+    agent_data, env_data = _load_sections(args.config)
+    for flag, dotted in (
+        ("max_turns", "max_turns"),
+        ("max_tokens_per_turn", "max_tokens_per_turn"),
+        ("max_total_tokens", "max_total_tokens"),
+        ("temperature", "sampling.temperature"),
+    ):
+        if getattr(args, flag) is not None:
+            set_dotted(agent_data, dotted, getattr(args, flag))
+    if args.max_turns is not None:
+        env_data["max_turns"] = args.max_turns  # the env's instructions quote this limit
+    agent_config = from_mapping(AgentConfig, agent_data, "agent")
+    agent_config.templates()  # a broken prompt template fails here, not in every episode
+    env_config = from_mapping(EnvConfig, env_data, "env")
+    tasks = load_tasks(args.tasks)
+    if args.limit is not None:
+        tasks = tasks[: args.limit]
+    if not tasks:
+        raise TaskError(f"no tasks in {args.tasks!r}")
+    return agent_config, env_config, tasks
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    from agent_rl.engines.factory import make_engine
+    from agent_rl.models import load_tokenizer
+
+    spec: dict[str, Any] = {"kind": args.engine, "model": args.model}
+    if args.engine == "openai":
+        spec["base_url"] = args.base_url
+    else:
+        spec["device"] = args.device
+    tokenizer = load_tokenizer(args.model)
+    return tokenizer, make_engine(spec, tokenizer=tokenizer)
+
+
+def _write_outputs(args: argparse.Namespace, tasks: list[Any], trajectories: list[Any], elapsed: float) -> None:
+    from agent_rl.rollout import summarize
+    from agent_rl.trajectory import write_jsonl, write_sft_jsonl
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     write_jsonl(trajectories, str(out / "trajectories.jsonl"))
     n_sft = write_sft_jsonl(trajectories, str(out / "sft.jsonl"))
     summary = summarize(trajectories)
@@ -146,7 +172,6 @@ def run(args: argparse.Namespace) -> int:
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     _print_summary(summary, out)
-    return 0
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
