@@ -39,6 +39,8 @@ from sandboxes.fastexec import (
     AttachSocketTransport,
     ChannelClosed,
     ChannelTimeout,
+    FileTooLarge,
+    READ_LIMIT_BYTES,
     ServerChannel,
     ServerSandbox,
     check_reply,
@@ -387,10 +389,10 @@ class DockerSandbox(ServerSandbox):
                 raise self._died(reason) from None
             raise SandboxError(f"garbled reply from exec_run: {output[-500:]!r}") from None
 
-    def read_bytes(self, path: str) -> bytes:
+    def read_bytes(self, path: str, max_bytes: int = READ_LIMIT_BYTES) -> bytes:
         if self.config.fast_exec:
-            return super().read_bytes(path)
-        return self._get_archive_file(self._absolute(path))
+            return super().read_bytes(path, max_bytes)
+        return self._get_archive_file(self._absolute(path), max_bytes)
 
     def write_file(self, path: str, content: str | bytes) -> None:
         if self.config.fast_exec:
@@ -443,7 +445,7 @@ class DockerSandbox(ServerSandbox):
         except docker.errors.NotFound as exc:
             raise self._died(self._death_reason() or str(exc)) from exc
 
-    def _get_archive_file(self, path: str) -> bytes:
+    def _get_archive_file(self, path: str, max_bytes: int) -> bytes:
         import docker.errors
 
         try:
@@ -453,13 +455,36 @@ class DockerSandbox(ServerSandbox):
             if reason:
                 raise self._died(reason) from exc
             raise FileNotFoundError(f"no such file in the sandbox: {path}") from exc
-        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        with tarfile.open(fileobj=_ChunkReader(stream), mode="r|") as tar:  # streamed: no full copy in memory
             member = tar.next()
             if member is None or not member.isfile():
                 raise IsADirectoryError(f"not a regular file in the sandbox: {path}")
+            if member.size > max_bytes:
+                raise FileTooLarge(f"{path} is {member.size} bytes, over the {max_bytes}-byte read limit")
             extracted = tar.extractfile(member)
             assert extracted is not None
             return extracted.read()
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file-like view of docker-py's chunk iterator, so tarfile can stream it."""
+
+    def __init__(self, chunks: Any):
+        self._chunks = iter(chunks)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._pending))
+        buffer[:size], self._pending = self._pending[:size], self._pending[size:]
+        return size
 
 
 def _numeric_user(user: str) -> tuple[int, int]:

@@ -26,8 +26,13 @@ T = TypeVar("T")
 # How long past a command's own timeout we wait for the server before declaring it dead.
 REPLY_GRACE_S = 15.0
 FILE_OP_TIMEOUT_S = 60.0
+READ_LIMIT_BYTES = 64 * 1024 * 1024
 
-SERVER_SOURCE_NAME = "fastexec_server.py"
+
+
+class FileTooLarge(SandboxError):
+    """A file to read exceeds the read limit (`read_bytes(..., max_bytes=...)`)."""
+
 
 # Replies name the exception the server caught; file errors keep their built-in type so
 # callers can `except FileNotFoundError` the same way for every backend.
@@ -37,6 +42,7 @@ _REPLY_ERRORS: dict[str, type[Exception]] = {
     "NotADirectoryError": NotADirectoryError,
     "PermissionError": PermissionError,
     "FileExistsError": FileExistsError,
+    "FileTooLargeError": FileTooLarge,
 }
 
 
@@ -263,12 +269,14 @@ class ServerSandbox:
                     env: Mapping[str, str] | None = None) -> ExecResult:
         return await run_blocking(self.exec, cmd, timeout, cwd, env)
 
-    def read_bytes(self, path: str) -> bytes:
-        """File contents; relative paths are relative to `workdir`."""
-        return base64.b64decode(self._request({"op": "read", "path": path}, FILE_OP_TIMEOUT_S)["data"])
+    def read_bytes(self, path: str, max_bytes: int = READ_LIMIT_BYTES) -> bytes:
+        """File contents; relative paths are relative to `workdir`. Raises FileTooLarge past
+        `max_bytes`."""
+        reply = self._request({"op": "read", "path": path, "max_bytes": max_bytes}, FILE_OP_TIMEOUT_S)
+        return base64.b64decode(reply["data"])
 
-    def read_file(self, path: str) -> str:
-        return self.read_bytes(path).decode("utf-8", errors="replace")
+    def read_file(self, path: str, max_bytes: int = READ_LIMIT_BYTES) -> str:
+        return self.read_bytes(path, max_bytes).decode("utf-8", errors="replace")
 
     def write_file(self, path: str, content: str | bytes) -> None:
         """Create or replace a file (and its parent directories) as the sandbox user."""

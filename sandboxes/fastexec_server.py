@@ -58,6 +58,10 @@ eval "$__agent_rl_cmd"
 TIMEOUT_EXIT_CODE = 124
 
 
+class FileTooLargeError(Exception):
+    pass
+
+
 class ShellSession:
     """Working directory and exported environment that persist between commands."""
 
@@ -250,6 +254,12 @@ def handle(session, request):
         )
     if op == "read":
         with open(_resolve(session, request["path"]), "rb") as handle_:
+            # An agent can leave a huge file where the grader reads; refuse rather than
+            # build a reply that large.
+            size = os.fstat(handle_.fileno()).st_size
+            limit = request.get("max_bytes")
+            if limit is not None and size > int(limit):
+                raise FileTooLargeError("%s is %d bytes, over the %d-byte read limit" % (request["path"], size, limit))
             return {"data": base64.b64encode(handle_.read()).decode()}
     if op == "write":
         path = _resolve(session, request["path"])

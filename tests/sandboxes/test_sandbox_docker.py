@@ -13,6 +13,7 @@ import pytest
 
 from sandboxes.base import Sandbox, SandboxDied, SandboxError
 from sandboxes.docker import DockerSandbox, DockerSandboxConfig, _hardening_option
+from sandboxes.fastexec import FileTooLarge
 from sandboxes.strict import ConfigError
 
 docker_test = pytest.mark.docker
@@ -147,6 +148,8 @@ def test_files_round_trip(shared, tmp_path):
     assert shared.read_bytes("/tmp/blob.bin") == blob
     with pytest.raises(FileNotFoundError):
         shared.read_file("does/not/exist")
+    with pytest.raises(FileTooLarge, match="read limit"):
+        shared.read_bytes("/tmp/blob.bin", max_bytes=1000)
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "mod.py").write_text("X = 1\n")
     (tmp_path / "single.bin").write_bytes(blob)
@@ -257,6 +260,8 @@ def test_exec_run_fallback_has_the_same_semantics(make_sandbox, tmp_path):
     assert sandbox.read_bytes("/testbed/f/x.bin") == b"\x00\xff"
     with pytest.raises(FileNotFoundError):
         sandbox.read_file("nope")
+    with pytest.raises(FileTooLarge):
+        sandbox.read_bytes("/testbed/f/x.bin", max_bytes=1)
     (tmp_path / "u.txt").write_text("up")
     sandbox.upload(str(tmp_path / "u.txt"), "/testbed/u.txt")
     assert sandbox.exec("cat /testbed/u.txt; stat -c %u /testbed/u.txt /testbed/f/x.bin").output == "up1000\n1000\n"
