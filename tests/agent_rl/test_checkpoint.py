@@ -98,3 +98,23 @@ def test_task_sampler_resumes_exactly():
     assert sorted(first + second[:2]) == sorted(ids)  # each epoch visits every task once
     with pytest.raises(ValueError, match="same tasks and seed"):
         TaskSampler(ids[:4], seed=3).load_state_dict(again.state_dict())
+
+
+def test_lora_checkpoint_has_adapter_and_merged_model(tmp_path):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base = tiny_random_model({"vocab_size": 64}, model_type="llama")
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.1)  # a trained adapter, so merged != base
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    loaded = CheckpointManager(tmp_path).load(CheckpointManager(tmp_path).save(model, None, _contents(1, opt)))
+    ids = torch.tensor([[1, 2, 3, 4]])
+    expected = model(input_ids=ids).logits
+    merged = AutoModelForCausalLM.from_pretrained(str(loaded.model_dir))
+    torch.testing.assert_close(merged(input_ids=ids).logits, expected, atol=1e-4, rtol=1e-4)
+    fresh = tiny_random_model({"vocab_size": 64}, model_type="llama")
+    resumed = PeftModel.from_pretrained(fresh, str(loaded.adapter_dir), is_trainable=True)
+    torch.testing.assert_close(resumed(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-5)
