@@ -258,6 +258,8 @@ class ServerSandbox:
         timeout = self.default_timeout if timeout is None else float(timeout)
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
+        if "\0" in cmd:  # model text can contain one; it is the command's failure, not ours
+            return ExecResult(exit_code=2, output="agent-rl: the command contains a NUL byte; a shell cannot run it\n")
         payload = {
             "op": "exec", "cmd": cmd, "timeout": timeout, "cwd": cwd,
             "env": {str(k): str(v) for k, v in (env or {}).items()},

@@ -64,6 +64,8 @@ def test_output_capping_and_binary(local):
     assert "output truncated" in result.output
     binary = local.exec("head -c 100000 /dev/urandom")
     binary.output.encode("utf-8")
+    nul = local.exec("echo a\0b")
+    assert nul.exit_code == 2 and "NUL" in nul.output
 
 
 def test_files_and_cleanup(tmp_path):
