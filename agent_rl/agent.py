@@ -6,6 +6,10 @@ token delta } until the env terminates (submit) or truncates (its own limits), o
 agent's limits runs out: turns, context tokens, wall clock. An episode the agent stops is
 still graded by the env (`finish`), so overlong episodes stay in the batch as negatives.
 
+The trajectory holds every token the model saw or sampled, and `messages` mirrors it
+exactly: the env's final observation (after submit or a limit) is never shown to the model,
+so it is in neither.
+
 Anything that breaks an episode (an engine error, a dead sandbox, template drift) becomes a
 `Trajectory` with `error` set; `run_episode` does not raise for those.
 """

@@ -326,6 +326,9 @@ def _end_of_turn_ids(tokenizer: ChatTokenizer, conv: TokenConversation) -> list[
         tokenizer=tokenizer, messages=list(conv.messages), prompt_ids=[], rendered=conv.rendered
     )._close_turn("x")
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    if hasattr(tokenizer, "get_added_vocab"):
+        # GGUF-converted tokenizers may list <|im_end|> only as an added (control) token.
+        special |= set(tokenizer.get_added_vocab().values())
     leading = []
     for tok in closing:
         if tok not in special:
