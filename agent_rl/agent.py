@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
 from agent_rl.chat_template import ChatTokenizer, TemplateDriftError, TokenConversation, probe_template
-from agent_rl.engines.base import Engine, SamplingParams
+from agent_rl.engines.base import Engine, EngineError, Generation, SamplingParams
 from agent_rl.prompts import PromptConfig, PromptTemplates, initial_messages, observation_message
 from agent_rl.trajectory import Trajectory
 from sandboxes.strict import ConfigError, from_mapping
@@ -176,45 +176,17 @@ class _Episode:
         self.text_mode = False
 
     async def play(self, task: Any, *, policy_version: int, group_index: int) -> Trajectory:
-        cfg = self.config
-        t = time.monotonic()
-        options = {"task": task} if task is not None else None
-        observation, info = await self.env.areset(seed=self.seed, options=options)
-        self.clock.env_s += time.monotonic() - t
-        self.task_id = str(info.get("task_id") or _task_id(task))
-        self.conv = conv = TokenConversation.start(
-            self.tokenizer, initial_messages(self.templates, observation, task_id=self.task_id)
-        )
-
+        conv = await self._start(task)
         while True:
-            stop_reason = self._agent_limit_reached()
-            if stop_reason:
-                return await self._finish_early(stop_reason, policy_version, group_index)
-            budget_left = cfg.max_total_tokens - len(conv)
-            max_tokens = min(cfg.max_tokens_per_turn, budget_left)
-
-            sampling = SamplingParams(
-                temperature=cfg.sampling.temperature,
-                top_p=cfg.sampling.top_p,
-                max_tokens=max_tokens,
-                stop=tuple(cfg.stop),
-                seed=_turn_seed(self.seed, self.num_turns),
-            )
-            t = time.monotonic()
-            if getattr(self.engine, "mode", "tokens") == "text":
-                # A chat-only server renders its own template from the messages; the result
-                # is marked text_mode and never trained on.
-                generation = await self.engine.generate(conv.ids, sampling, messages=list(conv.messages))
-            else:
-                generation = await self.engine.generate(conv.ids, sampling)
-            self.clock.generation_s += time.monotonic() - t
-            if generation.finish_reason in ("error", "abort"):
-                raise RuntimeError(f"engine {getattr(self.engine, 'name', '?')} finished with {generation.finish_reason}: {generation.info}")
-            self.text_mode = self.text_mode or generation.text_mode
+            limit = self._agent_limit_reached()
+            if limit:
+                return await self._finish_early(limit, policy_version, group_index)
+            max_tokens = min(self.config.max_tokens_per_turn, self.config.max_total_tokens - len(conv))
+            generation = await self._generate(conv, max_tokens)
             turn = conv.add_generation(generation.token_ids, generation.logprobs)
             self.num_turns += 1
             if generation.finish_reason == "length" and (
-                max_tokens < cfg.max_tokens_per_turn or len(generation.token_ids) < max_tokens
+                max_tokens < self.config.max_tokens_per_turn or len(generation.token_ids) < max_tokens
             ):
                 # Cut by the context (our budget or the engine's window), not by the per-turn
                 # cap: acting on half a reply is noise, so the episode ends here, graded.
@@ -228,14 +200,54 @@ class _Episode:
                 reason = "submitted" if terminated else str(info.get("end_reason") or "env_limit")
                 return self._trajectory(reward, terminated, truncated, reason, info, policy_version, group_index)
             self.clock.env_s += elapsed
-
-            turns_left = cfg.max_turns - self.num_turns
-            content = observation_message(self.templates, observation, turn=self.num_turns, turns_left=turns_left)
-            delta = conv.observation_delta(content, role=cfg.observation_role)
-            if len(conv) + len(delta) >= cfg.max_total_tokens:
-                # Not even one token of reply would fit after this observation.
+            if not self._add_observation(conv, observation):
                 return await self._finish_early("context", policy_version, group_index)
-            conv.add_observation(content, role=cfg.observation_role)
+
+    async def _start(self, task: Any) -> TokenConversation:
+        t = time.monotonic()
+        options = {"task": task} if task is not None else None
+        observation, info = await self.env.areset(seed=self.seed, options=options)
+        self.clock.env_s += time.monotonic() - t
+        self.task_id = str(info.get("task_id") or _task_id(task))
+        self.conv = TokenConversation.start(
+            self.tokenizer, initial_messages(self.templates, observation, task_id=self.task_id)
+        )
+        return self.conv
+
+    async def _generate(self, conv: TokenConversation, max_tokens: int) -> Generation:
+        cfg = self.config
+        sampling = SamplingParams(
+            temperature=cfg.sampling.temperature,
+            top_p=cfg.sampling.top_p,
+            max_tokens=max_tokens,
+            stop=tuple(cfg.stop),
+            seed=_turn_seed(self.seed, self.num_turns),
+        )
+        t = time.monotonic()
+        if getattr(self.engine, "mode", "tokens") == "text":
+            # A chat-only server renders its own template from the messages; the result is
+            # marked text_mode and never trained on.
+            generation = await self.engine.generate(conv.ids, sampling, messages=list(conv.messages))
+        else:
+            generation = await self.engine.generate(conv.ids, sampling)
+        self.clock.generation_s += time.monotonic() - t
+        if generation.finish_reason in ("error", "abort"):
+            raise EngineError(
+                f"engine {getattr(self.engine, 'name', '?')} finished with {generation.finish_reason}: {generation.info}"
+            )
+        self.text_mode = self.text_mode or generation.text_mode
+        return generation
+
+    def _add_observation(self, conv: TokenConversation, observation: str) -> bool:
+        """Append the env's observation; False when it would leave no room for a reply."""
+        cfg = self.config
+        content = observation_message(
+            self.templates, observation, turn=self.num_turns, turns_left=cfg.max_turns - self.num_turns
+        )
+        if len(conv) + len(conv.observation_delta(content, role=cfg.observation_role)) >= cfg.max_total_tokens:
+            return False
+        conv.add_observation(content, role=cfg.observation_role)
+        return True
 
     def _agent_limit_reached(self) -> str:
         cfg = self.config
