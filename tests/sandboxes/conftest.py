@@ -1,6 +1,8 @@
 """Fixtures for the sandbox tests: one base image per session, sandboxes always removed."""
 from __future__ import annotations
 
+import concurrent.futures
+
 import pytest
 
 
@@ -33,5 +35,5 @@ def make_sandbox(docker_client, base_image):
         return sandbox
 
     yield make
-    for sandbox in made:
-        sandbox.close()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda sandbox: sandbox.close(), made))
