@@ -138,17 +138,23 @@ def owner_labels() -> dict[str, str]:
     }
 
 
-# Options whose refusal we can recognise in an engine error or warning, and the config key.
+# Phrases by which the engine refuses (or warns that it discarded) an option, and the
+# config key to name. Specific phrases: OCI errors say "container init" about anything.
 _HARDENING_WORDS = (
-    ("pids", "pids_limit"),
-    ("swap", "mem_limit"),
-    ("memory", "mem_limit"),
-    ("cpu", "cpus"),
+    ("pids limit", "pids_limit"),
+    ("pidslimit", "pids_limit"),
+    ("swap limit", "mem_limit"),
+    ("memory limit", "mem_limit"),
+    ("minimum memory", "mem_limit"),
+    ("nanocpus", "cpus"),
+    ("range of cpus", "cpus"),
+    ("cpu cfs", "cpus"),
     ("no-new-privileges", "no_new_privileges"),
     ("seccomp", "no_new_privileges"),
-    ("init", "init"),
+    ("docker-init", "init"),
+    ("init binary", "init"),
     ("capabilit", "cap_drop/cap_add"),
-    ("network", "network"),
+    ("network mode", "network"),
 )
 
 
@@ -259,6 +265,8 @@ class DockerSandbox(ServerSandbox):
         return container_id
 
     def _start(self) -> None:
+        import docker.errors
+
         if not self._image_has_current_server():
             self._api.put_archive(self.container_id, "/", _server_archive())
         if self.config.fast_exec:
@@ -266,9 +274,15 @@ class DockerSandbox(ServerSandbox):
                 self.container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
             )
             self._channel = ServerChannel(AttachSocketTransport(sock, on_stderr=self._keep_stderr))
-        self._api.start(self.container_id)
         try:
-            self._request({"op": "ping"}, timeout=self.config.start_timeout)
+            self._api.start(self.container_id)
+        except docker.errors.APIError as exc:
+            option = _hardening_option(str(exc))
+            if option:
+                raise HardeningUnsupported(f"the Docker engine refused hardening option {option}: {exc}") from exc
+            raise SandboxError(f"could not start a container from {self.image!r}: {exc}") from exc
+        try:
+            self.ping(timeout=self.config.start_timeout)
         except SandboxDied as exc:
             raise SandboxError(
                 f"sandbox from {self.image!r} did not come up ({exc}); the image needs bash and python3. "

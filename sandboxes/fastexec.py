@@ -251,6 +251,10 @@ class ServerSandbox:
     def _request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
         raise NotImplementedError
 
+    def ping(self, timeout: float = 5.0) -> None:
+        """Round trip to the command server; raises SandboxDied if it is gone."""
+        self._request({"op": "ping"}, timeout)
+
     def exec(self, cmd: str, timeout: float | None = None, cwd: str | None = None,
              env: Mapping[str, str] | None = None) -> ExecResult:
         if not isinstance(cmd, str):

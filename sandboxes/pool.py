@@ -104,7 +104,7 @@ class SandboxPool:
                 return None
             self._wanted.release()  # a replacement starts in the background
             try:
-                sandbox._request({"op": "ping"}, timeout=5.0)
+                sandbox.ping()
                 return sandbox
             except SandboxDied:
                 sandbox.close()  # died while idle: drop it, try the next one

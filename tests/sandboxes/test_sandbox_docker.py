@@ -51,6 +51,7 @@ def test_engine_refusals_name_the_hardening_option():
     assert _hardening_option("Your kernel does not support swap limit capabilities") == "mem_limit"
     assert _hardening_option("NanoCPUs can not be set, as your kernel does not support CPU CFS") == "cpus"
     assert _hardening_option("something unrelated happened") is None
+    assert _hardening_option("OCI runtime create failed: container init caused: exec: python3: not found") is None
 
 
 # --------------------------------------------------------------------------- hardening
