@@ -102,11 +102,17 @@ class ResultsStore:
         os.makedirs(out_dir, exist_ok=True)
         self.path = os.path.join(out_dir, RESULTS_FILE)
         self.rows: dict[tuple[str, int], dict[str, Any]] = {}
+        self._needs_newline = False  # a torn last line must not swallow the next record
         self._load()
 
     def _load(self) -> None:
         if not os.path.exists(self.path):
             return
+        with open(self.path, "rb") as raw:
+            raw.seek(0, os.SEEK_END)
+            if raw.tell():
+                raw.seek(-1, os.SEEK_END)
+                self._needs_newline = raw.read(1) != b"\n"
         with open(self.path, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
@@ -128,6 +134,9 @@ class ResultsStore:
 
     def append(self, row: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as fh:
+            if self._needs_newline:
+                fh.write("\n")
+                self._needs_newline = False
             fh.write(json.dumps(row, default=str) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -205,7 +214,7 @@ async def evaluate(
     if skipped:
         log.info("resuming: %d of %d samples already in %s", skipped, len(tasks) * config.samples, store.path)
     started = time.monotonic()
-    with _progress_bar(len(jobs), enabled=progress) as on_result:
+    with _ProgressBar(len(jobs), enabled=progress) as on_result:
         await run_jobs(jobs, runner, store, base_seed=config.seed, workers=config.workers, on_result=on_result)
     meta = {
         "model": config.model,
@@ -221,7 +230,7 @@ async def evaluate(
     return write_eval_reports(config.out, rows, config.ks, meta)
 
 
-class _progress_bar:
+class _ProgressBar:
     """A rich progress bar with the running solve count; a no-op when disabled."""
 
     def __init__(self, total: int, enabled: bool) -> None:

@@ -80,6 +80,9 @@ def test_results_store_skips_a_torn_last_line(tmp_path) -> None:
     store = ResultsStore(str(tmp_path))
     assert store.is_done("a", 0, retry_errors=False)
     assert not store.is_done("a", 1, retry_errors=False)
+    store.append(result_row(task="a", sample=1, seed=2, resolved=False))
+    again = ResultsStore(str(tmp_path))  # the new record did not merge into the torn line
+    assert again.is_done("a", 1, retry_errors=False) and again.is_done("a", 0, retry_errors=False)
 
 
 def test_config_rejects_k_beyond_samples_and_seeds_are_order_free() -> None:
