@@ -25,11 +25,11 @@ Protocol: request  {"id": n, "op": "exec"|"read"|"write"|"ping", ...}
 import base64
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 # Variables bash manages itself; persisting them would make them drift (SHLVL grows by one
@@ -123,24 +123,8 @@ class ShellSession:
             # Forget finished groups, so `kill_all` never signals a group id reused since.
             self._groups = {pgid for pgid in self._groups if _group_alive(pgid)}
             self._groups.add(proc.pid)
-            # Popen.wait(timeout) polls with sleeps of up to 50 ms; a timer thread that
-            # kills the group lets us block in waitpid and return the moment bash exits.
-            expired = threading.Event()
-            timer = None
-            if timeout is not None:
-                timer = threading.Timer(timeout, _expire, (proc.pid, expired))
-                try:
-                    timer.start()
-                except RuntimeError:  # no thread to spare (pids limit reached): poll instead
-                    timer = None
-            try:
-                code = proc.wait(timeout=None if timer or timeout is None else timeout)
-            except subprocess.TimeoutExpired:
-                _expire(proc.pid, expired)
-                code = proc.wait()
-            if timer is not None:
-                timer.cancel()
-            timed_out = expired.is_set()
+            timed_out = not _wait_for(proc, timeout)
+            code = proc.wait()
             if timed_out:
                 _kill_group(proc.pid)  # members that outlived the leader
                 code = TIMEOUT_EXIT_CODE
@@ -201,9 +185,33 @@ def _signal_group(pgid):
         return False
 
 
-def _expire(pgid, expired):
-    expired.set()
-    _signal_group(pgid)
+def _wait_for(proc, timeout):
+    """Wait for the command's shell to exit; on timeout kill its group. True if it exited.
+
+    Popen.wait(timeout) polls with sleeps of up to 50 ms, and a timer thread costs a thread
+    start (two context switches) per command; a pidfd lets one poll() wait with a deadline.
+    """
+    if timeout is None:
+        proc.wait()
+        return True
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # Python < 3.9 or kernel < 5.3
+        try:
+            proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.pid)
+            return False
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if poller.poll(max(0, int(timeout * 1000))):
+            return True
+        _signal_group(proc.pid)
+        return False
+    finally:
+        os.close(pidfd)
 
 
 def _kill_group(pgid):
