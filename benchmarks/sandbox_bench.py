@@ -1,6 +1,7 @@
 """Sandbox command latency, start-up and throughput, side by side in one run.
 
-Exec latency of `true` in one running container:
+Exec latency of `true` in one running container (the methods take turns, so load from
+other processes on a shared machine hits all of them alike):
   baseline  `docker exec` — the CLI, one subprocess per command (what scripts usually do);
             `sdk exec_run` — docker-py's exec_create + exec_start per command;
   ours      `fast path`  — DockerSandbox.exec over the attach socket to the in-container server.
@@ -38,13 +39,17 @@ def percentiles(samples_s: list[float]) -> dict[str, float]:
             "n": len(ordered)}
 
 
-def time_each(n: int, action: Callable[[], Any]) -> list[float]:
-    action()  # warm-up: first calls pay for connection set-up and page cache
-    samples = []
+def time_interleaved(n: int, actions: dict[str, Callable[[], Any]]) -> dict[str, list[float]]:
+    """Round-robin over the methods, so a burst of load from other processes on a shared
+    machine hits all of them alike instead of whichever happened to run then."""
+    for action in actions.values():
+        action()  # warm-up
+    samples: dict[str, list[float]] = {name: [] for name in actions}
     for _ in range(n):
-        started = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - started)
+        for name, action in actions.items():
+            started = time.perf_counter()
+            action()
+            samples[name].append(time.perf_counter() - started)
     return samples
 
 
@@ -59,11 +64,12 @@ def exec_latency(client: Any, image: str, n: int) -> dict[str, dict[str, float]]
             exec_id = client.api.exec_create(cid, ["true"], user="1000:1000")["Id"]
             client.api.exec_start(exec_id)
 
-        return {
-            "docker exec (CLI)": percentiles(time_each(n, cli)),
-            "sdk exec_run": percentiles(time_each(n, sdk)),
-            "fast path": percentiles(time_each(n, lambda: sandbox.exec("true"))),
-        }
+        samples = time_interleaved(n, {
+            "docker exec (CLI)": cli,
+            "sdk exec_run": sdk,
+            "fast path": lambda: sandbox.exec("true"),
+        })
+        return {name: percentiles(values) for name, values in samples.items()}
 
 
 def startup(client: Any, image: str, n: int) -> dict[str, dict[str, float]]:
