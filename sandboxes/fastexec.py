@@ -70,6 +70,15 @@ def _wait_readable(fileno: int, timeout: float) -> None:
         raise TimeoutError
 
 
+def _close_quietly(*closables: Any) -> None:
+    """Closing is best effort: the other end may already be gone."""
+    for closable in closables:
+        try:
+            closable.close()
+        except OSError:
+            pass
+
+
 class AttachSocketTransport:
     """A container's attached stdin/stdout. Without a TTY Docker multiplexes the output
     streams: each frame is [stream, 0, 0, 0, size (u32 big-endian)] then `size` bytes."""
@@ -118,11 +127,7 @@ class AttachSocketTransport:
         return None
 
     def close(self) -> None:
-        for closable in (self._sock, self._holder):
-            try:
-                closable.close()
-            except OSError:
-                pass
+        _close_quietly(self._sock, self._holder)
 
 
 class PipeTransport:
@@ -143,11 +148,7 @@ class PipeTransport:
         return os.read(self._stdout.fileno(), 1 << 16)
 
     def close(self) -> None:
-        for stream in (self._stdin, self._stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
+        _close_quietly(self._stdin, self._stdout)
 
 
 class ServerChannel:
