@@ -17,7 +17,8 @@ The steps, each a defence against a way of faking a pass:
    that no protected file changed after all, then apply the hidden test patch.
 5. **Run** only the target tests through `grading_runner.py` (framework imported before
    repo code, repo config ignored, a trusted outcome-recording plugin, integrity checks)
-   with JUnit XML written outside the repository.
+   with JUnit XML written outside the repository. The plugin's results come back on
+   stdout framed by a per-run nonce that repository code never sees.
 6. **Decide per test** from the JUnit XML *and* the plugin's record: a test passed only if
    both say so. Missing, error, skip, xfail and timeout are failures; any tampering signal
    fails every test.
@@ -301,7 +302,7 @@ def parse_junit(xml_text: str) -> dict[tuple[str, str], bool]:
     return status
 
 
-def _test_command(task: Task, runner: str, results: str, junit: str, files: list[str]) -> str:
+def _test_command(task: Task, runner: str, control: str, junit: str, files: list[str]) -> str:
     argv = shlex.split(task.test_cmd)
     if not argv or argv[-1] != "pytest" or not (len(argv) == 1 or argv[-2] == "-m"):
         raise GradingError(
@@ -318,10 +319,11 @@ def _test_command(task: Task, runner: str, results: str, junit: str, files: list
         f"--junitxml={junit}",
         "-o", "junit_family=xunit1",
         "-q",
+        "--tb=short",  # keeps the output (capped by the sandbox) small; results come last
         *files,
     ]
     env = "PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1"
-    quoted = " ".join(shlex.quote(a) for a in [python, "-I", runner, results, task.workdir, "--", *pytest_args])
+    quoted = " ".join(shlex.quote(a) for a in [python, "-I", runner, control, task.workdir, "--", *pytest_args])
     return f"env {env} {quoted}"
 
 
@@ -460,18 +462,20 @@ def _run_tests(box: Sandbox, task: Task, scratch: str, config: GradingConfig, re
     targets = [*task.FAIL_TO_PASS, *task.PASS_TO_PASS]
     files = sorted({t.split("::")[0] for t in targets})
     runner = f"{scratch}/grading_runner.py"
-    results = f"{scratch}/results.json"
+    control = f"{scratch}/control.json"
     junit = f"{scratch}/junit.xml"
+    nonce = uuid.uuid4().hex
     box.write_file(runner, RUNNER_SOURCE.read_text(encoding="utf-8"))
+    box.write_file(control, json.dumps({"nonce": nonce, "targets": targets}))
     timeout = config.test_timeout_s or task.test_timeout_s
     timed = time.monotonic()
-    run = box.exec(_test_command(task, runner, results, junit, files), timeout=timeout)
+    run = box.exec(_test_command(task, runner, control, junit, files), timeout=timeout)
     report.timings["test_s"] = round(time.monotonic() - timed, 3)
-    report.test_output = run.output[-4000:]
+    plugin = results_from_output(run.output, nonce)
+    report.test_output = re.sub(rf"{nonce}<.*?>{nonce}", "", run.output)[-4000:]
     if run.timed_out:
         report.error = f"tests timed out after {timeout:g}s"
         return set()
-    plugin = _read_json(box, results)
     junit_status = _read_junit(box, junit)
     if plugin is None or junit_status is None:
         report.error = report.error or "the test run produced no results (crash, exit or collection error)"
@@ -481,8 +485,7 @@ def _run_tests(box: Sandbox, task: Task, scratch: str, config: GradingConfig, re
         return set()
     report.tamper += [f"test framework modified at run time: {name}" for name in plugin.get("tampered", [])]
     plugin_passed = set(plugin.get("passed", []))
-    ran = plugin.get("phases", {})
-    missing = [t for t in targets if t not in ran]
+    missing = [t for t in targets if t not in set(plugin.get("ran", []))]
     if missing:
         report.error = f"{len(missing)} of {len(targets)} target tests did not run (collection error, crash or exit)"
     passed = set()
@@ -495,10 +498,14 @@ def _run_tests(box: Sandbox, task: Task, scratch: str, config: GradingConfig, re
     return passed
 
 
-def _read_json(box: Sandbox, path: str) -> dict[str, Any] | None:
+def results_from_output(output: str, nonce: str) -> dict[str, Any] | None:
+    """The launcher's results: the one JSON object framed by this run's nonce, else None."""
+    frames = re.findall(rf"{re.escape(nonce)}<(.*?)>{re.escape(nonce)}", output)
+    if len(frames) != 1:
+        return None
     try:
-        data = json.loads(box.read_file(path))
-    except Exception:  # missing or garbled: both mean "no trustworthy result"
+        data = json.loads(frames[0])
+    except json.JSONDecodeError:
         return None
     return data if isinstance(data, dict) else None
 

@@ -1,5 +1,5 @@
 """The grader's pytest launcher. Copied into the grading container and run there with
-`python3 -I grading_runner.py RESULTS_JSON ROOTDIR -- PYTEST_ARGS...`; never imported by envs.
+`python3 -I grading_runner.py CONTROL_JSON ROOTDIR -- PYTEST_ARGS...`; never imported by envs.
 
 Why a launcher instead of `python -m pytest`:
 
@@ -14,11 +14,13 @@ Why a launcher instead of `python -m pytest`:
 * Before and after every test the plugin compares the framework's key functions with
   the objects it saw at start-up; any monkeypatching of pytest internals by library code
   marks the whole run as tampered, which scores 0.
-* Results are written only when the session finishes normally, so `os._exit`, a crash
+* Results are printed only when the session finishes normally, so `os._exit`, a crash
   or a `sys.exit` during import or collection leaves nothing and every test counts as
-  failed. After writing them the launcher leaves with `os._exit` (bound at start-up), so
-  `atexit` handlers, finalizers and threads planted by repository code never get to
-  overwrite them.
+  failed. They are framed by a nonce that the grader hands over in a control file which
+  the launcher deletes before any repository code runs, so lines printed by repository
+  code (or by a process it left running) cannot pass for results. Afterwards the launcher
+  leaves with `os._exit` (bound at start-up): `atexit` handlers and finalizers planted by
+  repository code never run.
 
 This is defence in depth, not a proof: code running in the same process can in principle
 defeat any in-process check. The grader adds file-level protections (test files, conftest,
@@ -79,8 +81,7 @@ def _snapshot():
 class GraderPlugin:
     """Records phase outcomes from the hook wrappers and watches for monkeypatching."""
 
-    def __init__(self, results_path):
-        self.results_path = results_path
+    def __init__(self):
         self.baseline = _snapshot()
         self.phases = {}
         self.tampered = set()
@@ -118,33 +119,51 @@ class GraderPlugin:
         self._check_integrity()
         self.finished = True
 
-    def write(self):
+    def summary(self, targets):
+        """Per target test: did setup, call and teardown all complete without an exception?"""
         self._check_integrity()
-        passed = sorted(
-            nodeid
-            for nodeid, phases in self.phases.items()
-            if phases.get("setup") == "ok" and phases.get("call") == "ok" and phases.get("teardown") == "ok"
-        )
-        payload = {"finished": self.finished, "tampered": sorted(self.tampered), "passed": passed, "phases": self.phases}
-        with _OPEN(self.results_path, "w", encoding="utf-8") as handle:
-            handle.write(_ENCODE(payload))
+        return {
+            "finished": self.finished,
+            "tampered": sorted(self.tampered),
+            "ran": [t for t in targets if t in self.phases],
+            "passed": [
+                t
+                for t in targets
+                if all(self.phases.get(t, {}).get(phase) == "ok" for phase in ("setup", "call", "teardown"))
+            ],
+        }
 
 
 # Bound now, before repository code runs.
 _ENCODE = json.JSONEncoder(sort_keys=True).encode
+_DECODE = json.JSONDecoder().decode
 _HARD_EXIT = os._exit
+_WRITE = os.write
+_UNLINK = os.unlink
 _OPEN = open
 
 
+def _read_control(path):
+    """The grader's nonce and target test ids. The file is deleted before any repository
+    code runs, so only this process knows the nonce that authenticates its results."""
+    with _OPEN(path, encoding="utf-8") as handle:
+        control = _DECODE(handle.read())
+    _UNLINK(path)
+    return control["nonce"], control["targets"]
+
+
 def main(argv):
-    results_path, rootdir, sep, *pytest_args = argv
+    control_path, rootdir, sep, *pytest_args = argv
     if sep != "--":
-        raise SystemExit("usage: grading_runner.py RESULTS_JSON ROOTDIR -- PYTEST_ARGS...")
+        raise SystemExit("usage: grading_runner.py CONTROL_JSON ROOTDIR -- PYTEST_ARGS...")
+    nonce, targets = _read_control(control_path)
     os.chdir(rootdir)
     sys.path.append(rootdir)  # what `python -m pytest` gives, but behind the framework and stdlib
-    plugin = GraderPlugin(results_path)
+    plugin = GraderPlugin()
     exit_code = pytest.main(pytest_args, plugins=[plugin])
-    plugin.write()
+    # Results go to stdout between nonce markers, not to a file that a process left behind
+    # by repository code could rewrite before the grader reads it.
+    _WRITE(1, f"\n{nonce}<{_ENCODE(plugin.summary(targets))}>{nonce}\n".encode("ascii"))
     return int(exit_code)
 
 

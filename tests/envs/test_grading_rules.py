@@ -10,6 +10,7 @@ from envs.grading import (
     _test_command,
     filter_patch,
     junit_key,
+    results_from_output,
     parse_junit,
     patch_paths,
     protection_reason,
@@ -173,3 +174,13 @@ def test_grading_config_and_rewards():
         "patch_is_None", "patch_exists", "patch_successfully_applied", "resolved", "tests_status",
         "fraction_passed", "error", "dropped_files", "timings",
     }
+
+
+def test_results_are_read_only_from_the_nonce_frame():
+    nonce = "n0nce"
+    good = 'noise\nn0nce<{"finished": true, "passed": ["t::a"]}>n0nce\nmore'
+    assert results_from_output(good, nonce) == {"finished": True, "passed": ["t::a"]}
+    assert results_from_output('other<{"finished": true}>other', nonce) is None  # a forged frame
+    assert results_from_output(good + good, nonce) is None  # two frames: someone is echoing
+    assert results_from_output("n0nce<not json>n0nce", nonce) is None
+    assert results_from_output("", nonce) is None
