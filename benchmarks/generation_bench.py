@@ -51,11 +51,13 @@ async def timed(
     return time.perf_counter() - started, process_cpu_s(worker_pid) - cpu_before, generations
 
 
-def start_server() -> tuple[subprocess.Popen, str]:
+def start_server(threads: int | None) -> tuple[subprocess.Popen, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent_rl.cli", "serve", "--port", "0", "--batch-wait-ms", "20"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
     )
     for line in proc.stdout:
         if " at http://" in line:
@@ -82,7 +84,7 @@ async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         ("sequential (baseline)", sequential, None), ("batched", batched, None)]
     server = remote = None
     if not args.skip_serve:
-        server, url = start_server()
+        server, url = start_server(args.threads)
         remote = OpenAIEngine(url, args.model)
         await remote.generate(prompts[0], SamplingParams(temperature=0, max_tokens=2))
 
@@ -133,14 +135,21 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--skip-serve", action="store_true", help="leave out the HTTP path")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads here and in the server (1 avoids OpenMP spin-waiting "
+                        "on an oversubscribed machine); default: torch's choice")
     args = parser.parse_args()
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     load_at_start = os.getloadavg()
     rows = asyncio.run(bench(args))
     print_table(rows)
     if args.json:
         meta = {"model": args.model, "max_tokens": args.max_tokens, "torch_threads": torch.get_num_threads(),
+                "server_threads": args.threads or "default",
                 "cpu_count": os.cpu_count(), "load_avg_start": load_at_start,
                 "load_avg_end": os.getloadavg(), "python": platform.python_version()}
         with open(args.json, "w") as fh:

@@ -25,23 +25,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     import asyncio
+    import sys
 
     from agent_rl.engines.hf import HFEngine
     from agent_rl.models import model_name
     from agent_rl.serve import serve
 
-    engine = HFEngine(
-        args.model,
-        device=args.device,
-        dtype=args.dtype,
-        max_batch_size=args.max_batch_size,
-        batch_wait_ms=args.batch_wait_ms,
-    )
-    asyncio.run(serve(
-        engine,
-        model_name=args.served_model_name or model_name(args.model),
-        base_spec=args.model,
-        host=args.host,
-        port=args.port,
-    ))
+    try:
+        engine = HFEngine(
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            max_batch_size=args.max_batch_size,
+            batch_wait_ms=args.batch_wait_ms,
+        )
+    except ValueError as exc:  # unknown model, bad dtype/device: say which
+        print(f"agent-rl serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(
+            engine,
+            model_name=args.served_model_name or model_name(args.model),
+            base_spec=args.model,
+            host=args.host,
+            port=args.port,
+        ))
+    except OSError as exc:  # port in use, address not available
+        print(f"agent-rl serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        engine.close_sync()
+        return 1
     return 0

@@ -161,6 +161,8 @@ class HFEngine:
 
     async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> Generation:
         self._check_prompt(prompt_ids)
+        if sampling.stop and self.tokenizer is None:
+            raise ValueError("stop strings need a tokenizer; this HFEngine was built without one")
         if self._closed:
             raise EngineError("HFEngine is closed")
         if self.context_window is not None and len(prompt_ids) >= self.context_window:

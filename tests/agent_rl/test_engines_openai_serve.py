@@ -248,3 +248,34 @@ def test_sigterm_shuts_down_gracefully(server):
     # Last in the module: it ends the shared server.
     assert server.stop() == 0
     assert server.lines.get(timeout=5).startswith("agent-rl serve: shutting down")
+
+
+# ----- response parsing, without a server ---------------------------------------------------
+
+
+def test_parse_token_choice_reads_both_vllm_dialects():
+    new_style = {"token_ids": [5, 6], "logprobs": {"tokens": ["a", "b"], "token_logprobs": [-0.1, -0.2]}}
+    old_style = {"logprobs": {"tokens": ["token_id:5", "token_id:6"], "token_logprobs": [-0.1, -0.2]}}
+    assert parse_token_choice(new_style) == parse_token_choice(old_style) == ([5, 6], [-0.1, -0.2])
+    with pytest.raises(EngineError, match="no token ids"):
+        parse_token_choice({"text": "hi", "logprobs": {"tokens": ["hi"], "token_logprobs": [-1.0]}})
+    with pytest.raises(EngineError, match="logprobs"):
+        parse_token_choice({"token_ids": [1, 2], "logprobs": None})
+
+
+def test_error_bodies_and_context_detection():
+    from agent_rl.engines.openai_http import error_message, is_context_error
+
+    vllm_new = {"error": {"message": "This model's maximum context length is 8 tokens.", "code": 400}}
+    vllm_old = {"object": "error", "message": "This model's maximum context length is 8 tokens."}
+    assert error_message(vllm_new, "x") == error_message(vllm_old, "x")
+    assert is_context_error(error_message(vllm_new, "x"))
+    assert not is_context_error("top_k is not supported") and error_message(None, "HTTP 500") == "HTTP 500"
+
+
+def test_serve_rejects_an_unknown_model(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "agent_rl.cli", "serve", "--model", str(tmp_path / "nope"), "--port", "0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2 and "neither a known alias" in done.stderr
