@@ -9,7 +9,7 @@ Start-up: a cold `DockerSandbox(...)` (create, start, first reply) vs `SandboxPo
 with a warm pool. Throughput: 32 sandboxes driven concurrently with `aexec`, fast path vs
 the `fast_exec=False` (exec_run) fallback.
 
-    python benchmarks/sandbox_bench.py [--n 200] [--concurrent 32] [--json PATH]
+    python benchmarks/sandbox_bench.py [--n 200] [--concurrent 32] [--sections latency,...] [--json PATH]
 """
 from __future__ import annotations
 
@@ -114,9 +114,19 @@ async def throughput(client: Any, image: str, concurrent: int, per_sandbox: int)
 
 def print_tables(report: dict[str, Any]) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
+    if "exec_latency" in report:
+        _latency_table(console, report)
+    if "startup" in report:
+        _startup_table(console, report)
+    if "throughput" in report:
+        _throughput_table(console, report)
+
+
+def _latency_table(console: Any, report: dict[str, Any]) -> None:
+    from rich.table import Table
+
     latency = Table(title="exec latency of `true` (ms)")
     for column in ("method", "p50", "p99", "mean", "n", "p50 speed-up vs CLI"):
         latency.add_column(column, justify="right" if column != "method" else "left")
@@ -125,12 +135,22 @@ def print_tables(report: dict[str, Any]) -> None:
         latency.add_row(name, f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}", f"{row['mean_ms']:.2f}",
                         str(row["n"]), f"{cli_p50 / row['p50_ms']:.1f}x")
     console.print(latency)
+
+
+def _startup_table(console: Any, report: dict[str, Any]) -> None:
+    from rich.table import Table
+
     start = Table(title="getting a sandbox (ms)")
     for column in ("method", "p50", "p99", "n"):
         start.add_column(column, justify="right" if column != "method" else "left")
     for name, row in report["startup"].items():
         start.add_row(name, f"{row['p50_ms']:.1f}", f"{row['p99_ms']:.1f}", str(row["n"]))
     console.print(start)
+
+
+def _throughput_table(console: Any, report: dict[str, Any]) -> None:
+    from rich.table import Table
+
     agg = Table(title="aggregate throughput (aexec of `true`)")
     for column in ("setting", "commands", "seconds", "commands/s"):
         agg.add_column(column, justify="right" if column != "setting" else "left")
@@ -145,6 +165,8 @@ def main() -> int:
     parser.add_argument("--starts", type=int, default=10, help="cold starts and pool acquisitions")
     parser.add_argument("--concurrent", type=int, default=32, help="sandboxes driven at once")
     parser.add_argument("--per-sandbox", type=int, default=20, help="commands per sandbox in the throughput run")
+    parser.add_argument("--sections", default="latency,startup,throughput",
+                        help="comma-separated subset of latency,startup,throughput")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
 
@@ -152,14 +174,21 @@ def main() -> int:
 
     client = docker.from_env(timeout=600)
     image = ensure_base_image(client, progress=lambda message: None)
+    sections = set(args.sections.split(","))
+    unknown = sections - {"latency", "startup", "throughput"}
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     report: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
                     "engine": client.version().get("Version")},
         "image": image,
-        "exec_latency": exec_latency(client, image, args.n),
-        "startup": startup(client, image, args.starts),
-        "throughput": asyncio.run(throughput(client, image, args.concurrent, args.per_sandbox)),
     }
+    if "latency" in sections:
+        report["exec_latency"] = exec_latency(client, image, args.n)
+    if "startup" in sections:
+        report["startup"] = startup(client, image, args.starts)
+    if "throughput" in sections:
+        report["throughput"] = asyncio.run(throughput(client, image, args.concurrent, args.per_sandbox))
     report["machine"]["load_avg_after"] = os.getloadavg()
     print_tables(report)
     if args.json:
