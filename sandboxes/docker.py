@@ -381,6 +381,7 @@ class DockerSandbox(ServerSandbox):
 
     def _request_via_exec_run(self, payload: dict[str, Any]) -> dict[str, Any]:
         import docker.errors
+        import requests.exceptions
 
         encoded = base64.b64encode(json.dumps({**payload, "id": 0}).encode()).decode()
         command = ["python3", SERVER_PATH, "--workdir", self.workdir, "--state-dir", FALLBACK_STATE_DIR,
@@ -390,7 +391,8 @@ class DockerSandbox(ServerSandbox):
                 exec_id = self._api.exec_create(self.container_id, command, stdout=True, stderr=False,
                                                 user=self.config.user)["Id"]
                 output = self._api.exec_start(exec_id)
-            except docker.errors.APIError as exc:
+            except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
+                # RequestException: e.g. the client's read timeout ran out on a long command.
                 reason = self._death_reason()
                 if reason:
                     raise self._died(reason) from exc
