@@ -53,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"report: {config.report_path}", file=sys.stderr)
         return 1
     print(f"{len(result.tasks)} tasks → {config.out} (report: {config.report_path})")
-    print(f"{'strategy':<18} {'enumerated':>10} {'checked':>8} {'kept':>5} {'validated':>9}")
+    columns = ("enumerated", "checked", "kept", "validated", "written")
+    print(f"{'strategy':<18}" + "".join(f"{c:>11}" for c in columns))
     for name, counts in report.get("per_strategy", {}).items():
-        print(f"{name:<18} {counts.get('enumerated', 0):>10} {counts.get('checked', 0):>8} "
-              f"{counts.get('kept', 0):>5} {counts.get('validated', 0):>9}")
+        print(f"{name:<18}" + "".join(f"{counts.get(c, 0):>11}" for c in columns))
     print(f"took {report['timings']['total_s']:.1f}s")
     return 0

@@ -474,6 +474,9 @@ def _synthesize(config: SynthConfig, report: dict[str, Any], progress: Progress)
         progress(f"validating {len(tasks)} tasks with the grader (gold resolves, empty does not)")
         tasks = _validate(tasks, config, per_strategy, report)
         _timed(report, "validate", t)
+    tasks = tasks[: config.max_tasks]
+    for task in tasks:
+        per_strategy[task.extra["synth"]["strategy"]]["written"] += 1
     report["per_strategy"] = {s: dict(c) for s, c in per_strategy.items()}
     return tasks
 
@@ -503,13 +506,18 @@ def _check_all(candidates: list[Mutation], clean: dict[str, bytes], baseline: se
                     else:
                         rejections[checked.outcome] += 1
                 progress(f"checked {start + len(batch)}/{len(candidates)} candidates, {len(kept)} kept")
-                if len(kept) >= config.max_tasks:
+                if len(kept) >= _with_spare(config):
                     break
     finally:
         for box in boxes:
             box.close()
     report["rejections"] = dict(sorted(rejections.items()))
-    return kept[: config.max_tasks]
+    return kept[: _with_spare(config)]
+
+
+def _with_spare(config: SynthConfig) -> int:
+    # A few spare bugs, so that one failing validation does not leave us short of max_tasks.
+    return config.max_tasks + (max(1, config.max_tasks // 10) if config.validate else 0)
 
 
 def _validate(tasks: list[Task], config: SynthConfig, per_strategy: dict[str, Counter],

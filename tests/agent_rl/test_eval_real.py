@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from agent_rl.cli import main
+from agent_rl.evaluate import ResultsStore
 
 # On 2 idle cores this takes a few minutes; on a saturated machine SmolLM2's prefill of the
 # ~800-token first prompt alone can take a minute, hence the generous limit.
@@ -37,7 +38,8 @@ def _eval(tasks: str, out: str) -> int:
 
 
 def _rows(out) -> list[dict]:
-    return [json.loads(l) for l in (out / "results.jsonl").read_text().splitlines() if l.strip()]
+    # As the evaluator reads them: the last record per (task, sample), torn lines skipped.
+    return list(ResultsStore(str(out)).rows.values())
 
 
 def test_eval_writes_reports_and_resumes(two_tasks, tmp_path) -> None:
@@ -67,7 +69,8 @@ def test_eval_writes_reports_and_resumes(two_tasks, tmp_path) -> None:
     assert _eval(two_tasks, str(out)) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["meta"]["resumed_samples"] == 2 * N - 1 and report["meta"]["ran_samples"] == 1
-    assert (_rows(out)[-1]["task"], _rows(out)[-1]["sample"]) == (torn["task"], torn["sample"])
+    last = json.loads((out / "results.jsonl").read_text().splitlines()[-1])
+    assert (last["task"], last["sample"]) == (torn["task"], torn["sample"])
     assert report["totals"]["samples"] == 2 * N
     # A complete directory: nothing left to run.
     assert _eval(two_tasks, str(out)) == 0

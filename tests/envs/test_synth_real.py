@@ -100,8 +100,9 @@ def test_synthesize_from_a_builtin_library_gives_20_valid_tasks(tmp_path) -> Non
     assert report["status"] == "ok", report["reason"]
     assert len(report["tasks"]) >= 20 and not report["invalid"]
     per = report["per_strategy"]
-    assert sum(c.get("validated", 0) for c in per.values()) == len(report["tasks"])
-    assert sum(1 for c in per.values() if c.get("validated")) >= 4  # several strategies contribute
+    assert sum(c.get("written", 0) for c in per.values()) == len(report["tasks"]) == 20
+    assert sum(c.get("validated", 0) for c in per.values()) >= 20
+    assert sum(1 for c in per.values() if c.get("written")) >= 4  # several strategies contribute
     print("\nsynth report:", json.dumps({k: report[k] for k in ("per_strategy", "rejections", "timings")}, indent=1))
 
     from envs.tasks import load_tasks
@@ -124,10 +125,11 @@ def test_small_repo_tasks_validate_and_are_deterministic(tmp_path) -> None:
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name / "tasks.jsonl"
-        result = synthesize(SynthConfig(repo=repo, out=str(out), max_tasks=3, seed=5, validate=name == "a"))
+        result = synthesize(SynthConfig(repo=repo, out=str(out), max_tasks=3, seed=5, validate=False))
         assert result.ok, result.report["reason"]
         runs.append(out.read_text())
-    assert runs[0] == runs[1]  # same seed → byte-identical tasks (validation kept all of them)
+    assert runs[0] == runs[1]  # same seed → byte-identical tasks
+    # Validation here is the project's own `agent-rl tasks validate` on the written file.
     assert main(["tasks", "validate", "--tasks", str(tmp_path / "a" / "tasks.jsonl"), "--runs", "1",
                  "--out", str(tmp_path / "validation")]) == 0
     other = synthesize(SynthConfig(repo=repo, out=str(tmp_path / "c" / "tasks.jsonl"), max_tasks=3, seed=6,
