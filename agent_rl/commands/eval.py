@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", default="hf", choices=("hf", "openai", "vllm"), help="inference engine (default hf)")
     p.add_argument("--base-url", default=None, help="server URL for --engine openai (e.g. http://127.0.0.1:8000)")
     p.add_argument("--engine-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra EngineConfig key (repeatable), e.g. device=cuda, mode=text")
+                   help="extra EngineConfig key (repeatable), e.g. device=cuda, or tokenizer=smollm2-135m with --engine openai")
     p.add_argument("--max-turns", type=int, default=None, help="agent turn limit")
     p.add_argument("--max-tokens-per-turn", type=int, default=None, help="tokens the model may sample per turn")
     p.add_argument("--max-total-tokens", type=int, default=None, help="context budget per episode")
