@@ -162,6 +162,7 @@ def test_files_round_trip(shared, tmp_path):
     assert shared.exec("echo more >> uploaded/pkg/mod.py").ok  # the agent can edit uploads
 
 
+@docker_test
 async def test_async_twins(shared):
     await shared.awrite_file("async.txt", "a")
     assert await shared.aread_file("async.txt") == "a"
