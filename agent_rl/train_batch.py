@@ -7,7 +7,7 @@ the pure functions from `advantages.py`; the result is one row per trajectory:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -23,6 +23,14 @@ class ShapingSettings:
     turn_threshold: int = 30
     max_turns: int = 50
     estimator: str = "grpo"
+
+    @classmethod
+    def from_algorithm(cls, alg: Any) -> "ShapingSettings":
+        """From the trainer's AlgorithmConfig (`overlong_*` keys and `advantage_estimator`)."""
+        return cls(
+            alg.overlong_mode, alg.overlong_max_tokens, alg.overlong_cache_tokens,
+            alg.overlong_turn_threshold, alg.overlong_max_turns, alg.advantage_estimator,
+        )
 
 
 @dataclass

@@ -344,15 +344,7 @@ class Trainer:
         return [sorted(by_task[t], key=lambda x: x.group_index) for t in dict.fromkeys(task_ids) if by_task[t]]
 
     def _shaping(self) -> ShapingSettings:
-        alg = self.config.algorithm
-        return ShapingSettings(
-            mode=alg.overlong_mode,
-            max_tokens=alg.overlong_max_tokens,
-            cache_tokens=alg.overlong_cache_tokens,
-            turn_threshold=alg.overlong_turn_threshold,
-            max_turns=alg.overlong_max_turns,
-            estimator=alg.advantage_estimator,
-        )
+        return ShapingSettings.from_algorithm(self.config.algorithm)
 
     # ------------------------------------------------------------------ 5. updates
     def _scores(self, model: torch.nn.Module, batch: TrainBatch, with_entropy: bool = False):
@@ -380,11 +372,12 @@ class Trainer:
 
     def _update(self, batch: TrainBatch, step: int) -> dict[str, Any]:
         alg = self.config.algorithm
-        # Old logprobs once per rollout batch, shared by every epoch and mini-batch.
-        old_logprobs = self._frozen_logprobs(self.model, batch)
+        # Old logprobs once per rollout batch, shared by every epoch and mini-batch. With a single
+        # optimizer step the policy has not moved yet when a row is scored, so that row's own
+        # detached logprobs are its old logprobs (as in TRL and verl): one forward pass saved.
+        one_pass = alg.ppo_epochs == 1 and len(batch) <= alg.mini_batch_size
+        old_logprobs = torch.zeros_like(batch.score_mask) if one_pass else self._frozen_logprobs(self.model, batch)
         ref_logprobs = self._frozen_logprobs(self.reference, batch) if self.reference is not None else None
-        is_all = truncated_is_weights(old_logprobs, batch.behaviour_logprobs, batch.score_mask, alg.tis_cap or 1.0)
-        is_weights = is_all.weights if alg.tis_cap is not None else None
 
         stats = UpdateStats(grad_norms=[])
         generator = torch.Generator().manual_seed(self.config.seed * 7919 + step)
@@ -399,7 +392,8 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 for mc_start in range(0, len(mb_index), alg.micro_batch_size):
                     index = mb_index[mc_start : mc_start + alg.micro_batch_size]
-                    stats.add(self._micro_step(batch.rows(index), index, old_logprobs, ref_logprobs, is_weights, normalizer))
+                    out = self._micro_step(batch.rows(index), index, old_logprobs, ref_logprobs, normalizer, one_pass)
+                    stats.add(out)
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     [p for p in self.model.parameters() if p.requires_grad], self.config.optim.grad_clip
                 )
@@ -407,6 +401,7 @@ class Trainer:
                 stats.optimizer_steps += 1
                 stats.grad_norms.append(float(grad_norm))
         self.model.eval()
+        mismatch = truncated_is_weights(old_logprobs, batch.behaviour_logprobs, batch.score_mask, alg.tis_cap or 1.0)
         tokens = max(stats.tokens, 1.0)
         return {
             "loss": stats.loss_sum / max(stats.optimizer_steps, 1),
@@ -416,30 +411,38 @@ class Trainer:
             "dual_clip_fraction": stats.dual_clip / tokens,
             "approx_kl_old": stats.kl_old / tokens,
             "kl_ref": stats.kl_ref / tokens if self.reference is not None else None,
-            "is_mismatch_mean_abs_logprob_diff": is_all.mean_abs_logprob_diff,
-            "is_max_ratio": is_all.max_ratio,
-            "is_fraction_capped": is_all.fraction_capped,
+            "is_mismatch_mean_abs_logprob_diff": mismatch.mean_abs_logprob_diff,
+            "is_max_ratio": mismatch.max_ratio,
+            "is_fraction_capped": mismatch.fraction_capped if alg.tis_cap is not None else None,
             "grad_norm": sum(stats.grad_norms) / len(stats.grad_norms),
             "optimizer_steps": stats.optimizer_steps,
             "trained_tokens": int(batch.score_mask.sum().item()),
         }
 
-    def _micro_step(self, rows, index, old_logprobs, ref_logprobs, is_weights, normalizer):
+    def _micro_step(self, rows, index, old_logprobs, ref_logprobs, normalizer, one_pass: bool):
         alg = self.config.algorithm
         width = rows.input_ids.shape[1]
         scores = self._scores(self.model, rows, with_entropy=True)
+        if one_pass:
+            old_logprobs[index, :width] = scores.logprobs.detach().cpu()
         dev = self.device
+        old = old_logprobs[index, :width].to(dev)
+        mask = rows.score_mask.to(dev)
+        is_weights = None
+        if alg.tis_cap is not None:
+            # Truncated IS between the engine's behaviour logprobs and the trainer's old logprobs.
+            is_weights = truncated_is_weights(old, rows.behaviour_logprobs.to(dev), mask, alg.tis_cap).weights
         out = dapo_loss(
             scores.logprobs,
-            old_logprobs[index, :width].to(dev),
+            old,
             rows.advantages.to(dev),
-            rows.score_mask.to(dev),
+            mask,
             normalizer,
             aggregation=alg.loss_aggregation,
             eps_low=alg.eps_low,
             eps_high=alg.eps_high,
             dual_clip_c=alg.dual_clip_c,
-            is_weights=is_weights[index, :width].to(dev) if is_weights is not None else None,
+            is_weights=is_weights,
             ref_logprobs=ref_logprobs[index, :width].to(dev) if ref_logprobs is not None else None,
             kl_beta=alg.kl_beta,
             entropy=scores.entropy,
