@@ -501,7 +501,6 @@ def _check_all(candidates: list[Mutation], clean: dict[str, bytes], baseline: se
                 for checked in results:
                     per_strategy[checked.mutation.strategy]["checked"] += 1
                     if checked.outcome == "kept":
-                        per_strategy[checked.mutation.strategy]["kept"] += 1
                         kept.append(checked)
                     else:
                         rejections[checked.outcome] += 1
@@ -512,7 +511,11 @@ def _check_all(candidates: list[Mutation], clean: dict[str, bytes], baseline: se
         for box in boxes:
             box.close()
     report["rejections"] = dict(sorted(rejections.items()))
-    return kept[: _with_spare(config)]
+    # A round can overshoot; bugs past the cut are neither kept nor counted as kept.
+    kept = kept[: _with_spare(config)]
+    for checked in kept:
+        per_strategy[checked.mutation.strategy]["kept"] += 1
+    return kept
 
 
 def _with_spare(config: SynthConfig) -> int:
