@@ -510,8 +510,9 @@ def _check_all(candidates: list[Mutation], clean: dict[str, bytes], baseline: se
     finally:
         for box in boxes:
             box.close()
-    report["rejections"] = dict(sorted(rejections.items()))
-    # A round can overshoot; bugs past the cut are neither kept nor counted as kept.
+    # A round can overshoot: bugs past the cut are good but not needed.
+    rejections["not_needed"] += max(0, len(kept) - _with_spare(config))
+    report["rejections"] = {k: v for k, v in sorted(rejections.items()) if v}
     kept = kept[: _with_spare(config)]
     for checked in kept:
         per_strategy[checked.mutation.strategy]["kept"] += 1
