@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
@@ -205,7 +206,7 @@ async def evaluate(
     if not tasks:
         raise ValueError(f"no tasks matched {config.tasks!r}")
     ids = [t.instance_id for t in tasks]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    dupes = sorted(i for i, count in Counter(ids).items() if count > 1)
     if dupes:
         raise ValueError(f"duplicate task ids in {config.tasks!r}: {dupes}")
     store = ResultsStore(config.out)
