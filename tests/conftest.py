@@ -38,13 +38,25 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def require_docker() -> None:
+    """Skip without a Docker engine locally; fail under CI=true, where Docker tests must run."""
+    ok, why = docker_status()
+    if not ok:
+        if in_ci():
+            pytest.fail(f"CI=true and the Docker engine does not answer ({why}); Docker tests must run")
+        pytest.skip(f"no Docker engine: {why}")
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    """For module/session fixtures that need Docker: they run before the function-level
+    marker check below, so they must apply the same policy themselves."""
+    require_docker()
+
+
 @pytest.fixture(autouse=True)
 def _enforce_markers(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("docker"):
-        ok, why = docker_status()
-        if not ok:
-            if in_ci():
-                pytest.fail(f"CI=true and the Docker engine does not answer ({why}); Docker tests must run")
-            pytest.skip(f"no Docker engine: {why}")
+        require_docker()
     if request.node.get_closest_marker("gpu") and not gpu_available():
         pytest.skip("no CUDA GPU")

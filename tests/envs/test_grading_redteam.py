@@ -26,16 +26,9 @@ def task(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def image(task):
-    # Module fixtures run before the function-level marker check in tests/conftest.py,
-    # so apply the same Docker policy here: skip locally, fail under CI.
-    from conftest import docker_status, in_ci
-
+def image(task, docker_engine):
     from envs.task_images import task_image
 
-    ok, why = docker_status()
-    if not ok:
-        (pytest.fail if in_ci() else pytest.skip)(f"no Docker engine: {why}")
     return task_image(task)
 
 
