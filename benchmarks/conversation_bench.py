@@ -3,7 +3,7 @@
 Side by side, on the same scripted multi-turn conversations (SmolLM2 tokenizer, its chat
 template), in one run:
 
-* delta:     `agent_rl.chat_template.TokenConversation` — sampled ids appended verbatim,
+* delta:     `agent_rl.rollout.chat_template.TokenConversation` — sampled ids appended verbatim,
              template deltas rendered and tokenized per turn, one full re-render check at
              the end (what `run_episode` does).
 * baseline:  re-render and re-tokenize the whole conversation with
@@ -25,7 +25,7 @@ import statistics
 import time
 from typing import Any
 
-from agent_rl.chat_template import TokenConversation
+from agent_rl.rollout.chat_template import TokenConversation
 
 REPLY = "I will look at the file.\n```bash\ncat datekit/calendar.py | head -n 40\n```"
 OBSERVATION = "exit code 0\n" + "\n".join(f"{i:3d}  def f{i}(x):  return x + {i}" for i in range(40))
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the results as JSON to this path")
     args = parser.parse_args(argv)
 
-    from agent_rl.models import load_tokenizer
+    from agent_rl.engines.models import load_tokenizer
 
     tokenizer = load_tokenizer("smollm2-135m")
     rng = random.Random(0)

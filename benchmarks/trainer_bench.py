@@ -4,8 +4,8 @@ Both sides get the same model (SmolLM2-135M-Instruct), the same fixed batch of t
 (prompt + right-padded completion, per-token mask), the same advantages and the same "old"
 logprobs (the current ones, perturbed so that both clip bounds are hit). What is compared:
 
-  agent-rl  agent_rl.logprobs.token_scores (chunked, masked positions only, with entropy)
-            + agent_rl.loss.dapo_loss (token-mean over the batch), then backward
+  agent-rl  agent_rl.algo.logprobs.token_scores (chunked, masked positions only, with entropy)
+            + agent_rl.algo.loss.dapo_loss (token-mean over the batch), then backward
   TRL       GRPOTrainer._compute_loss (its own logprob/entropy pass + the "dapo" loss,
             normalized by num_items_in_batch), then backward
 
@@ -41,7 +41,7 @@ def make_batch(vocab: int, batch: int, prompt_len: int, completion_len: int, see
 @torch.no_grad()
 def old_logprobs(model: Any, data: dict[str, torch.Tensor], seed: int) -> torch.Tensor:
     """Current logprobs of the completion tokens, perturbed so that some ratios leave [0.8, 1.28]."""
-    from agent_rl.logprobs import token_scores
+    from agent_rl.algo.logprobs import token_scores
 
     ids, attn, score, p = ours_layout(data)
     lp = token_scores(model, ids, attn, score).logprobs[:, p:]
@@ -58,8 +58,8 @@ def ours_layout(data: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
 
 
 def ours_loss(model: Any, data: dict[str, torch.Tensor], old: torch.Tensor, chunk: int) -> torch.Tensor:
-    from agent_rl.logprobs import token_scores
-    from agent_rl.loss import LossNormalizer, dapo_loss
+    from agent_rl.algo.logprobs import token_scores
+    from agent_rl.algo.loss import LossNormalizer, dapo_loss
 
     ids, attn, score, p = ours_layout(data)
     scores = token_scores(model, ids, attn, score, chunk_size=chunk, with_entropy=True)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", dest="json_path", help="write the results here")
     args = parser.parse_args(argv)
 
-    from agent_rl.models import load_model
+    from agent_rl.engines.models import load_model
 
     torch.manual_seed(args.seed)
     model, tokenizer = load_model(args.model, device="cuda" if torch.cuda.is_available() else "cpu")

@@ -69,7 +69,7 @@ def make_engine(spec: Mapping[str, Any] | EngineConfig | None, *, model: Any = N
         from agent_rl.engines.openai_http import OpenAIEngine
 
         if tokenizer is None and config.mode == "text":
-            from agent_rl.models import load_tokenizer
+            from agent_rl.engines.models import load_tokenizer
 
             tokenizer = load_tokenizer(config.tokenizer or config.model)
         return OpenAIEngine(

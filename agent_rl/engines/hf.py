@@ -133,7 +133,7 @@ class HFEngine:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         if isinstance(model_or_spec, (str, os.PathLike)):
-            from agent_rl.models import load_model
+            from agent_rl.engines.models import load_model
 
             model, loaded_tokenizer = load_model(model_or_spec, device=device, dtype=dtype)
             tokenizer = tokenizer or loaded_tokenizer

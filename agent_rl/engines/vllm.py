@@ -68,7 +68,7 @@ class VLLMEngine:
         **engine_kwargs: Any,
     ) -> None:
         vllm = import_vllm()
-        from agent_rl.models import KNOWN_MODELS, resolve_checkpoint
+        from agent_rl.engines.models import KNOWN_MODELS, resolve_checkpoint
 
         # vLLM loads HF checkpoints; our aliases resolve to the converted local checkpoint.
         model_path = str(resolve_checkpoint(model)) if model in KNOWN_MODELS else model

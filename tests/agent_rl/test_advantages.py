@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent_rl.advantages import (
+from agent_rl.algo.advantages import (
     dynamic_sample,
     group_advantages,
     has_zero_variance,

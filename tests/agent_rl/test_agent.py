@@ -9,9 +9,9 @@ import asyncio
 
 import pytest
 
-from agent_rl.agent import AgentConfig, run_episode
+from agent_rl.rollout.agent import AgentConfig, run_episode
 from agent_rl.engines.base import EngineError, Generation, SamplingParams
-from agent_rl.rollout import collect, summarize
+from agent_rl.rollout.runner import collect, summarize
 from sandboxes.strict import ConfigError, from_mapping
 
 IM_END = 2
@@ -19,7 +19,7 @@ IM_END = 2
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from agent_rl.models import load_tokenizer
+    from agent_rl.engines.models import load_tokenizer
 
     return load_tokenizer("smollm2-135m")
 

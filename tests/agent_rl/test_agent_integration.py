@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from agent_rl.agent import AgentConfig, run_episode
-from agent_rl.chat_template import TokenConversation, decode_exact, encode
+from agent_rl.rollout.agent import AgentConfig, run_episode
+from agent_rl.rollout.chat_template import TokenConversation, decode_exact, encode
 from agent_rl.engines.base import Generation, SamplingParams
-from agent_rl.prompts import initial_messages
+from agent_rl.rollout.prompts import initial_messages
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -53,7 +53,7 @@ class RecordingEngine:
 @pytest.fixture(scope="module")
 def smollm2():
     from agent_rl.engines.hf import HFEngine
-    from agent_rl.models import load_model
+    from agent_rl.engines.models import load_model
 
     model, tokenizer = load_model("smollm2-135m")
     engine = HFEngine(model, tokenizer)

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-from agent_rl.chat_template import TemplateDriftError, TokenConversation, probe_template
+from agent_rl.rollout.chat_template import TemplateDriftError, TokenConversation, probe_template
 
 # Qwen2-Instruct's chat template: ChatML with a default system prompt when none is given.
 QWEN2_TEMPLATE = (
@@ -33,7 +33,7 @@ NEWLINE = 198
 
 @pytest.fixture(scope="module")
 def smol_tokenizer():
-    from agent_rl.models import load_tokenizer
+    from agent_rl.engines.models import load_tokenizer
 
     return load_tokenizer("smollm2-135m")
 

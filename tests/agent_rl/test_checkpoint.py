@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from agent_rl.checkpoint import CheckpointContents, CheckpointManager, export_checkpoint
-from agent_rl.models import tiny_random_model
-from agent_rl.task_sampler import TaskSampler
+from agent_rl.train.checkpoint import CheckpointContents, CheckpointManager, export_checkpoint
+from agent_rl.engines.models import tiny_random_model
+from agent_rl.train.sampler import TaskSampler
 
 
 def _trained_model_and_optimizer():
@@ -47,7 +47,7 @@ def test_rng_states_are_restored(tmp_path):
     manager.save(model, None, _contents(1, opt))
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     random.seed(99), np.random.seed(99), torch.manual_seed(99)
-    from agent_rl.checkpoint import restore_rng_state
+    from agent_rl.train.checkpoint import restore_rng_state
 
     restore_rng_state(manager.load().state["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from agent_rl.cli import main
-from agent_rl.evaluate import result_row
-from agent_rl.reports import ReportError, build_comparison, crossover_k, write_eval_reports
+from agent_rl.eval.evaluate import result_row
+from agent_rl.eval.reports import ReportError, build_comparison, crossover_k, write_eval_reports
 
 
 def _eval_dir(path, wins_per_task: dict[str, int], n: int = 8) -> str:

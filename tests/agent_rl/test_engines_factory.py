@@ -8,7 +8,7 @@ import pytest
 from agent_rl.engines.factory import EngineConfig, engine_config, make_engine
 from agent_rl.engines.hf import HFEngine
 from agent_rl.engines.openai_http import OpenAIEngine, normalize_base_url
-from agent_rl.models import ModelNotFoundError, resolve_checkpoint, tiny_random_model
+from agent_rl.engines.models import ModelNotFoundError, resolve_checkpoint, tiny_random_model
 from sandboxes.strict import ConfigError
 
 

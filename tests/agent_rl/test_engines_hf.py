@@ -9,7 +9,7 @@ import torch
 
 from agent_rl.engines.base import Engine, Generation, SamplingParams
 from agent_rl.engines.hf import HFEngine, sample_next_token
-from agent_rl.models import load_model, tiny_random_model
+from agent_rl.engines.models import load_model, tiny_random_model
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from aiohttp import web
 from agent_rl.engines.base import EngineError, SamplingParams
 from agent_rl.engines.hf import HFEngine
 from agent_rl.engines.openai_http import OpenAIEngine, parse_token_choice
-from agent_rl.models import load_model, resolve_checkpoint
+from agent_rl.engines.models import load_model, resolve_checkpoint
 
 STARTUP_TIMEOUT_S = 180  # loading from the converted cache; generous for a loaded 2-core CI box
 

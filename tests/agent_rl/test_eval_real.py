@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from agent_rl.cli import main
-from agent_rl.evaluate import ResultsStore
+from agent_rl.eval.evaluate import ResultsStore
 
 # On 2 idle cores this takes a few minutes; on a saturated machine SmolLM2's prefill of the
 # ~800-token first prompt alone can take a minute, hence the generous limit.

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from agent_rl.evaluate import EvalConfig, ResultsStore, evaluate, result_row, sample_seed
-from agent_rl.passk import pass_at_k
+from agent_rl.eval.evaluate import EvalConfig, ResultsStore, evaluate, result_row, sample_seed
+from agent_rl.eval.passk import pass_at_k
 
 
 @dataclass

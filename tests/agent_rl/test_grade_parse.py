@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agent_rl.predictions import (
+from agent_rl.eval.predictions import (
     PredictionsFileError,
     grade_predictions,
     load_predictions,

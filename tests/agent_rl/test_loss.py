@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from agent_rl.loss import (
+from agent_rl.algo.loss import (
     LossNormalizer,
     aggregate_loss,
     dapo_loss,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent_rl.logprobs import token_scores
-from agent_rl.models import tiny_random_model
+from agent_rl.algo.logprobs import token_scores
+from agent_rl.engines.models import tiny_random_model
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from agent_rl.passk import (
+from agent_rl.eval.passk import (
     aggregate_pass_at_k,
     default_ks,
     parse_ks,

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from agent_rl.rollout import collect, summarize
-from agent_rl.trajectory import read_jsonl
+from agent_rl.rollout.runner import collect, summarize
+from agent_rl.rollout.trajectory import read_jsonl
 from envs.tasks import Task
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -37,7 +37,7 @@ def tasks():
 
 async def test_collect_records_the_broken_task_and_returns_the_rest(tasks):
     from agent_rl.engines.hf import HFEngine
-    from agent_rl.models import load_model
+    from agent_rl.engines.models import load_model
 
     model, tokenizer = load_model("smollm2-135m")
     engine = HFEngine(model, tokenizer)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from agent_rl.cli import main
-from agent_rl.train_config import load_train_config, parse_override
+from agent_rl.train.config import load_train_config, parse_override
 from sandboxes.strict import ConfigError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent_rl.checkpoint import CheckpointManager
-from agent_rl.metrics import STEP_METRICS
-from agent_rl.train_config import load_train_config
-from agent_rl.trainer import Trainer
+from agent_rl.train.checkpoint import CheckpointManager
+from agent_rl.train.metrics import STEP_METRICS
+from agent_rl.train.config import load_train_config
+from agent_rl.train.trainer import Trainer
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent_rl.train_batch import ShapingSettings, build_train_batch
-from agent_rl.trainer import Trainer, _lr_lambda, reward_plateaued
-from agent_rl.trajectory import Trajectory
+from agent_rl.algo.batch import ShapingSettings, build_train_batch
+from agent_rl.train.trainer import Trainer, _lr_lambda, reward_plateaued
+from agent_rl.rollout.trajectory import Trajectory
 
 
 def _traj(task, reward, prompt, response, mask, *, turns=1, truncated=False, g=0, error=None):

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent_rl.train_batch import build_train_batch
-from agent_rl.train_config import load_train_config
-from agent_rl.trainer import Trainer
-from agent_rl.trajectory import Trajectory
+from agent_rl.algo.batch import build_train_batch
+from agent_rl.train.config import load_train_config
+from agent_rl.train.trainer import Trainer
+from agent_rl.rollout.trajectory import Trajectory
 
 pytestmark = pytest.mark.slow
 

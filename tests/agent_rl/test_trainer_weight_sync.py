@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from agent_rl.engines.hf import HFEngine
-from agent_rl.models import load_model
-from agent_rl.weight_sync import WeightSyncError, sync_weights, verify_sync
+from agent_rl.engines.models import load_model
+from agent_rl.train.weight_sync import WeightSyncError, sync_weights, verify_sync
 
 CTX = {"verify": True, "tolerance": 1e-4, "probe_tokens": 16, "temperature": 1.0, "device": "cpu"}
 

@@ -1,6 +1,6 @@
 """`agent-rl` entry point.
 
-Each subcommand lives in `agent_rl/commands/<name>.py` and exposes `register(subparsers)`.
+Each subcommand lives in `agent_rl/cli/<name>.py` and exposes `register(subparsers)`.
 Command modules import their heavy dependencies (torch, docker) inside their handlers, so
 `agent-rl --help` stays fast.
 """
@@ -35,12 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"agent_rl.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"agent_rl.commands.{name}":
-                continue  # command not built yet
-            raise
+        # A command that fails to import means a broken install: the error surfaces, the command is never hidden.
+        module = importlib.import_module(f"agent_rl.cli.{name}")
         module.register(sub)
     return parser
 
@@ -61,6 +57,3 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

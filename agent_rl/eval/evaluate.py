@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
-from agent_rl.reports import write_eval_reports
+from agent_rl.eval.reports import write_eval_reports
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ class AgentSampleRunner:
         self.env_config = env_config
 
     async def run(self, task: Any, sample: int, seed: int) -> dict[str, Any]:
-        from agent_rl.agent import run_episode
+        from agent_rl.rollout.agent import run_episode
         from envs.swe_env import SWEEnv
 
         env = SWEEnv(tasks=[task], config=self.env_config)
@@ -316,7 +316,7 @@ def _grade_summary(grade: Mapping[str, Any]) -> dict[str, Any]:
 
 async def run_eval(config: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     """Load the tasks, build the engine and the agent, evaluate, close the engine."""
-    from agent_rl.agent import AgentConfig, check_template
+    from agent_rl.rollout.agent import AgentConfig, check_template
     from agent_rl.engines.factory import EngineConfig, make_engine
     from envs.swe_env import EnvConfig
     from envs.tasks import load_tasks
@@ -330,7 +330,7 @@ async def run_eval(config: EvalConfig, *, progress: bool = True) -> dict[str, An
     try:
         tokenizer = getattr(engine, "tokenizer", None)
         if tokenizer is None:
-            from agent_rl.models import load_tokenizer
+            from agent_rl.engines.models import load_tokenizer
 
             # A served model's name need not be loadable here: engine.tokenizer names the tokenizer.
             tokenizer = load_tokenizer(engine_config.tokenizer or config.model)

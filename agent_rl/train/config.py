@@ -18,8 +18,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from agent_rl.advantages import ADVANTAGE_ESTIMATORS, OVERLONG_MODES
-from agent_rl.loss import LOSS_AGGREGATIONS
+from agent_rl.algo.advantages import ADVANTAGE_ESTIMATORS, OVERLONG_MODES
+from agent_rl.algo.loss import LOSS_AGGREGATIONS
 from sandboxes.strict import ConfigError, from_mapping, set_dotted, to_dict
 
 
@@ -57,7 +57,7 @@ def _one_of(value: str, choices: Sequence[str], where: str) -> None:
 
 @dataclass
 class ModelConfig:
-    name: str = "smollm2-135m"  # alias understood by agent_rl.models, or an HF path
+    name: str = "smollm2-135m"  # alias understood by agent_rl.engines.models, or an HF path
     dtype: str = "auto"  # auto = bf16 on GPU, fp32 on CPU
     device: str = "auto"
     gradient_checkpointing: bool = False
@@ -240,7 +240,7 @@ class TrainConfig:
         sections = [
             ("engine", "agent_rl.engines.factory", "EngineConfig"),
             ("env", "envs.swe_env", "EnvConfig"),
-            ("agent", "agent_rl.agent", "AgentConfig"),
+            ("agent", "agent_rl.rollout.agent", "AgentConfig"),
         ]
         for section, module, cls_name in sections:
             try:

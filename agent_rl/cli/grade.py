@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent_rl.predictions import PredictionsFileError, grade_predictions_file
+    from agent_rl.eval.predictions import PredictionsFileError, grade_predictions_file
 
     if args.workers < 1:
         print("grade: --workers must be >= 1", file=sys.stderr)

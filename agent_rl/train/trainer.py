@@ -3,7 +3,7 @@
 One step, top to bottom (`Trainer.train_step`):
 
   1. sample tasks                 TaskSampler: seeded epochs, resumable position
-  2. roll out G per task          agent_rl.rollout.collect through the engine
+  2. roll out G per task          agent_rl.rollout.runner.collect through the engine
   3. grade, shape, filter         dynamic sampling drops zero-variance groups, draws more
   4. advantages                   per group, on shaped rewards (train_batch.py)
   5. updates                      old logprobs once, then ppo_epochs × mini-batches of
@@ -30,16 +30,16 @@ import numpy as np
 import torch
 import yaml
 
-from agent_rl.advantages import dynamic_sample
-from agent_rl.checkpoint import CheckpointContents, CheckpointManager, LoadedCheckpoint, restore_rng_state
-from agent_rl.logprobs import token_scores
-from agent_rl.loss import LossNormalizer, dapo_loss, truncated_is_weights
-from agent_rl.metrics import MetricsLogger, plot_training_curves
-from agent_rl.task_sampler import TaskSampler
-from agent_rl.train_batch import ShapingSettings, TrainBatch, build_train_batch
-from agent_rl.train_config import TrainConfig
-from agent_rl.trajectory import Trajectory, write_jsonl
-from agent_rl.weight_sync import SyncReport, sync_weights
+from agent_rl.algo.advantages import dynamic_sample
+from agent_rl.train.checkpoint import CheckpointContents, CheckpointManager, LoadedCheckpoint, restore_rng_state
+from agent_rl.algo.logprobs import token_scores
+from agent_rl.algo.loss import LossNormalizer, dapo_loss, truncated_is_weights
+from agent_rl.train.metrics import MetricsLogger, plot_training_curves
+from agent_rl.train.sampler import TaskSampler
+from agent_rl.algo.batch import ShapingSettings, TrainBatch, build_train_batch
+from agent_rl.train.config import TrainConfig
+from agent_rl.rollout.trajectory import Trajectory, write_jsonl
+from agent_rl.train.weight_sync import SyncReport, sync_weights
 from sandboxes.strict import from_mapping
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
-        from agent_rl.agent import AgentConfig
-        from agent_rl.models import load_model, resolve_device, resolve_dtype
+        from agent_rl.rollout.agent import AgentConfig
+        from agent_rl.engines.models import load_model, resolve_device, resolve_dtype
 
         cfg = self.config
         self.output_dir = Path(cfg.output_dir)
@@ -204,7 +204,7 @@ class Trainer:
                 if "lora_B" in name:
                     param.data.zero_()
         else:
-            from agent_rl.models import load_model
+            from agent_rl.engines.models import load_model
 
             reference, _ = load_model(self.config.model.name, device=self.device, dtype=self.dtype)
         reference.eval()
@@ -315,7 +315,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ 2. rollout
     def _collect(self, task_ids: list[str], seed: int) -> list[Trajectory]:
-        from agent_rl.rollout import collect
+        from agent_rl.rollout.runner import collect
         from envs.swe_env import EnvConfig
 
         env_config = from_mapping(EnvConfig, self.config.env, "env")

@@ -11,7 +11,7 @@ import os
 from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
 
-from agent_rl.passk import aggregate_pass_at_k, default_ks, pass_at_1_mean_stderr
+from agent_rl.eval.passk import aggregate_pass_at_k, default_ks, pass_at_1_mean_stderr
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"

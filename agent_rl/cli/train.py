@@ -48,11 +48,11 @@ def handle(args: argparse.Namespace) -> int:
     from sandboxes.strict import ConfigError
 
     if args.export:
-        from agent_rl.checkpoint import export_checkpoint
+        from agent_rl.train.checkpoint import export_checkpoint
 
         print(f"exported to {export_checkpoint(*args.export)}")
         return 0
-    from agent_rl.train_config import load_train_config
+    from agent_rl.train.config import load_train_config
 
     try:
         config = load_train_config(args.config, args.overrides)
@@ -66,7 +66,7 @@ def handle(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from agent_rl.trainer import Trainer
+    from agent_rl.train.trainer import Trainer
 
     columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.description}"))

@@ -16,10 +16,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from agent_rl.agent import AgentConfig, check_template, run_episode
-from agent_rl.chat_template import ChatTokenizer
+from agent_rl.rollout.agent import AgentConfig, check_template, run_episode
+from agent_rl.rollout.chat_template import ChatTokenizer
 from agent_rl.engines.base import Engine
-from agent_rl.trajectory import Trajectory
+from agent_rl.rollout.trajectory import Trajectory
 from sandboxes.strict import ConfigError, from_mapping
 
 log = logging.getLogger(__name__)

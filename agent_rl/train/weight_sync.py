@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import torch
 
 from agent_rl.engines.base import SamplingParams
-from agent_rl.logprobs import token_scores
+from agent_rl.algo.logprobs import token_scores
 
 PROBE_TEXT = (
     "def add(a, b):\n    return a + b\n\n"

@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import torch
 
-from agent_rl.advantages import group_advantages, shape_reward
-from agent_rl.trajectory import Trajectory
+from agent_rl.algo.advantages import group_advantages, shape_reward
+from agent_rl.rollout.trajectory import Trajectory
 
 
 @dataclass(frozen=True)

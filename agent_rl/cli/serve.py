@@ -28,8 +28,8 @@ def handle(args: argparse.Namespace) -> int:
     import sys
 
     from agent_rl.engines.hf import HFEngine
-    from agent_rl.models import model_name
-    from agent_rl.serve import serve
+    from agent_rl.engines.models import model_name
+    from agent_rl.engines.serve import serve
 
     try:
         engine = HFEngine(

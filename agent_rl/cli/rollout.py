@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent_rl.models import DEFAULT_MODEL
+from agent_rl.engines.models import DEFAULT_MODEL
 
 
 def register(subparsers: Any) -> None:
@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import sys
 
-    from agent_rl.chat_template import TemplateDriftError
-    from agent_rl.models import ModelNotFoundError
+    from agent_rl.rollout.chat_template import TemplateDriftError
+    from agent_rl.engines.models import ModelNotFoundError
     from envs.tasks import TaskError
     from sandboxes.strict import ConfigError
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"agent-rl rollout: error: {exc}", file=sys.stderr)
         return 2
 
-    from agent_rl.rollout import collect
+    from agent_rl.rollout.runner import collect
 
     async def go() -> list[Any]:
         try:
@@ -105,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     """Agent config, env config and tasks from the flags and the optional YAML."""
-    from agent_rl.agent import AgentConfig
-    from agent_rl.rollout import RolloutConfig
+    from agent_rl.rollout.agent import AgentConfig
+    from agent_rl.rollout.runner import RolloutConfig
     from envs.swe_env import EnvConfig
     from envs.tasks import TaskError, load_tasks
     from sandboxes.strict import from_mapping, set_dotted
@@ -136,7 +136,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     from agent_rl.engines.factory import make_engine
-    from agent_rl.models import load_tokenizer
+    from agent_rl.engines.models import load_tokenizer
 
     spec: dict[str, Any] = {"kind": args.engine, "model": args.model}
     if args.engine == "openai":
@@ -148,8 +148,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _write_outputs(args: argparse.Namespace, tasks: list[Any], trajectories: list[Any], elapsed: float) -> None:
-    from agent_rl.rollout import summarize
-    from agent_rl.trajectory import write_jsonl, write_sft_jsonl
+    from agent_rl.rollout.runner import summarize
+    from agent_rl.rollout.trajectory import write_jsonl, write_sft_jsonl
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -203,7 +203,7 @@ async def chat_completions(request: web.Request) -> web.Response:
 
 
 async def load_checkpoint(request: web.Request) -> web.Response:
-    from agent_rl.models import checkpoint_state_dict
+    from agent_rl.engines.models import checkpoint_state_dict
 
     engine, state = request.app[ENGINE_KEY], request.app[STATE_KEY]
     body = await read_json(request)

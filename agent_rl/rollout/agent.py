@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
-from agent_rl.chat_template import ChatTokenizer, TemplateDriftError, TokenConversation, probe_template
+from agent_rl.rollout.chat_template import ChatTokenizer, TemplateDriftError, TokenConversation, probe_template
 from agent_rl.engines.base import Engine, EngineError, Generation, SamplingParams
-from agent_rl.prompts import PromptConfig, PromptTemplates, initial_messages, observation_message
-from agent_rl.trajectory import Trajectory
+from agent_rl.rollout.prompts import PromptConfig, PromptTemplates, initial_messages, observation_message
+from agent_rl.rollout.trajectory import Trajectory
 from sandboxes.strict import ConfigError, from_mapping
 
 log = logging.getLogger(__name__)

@@ -61,9 +61,9 @@ def _agent_options(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from agent_rl.evaluate import EvalConfig, run_eval
-    from agent_rl.passk import parse_ks
-    from agent_rl.reports import render_eval_markdown
+    from agent_rl.eval.evaluate import EvalConfig, run_eval
+    from agent_rl.eval.passk import parse_ks
+    from agent_rl.eval.reports import render_eval_markdown
 
     try:
         env = {"max_turns": args.max_turns} if args.max_turns is not None else {}

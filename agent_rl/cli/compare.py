@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from agent_rl.reports import ReportError, render_comparison_markdown, write_comparison
+    from agent_rl.eval.reports import ReportError, render_comparison_markdown, write_comparison
 
     try:
         comp = write_comparison(args.eval_dirs, args.out)
