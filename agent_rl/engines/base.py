@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from agent_rl.engines.capabilities import Closes, Generates
+
 FinishReason = Literal["stop", "length", "abort", "error"]
 
 
@@ -46,11 +48,10 @@ class Generation:
 
 
 @runtime_checkable
-class Engine(Protocol):
-    """Every engine (hf, openai, vllm) implements this."""
+class Engine(Generates, Closes, Protocol):
+    """What every engine (hf, openai, vllm) provides: generate and close.
 
-    name: str
-
-    async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> Generation: ...
-
-    async def close(self) -> None: ...
+    The rest is optional and declared per engine by the capability Protocols in
+    `agent_rl.engines.capabilities` (score logprobs, receive weights, load checkpoint);
+    a run checks the ones it needs at start-up with `capabilities.require`.
+    """

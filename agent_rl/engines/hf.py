@@ -15,7 +15,7 @@ For temperature 0 (greedy) it is log_softmax(logits)[token]. No top-k or min-p i
 
 The engine shares `model` in-process with the trainer. Generation holds `weights_lock` for a
 whole batch, so a batch never mixes two policy versions; the trainer updates weights inside
-`with engine.weights_locked():` (or via `load_state_dict`) and then calls `weights_updated`.
+`with engine.weights_locked():` (or via `load_weights`) and then awaits `weights_changed`.
 """
 from __future__ import annotations
 
@@ -115,7 +115,11 @@ def _context_window(model: Any) -> int | None:
 
 
 class HFEngine:
-    """Batching transformers engine. See the module docstring for the conventions."""
+    """Batching transformers engine. See the module docstring for the conventions.
+
+    Capabilities: generate, score logprobs, receive weights (shared model, or a state dict
+    into its own copy), close.
+    """
 
     name = "hf"
 
@@ -204,6 +208,23 @@ class HFEngine:
         with self.weights_lock:
             self.model.load_state_dict(state_dict, strict=True)
             return self.weights_updated(version)
+
+    # The capability Protocols (agent_rl.engines.capabilities) are async; the lock waits for a
+    # running batch, so the blocking work runs in a thread and the caller's loop stays free.
+
+    async def weights_changed(self, version: int | None = None) -> int:
+        """SharesModel: the shared model was updated in place; record the new policy version."""
+        return await asyncio.to_thread(self.weights_updated, version)
+
+    async def load_weights(self, state_dict: dict[str, torch.Tensor], version: int | None = None) -> int:
+        """LoadsStateDict: copy a full state dict into this engine's model (strict keys)."""
+        return await asyncio.to_thread(self.load_state_dict, state_dict, version)
+
+    async def score_logprobs(
+        self, prompt_ids: list[int], completion_ids: list[int], temperature: float = 1.0
+    ) -> list[float]:
+        """ScoresLogprobs: `compute_logprobs` off the event loop."""
+        return await asyncio.to_thread(self.compute_logprobs, prompt_ids, completion_ids, temperature)
 
     def compute_logprobs(
         self, prompt_ids: list[int], completion_ids: list[int], temperature: float = 1.0

@@ -97,6 +97,9 @@ def finish_reason_of(choice: dict[str, Any]) -> str:
 
 
 class OpenAIEngine:
+    """An OpenAI-compatible server. Capabilities: generate (token ids in tokens mode; from
+    `messages=` in text mode, see `wants_messages`), load checkpoint (`agent-rl serve`), close."""
+
     name = "openai"
 
     def __init__(
@@ -130,6 +133,11 @@ class OpenAIEngine:
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
         self.policy_version = 0  # as last reported by the server after load_checkpoint
+
+    @property
+    def wants_messages(self) -> bool:
+        """GeneratesFromMessages: in text mode the server renders the chat from `messages=`."""
+        return self.mode == "text"
 
     # ----- public API -------------------------------------------------------------------
 

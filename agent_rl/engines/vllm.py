@@ -54,6 +54,8 @@ def _async_llm_class(vllm: Any) -> Any:
 
 
 class VLLMEngine:
+    """In-process vLLM. Capabilities: generate, receive weights (`update_weights`), close."""
+
     name = "vllm"
 
     def __init__(

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Protocol
 
 from agent_rl.rollout.chat_template import ChatTokenizer, TemplateDriftError, TokenConversation, probe_template
 from agent_rl.engines.base import Engine, EngineError, Generation, SamplingParams
+from agent_rl.engines.capabilities import wants_messages
 from agent_rl.rollout.prompts import PromptConfig, PromptTemplates, initial_messages, observation_message
 from agent_rl.rollout.trajectory import Trajectory
 from sandboxes.strict import ConfigError, from_mapping
@@ -168,6 +169,7 @@ class _Episode:
         seed: int | None,
     ) -> None:
         self.env, self.engine, self.tokenizer, self.config, self.clock = env, engine, tokenizer, config, clock
+        self.wants_messages = wants_messages(engine)  # declared by the engine (GeneratesFromMessages)
         self.templates = config.templates()
         self.seed = seed if seed is not None else config.sampling.seed
         self.conv: TokenConversation | None = None
@@ -224,7 +226,7 @@ class _Episode:
             seed=_turn_seed(self.seed, self.num_turns),
         )
         t = time.monotonic()
-        if getattr(self.engine, "mode", "tokens") == "text":
+        if self.wants_messages:
             # A chat-only server renders its own template from the messages; the result is
             # marked text_mode and never trained on.
             generation = await self.engine.generate(conv.ids, sampling, messages=list(conv.messages))
@@ -233,7 +235,7 @@ class _Episode:
         self.clock.generation_s += time.monotonic() - t
         if generation.finish_reason in ("error", "abort"):
             raise EngineError(
-                f"engine {getattr(self.engine, 'name', '?')} finished with {generation.finish_reason}: {generation.info}"
+                f"engine {self.engine.name} finished with {generation.finish_reason}: {generation.info}"
             )
         self.text_mode = self.text_mode or generation.text_mode
         return generation

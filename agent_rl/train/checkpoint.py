@@ -55,6 +55,20 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def optimizer_fingerprint(optimizer: torch.optim.Optimizer) -> float:
+    """A number that changes with any optimizer state (Adam moments, step counts).
+
+    The trainer logs it once, when it resumes, so a test can check that the restored state is
+    exactly what the checkpoint held; it is not computed per step.
+    """
+    total = 0.0
+    for state in optimizer.state.values():
+        for value in state.values():
+            if torch.is_tensor(value):
+                total += float(value.double().abs().sum().item())
+    return total
+
+
 def is_peft_model(model: Any) -> bool:
     return hasattr(model, "peft_config")
 

@@ -10,7 +10,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,54 @@ CURVES: tuple[tuple[str, str], ...] = (
     ("entropy", "entropy on sampled tokens"),
     ("response_tokens_mean", "response length (tokens)"),
 )
+
+
+def mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def step_metrics(trajectories: Sequence[Any], sampling: Any, batch: Any, update: Mapping[str, Any], sync: Any,
+                 *, rollout_s: float, policy_version: int) -> dict[str, Any]:
+    """One training step's row: rollout outcomes, timings, the update's numbers, the weight sync.
+
+    Keys an update did not produce (a step with nothing to train on) are logged as None, so
+    every row has every `STEP_METRICS` key.
+    """
+    ok = [t for t in trajectories if t.error is None]
+    sampled_tokens = sum(t.num_sampled_tokens for t in ok)
+    metrics: dict[str, Any] = {
+        "reward_mean": mean([t.reward for t in ok]),
+        "solve_rate": mean([1.0 if t.resolved else 0.0 for t in ok]),
+        "zero_variance_group_fraction": sampling.zero_variance_fraction,
+        "generation_rounds": sampling.rounds,
+        "groups_kept": len(sampling.kept),
+        "batch_full": sampling.full,
+        "trajectories": len(trajectories),
+        "error_trajectories": len(trajectories) - len(ok),
+        "response_tokens_mean": mean([t.num_sampled_tokens for t in ok]),
+        "turns_mean": mean([t.num_turns for t in ok]),
+        "truncation_rate": mean([1.0 if t.truncated else 0.0 for t in ok]),
+        "shaped_reward_mean": mean(batch.shaped_rewards),
+        "entropy": None,
+        "clip_fraction_low": None,
+        "clip_fraction_high": None,
+        "approx_kl_old": None,
+        "kl_ref": None,
+        "is_mismatch_mean_abs_logprob_diff": None,
+        "is_max_ratio": None,
+        "grad_norm": None,
+        "sandbox_latency_s": mean([t.timings.get("env_s", 0.0) for t in ok]),
+        "grading_latency_s": mean([t.timings.get("grading_s", 0.0) for t in ok]),
+        "generation_latency_s": mean([t.timings.get("generation_s", 0.0) for t in ok]),
+        "rollout_s": rollout_s,
+        "tokens_per_s": sampled_tokens / rollout_s if rollout_s > 0 else None,
+        "weight_sync_s": sync.seconds,
+        "weight_sync_max_abs_diff": sync.max_abs_diff,
+        "weight_sync_verified": sync.verified,
+        "policy_version": policy_version,
+    }
+    metrics.update(update)
+    return metrics
 
 
 def _jsonable(value: Any) -> Any:

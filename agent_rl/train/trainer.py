@@ -1,17 +1,19 @@
-"""The DAPO training loop.
+"""The DAPO training loop, top to bottom.
 
-One step, top to bottom (`Trainer.train_step`):
+One step (`Trainer.train_step`):
 
   1. sample tasks                 TaskSampler: seeded epochs, resumable position
   2. roll out G per task          agent_rl.rollout.runner.collect through the engine
   3. grade, shape, filter         dynamic sampling drops zero-variance groups, draws more
-  4. advantages                   per group, on shaped rewards (train_batch.py)
-  5. updates                      old logprobs once, then ppo_epochs × mini-batches of
-                                  micro-batches (gradient accumulation), DAPO loss
+  4. advantages                   per group, on shaped rewards (algo/batch.py)
+  5. update                       train/update.py `update_step`: old logprobs once, then
+                                  ppo_epochs × mini-batches of micro-batches, DAPO loss
   6. weight sync                  push weights into the engine and verify on a probe
   7. log and checkpoint
 
-Everything that is a formula lives in loss.py / advantages.py; this file only orchestrates.
+Formulas live in agent_rl.algo and the update in update.py; this file only orchestrates.
+The engine must have what training needs (capabilities.TRAINING), checked at start-up. The
+trainer owns one event loop for its calls into the engine (weight sync, close).
 """
 from __future__ import annotations
 
@@ -22,29 +24,35 @@ import math
 import random
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Coroutine, Sequence, TypeVar
 
 import numpy as np
 import torch
 import yaml
 
 from agent_rl.algo.advantages import dynamic_sample
-from agent_rl.train.checkpoint import CheckpointContents, CheckpointManager, LoadedCheckpoint, restore_rng_state
-from agent_rl.algo.logprobs import token_scores
-from agent_rl.algo.loss import LossNormalizer, dapo_loss, truncated_is_weights
-from agent_rl.train.metrics import MetricsLogger, plot_training_curves
-from agent_rl.train.sampler import TaskSampler
-from agent_rl.algo.batch import ShapingSettings, TrainBatch, build_train_batch
-from agent_rl.train.config import TrainConfig
+from agent_rl.algo.batch import ShapingSettings, build_train_batch
+from agent_rl.engines.capabilities import TRAINING, Closes, has, require
 from agent_rl.rollout.trajectory import Trajectory, write_jsonl
-from agent_rl.train.weight_sync import SyncReport, sync_weights
+from agent_rl.train.checkpoint import (
+    CheckpointContents,
+    CheckpointManager,
+    LoadedCheckpoint,
+    optimizer_fingerprint,
+    restore_rng_state,
+)
+from agent_rl.train.config import TrainConfig
+from agent_rl.train.metrics import MetricsLogger, mean, plot_training_curves, step_metrics
+from agent_rl.train.sampler import TaskSampler
+from agent_rl.train.update import UpdateSettings, update_step
+from agent_rl.train.weight_sync import sync_weights
 from sandboxes.strict import from_mapping
 
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, dict[str, Any]], None]
+T = TypeVar("T")
 
 
 def reward_plateaued(rewards: Sequence[float], window: int, min_delta: float) -> bool:
@@ -68,31 +76,20 @@ def _lr_lambda(warmup: int, total: int, kind: str) -> Callable[[int], float]:
     return factor
 
 
-@dataclass
-class UpdateStats:
-    tokens: float = 0.0
-    clip_low: float = 0.0
-    clip_high: float = 0.0
-    dual_clip: float = 0.0
-    kl_ref: float = 0.0
-    kl_old: float = 0.0
-    entropy: float = 0.0
-    loss_sum: float = 0.0
-    optimizer_steps: int = 0
-    grad_norms: list[float] | None = None
-
-    def add(self, out: Any) -> None:
-        self.tokens += out.num_tokens
-        self.clip_low += out.clip_low_count
-        self.clip_high += out.clip_high_count
-        self.dual_clip += out.dual_clip_count
-        self.kl_ref += out.kl_ref_sum
-        self.kl_old += out.approx_kl_old_sum
-        self.entropy += out.entropy_sum
-        self.loss_sum += float(out.loss.detach().item())
-
-
 class Trainer:
+    """DAPO training of one policy against SWE tasks, built from a validated `TrainConfig`.
+
+    Construction loads the model (or resumes it: `resume=True` takes the latest checkpoint
+    under `config.checkpoint_dir`, a path takes that one), the optimizer, the frozen reference
+    (when a KL term or reference resets are configured), the tasks and the engine, and rejects
+    an engine that lacks what training needs (`EngineCapabilityError`). `train()` runs to
+    `config.max_steps` and closes everything; `train_step()` runs one step. `on_step(step, row)`
+    is called with each step's metrics row. Use as a context manager, or call `close()`.
+
+    Outputs under `config.output_dir`: metrics.jsonl, events.jsonl, rollouts/step-N.jsonl,
+    checkpoints/, engine_weights/ (checkpoint-reload engines), training_curves.png.
+    """
+
     def __init__(self, config: TrainConfig, *, resume: bool | str = False, on_step: StepCallback | None = None) -> None:
         self.config = config
         self.resume = resume
@@ -102,7 +99,17 @@ class Trainer:
         self.reference_is_initial = True
         self.last_reset_step = 0
         self._closed = False
-        self._setup()
+        # The engine's async calls (weight sync, close) run here; never inside a running loop.
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._setup()
+        except BaseException:
+            self._loop.close()
+            raise
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one of the engine's coroutines to completion on the trainer's own event loop."""
+        return self._loop.run_until_complete(coro)
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
@@ -130,6 +137,7 @@ class Trainer:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             if cfg.lora.enabled:
                 self.model.enable_input_require_grads()
+        self.engine = self._make_engine()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -153,8 +161,11 @@ class Trainer:
             run_config=cfg.to_dict(),
             history=history,
         )
+        if loaded is not None:
+            # Once per resume, not per step: lets a test check the restored optimizer state.
+            self.metrics.event(self.step, "resumed", checkpoint=str(loaded.path),
+                               optimizer_fingerprint=optimizer_fingerprint(self.optimizer))
         (self.output_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-        self.engine = self._make_engine()
 
     @staticmethod
     def _seed_everything(seed: int) -> None:
@@ -227,7 +238,14 @@ class Trainer:
         from agent_rl.engines.factory import make_engine
 
         # For kind "hf" the engine samples from the very model object being trained.
-        return make_engine(self.config.engine, model=self.model, tokenizer=self.tokenizer)
+        engine = make_engine(self.config.engine, model=self.model, tokenizer=self.tokenizer)
+        try:
+            require(engine, TRAINING, "train")
+        except Exception:
+            if has(engine, Closes):
+                self._run(engine.close())
+            raise
+        return engine
 
     def _restore(self, loaded: LoadedCheckpoint) -> list[dict[str, Any]]:
         state = loaded.state
@@ -255,10 +273,14 @@ class Trainer:
             self.close()
 
     def train_step(self) -> dict[str, Any]:
+        """One training step (roll out, filter, update, sync, log, checkpoint); returns its metrics row.
+
+        A step whose groups all have zero reward variance makes no update but still advances
+        the scheduler, the policy version and the step counter.
+        """
         cfg, alg = self.config, self.config.algorithm
         step = self.step + 1
         started = time.monotonic()
-        optimizer_fingerprint = self.optimizer_fingerprint()  # lets a test compare resumed and uninterrupted runs
 
         # 1-3. sample tasks, roll out G per task, drop zero-variance groups and draw more.
         drawn_tasks: list[str] = []
@@ -289,23 +311,26 @@ class Trainer:
         learning_rate = self.scheduler.get_last_lr()[0]
         update: dict[str, Any] = {}
         if len(batch) and batch.score_mask.sum() > 0:
-            update = self._update(batch, step)
+            settings = UpdateSettings.from_config(cfg, temperature=self.temperature, device=self.device)
+            update = update_step(self.model, self.optimizer, batch, settings, reference=self.reference,
+                                 seed=cfg.seed * 7919 + step)
         else:
             log.warning("step %d: no informative trajectories (all groups had zero variance); no update", step)
         self.scheduler.step()
         self.policy_version += 1
 
         # 6. push the new weights into the engine and check it now scores like the trainer.
-        sync = sync_weights(self.engine, self.model, self.tokenizer, self.policy_version, self._sync_context())
+        sync = self._run(sync_weights(self.engine, self.model, self.tokenizer, self.policy_version, self._sync_context()))
 
         self.step = step
-        self._maybe_reset_reference(step, sampling_reward=self._mean([t.reward for t in all_trajectories if t.error is None]))
+        self._maybe_reset_reference(step, sampling_reward=mean([t.reward for t in all_trajectories if t.error is None]))
 
         # 7. log and checkpoint.
-        metrics = self._step_metrics(all_trajectories, sampling, batch, update, sync, rollout_s, started)
+        metrics = step_metrics(all_trajectories, sampling, batch, update, sync,
+                               rollout_s=rollout_s, policy_version=self.policy_version)
+        metrics["step_time_s"] = time.monotonic() - started
         metrics["learning_rate"] = learning_rate
         metrics["task_ids"] = drawn_tasks
-        metrics["optimizer_fingerprint"] = optimizer_fingerprint
         row = self.metrics.log(step, metrics)
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
             self.save_checkpoint()
@@ -346,111 +371,6 @@ class Trainer:
     def _shaping(self) -> ShapingSettings:
         return ShapingSettings.from_algorithm(self.config.algorithm)
 
-    # ------------------------------------------------------------------ 5. updates
-    def _scores(self, model: torch.nn.Module, batch: TrainBatch, with_entropy: bool = False):
-        return token_scores(
-            model,
-            batch.input_ids.to(self.device),
-            batch.attention_mask.to(self.device),
-            batch.score_mask.to(self.device),
-            temperature=self.temperature,
-            chunk_size=self.config.model.logprob_chunk_size,
-            with_entropy=with_entropy,
-        )
-
-    @torch.no_grad()
-    def _frozen_logprobs(self, model: torch.nn.Module, batch: TrainBatch) -> torch.Tensor:
-        """Logprobs of a fixed policy (old or reference) for every row, micro-batch by micro-batch."""
-        model.eval()
-        out = torch.zeros_like(batch.score_mask)
-        micro = self.config.algorithm.micro_batch_size
-        for start in range(0, len(batch), micro):
-            index = torch.arange(start, min(start + micro, len(batch)))
-            rows = batch.rows(index)
-            out[index, : rows.input_ids.shape[1]] = self._scores(model, rows).logprobs.cpu()
-        return out
-
-    def _update(self, batch: TrainBatch, step: int) -> dict[str, Any]:
-        alg = self.config.algorithm
-        # Old logprobs once per rollout batch, shared by every epoch and mini-batch. With a single
-        # optimizer step the policy has not moved yet when a row is scored, so that row's own
-        # detached logprobs are its old logprobs (as in TRL and verl): one forward pass saved.
-        one_pass = alg.ppo_epochs == 1 and len(batch) <= alg.mini_batch_size
-        old_logprobs = torch.zeros_like(batch.score_mask) if one_pass else self._frozen_logprobs(self.model, batch)
-        ref_logprobs = self._frozen_logprobs(self.reference, batch) if self.reference is not None else None
-
-        stats = UpdateStats(grad_norms=[])
-        generator = torch.Generator().manual_seed(self.config.seed * 7919 + step)
-        mini = min(alg.mini_batch_size, len(batch))
-        self.model.train()
-        for _ in range(alg.ppo_epochs):
-            order = torch.randperm(len(batch), generator=generator)
-            for mb_start in range(0, len(batch), mini):
-                mb_index = order[mb_start : mb_start + mini]
-                # Normalise by the whole mini-batch, so the micro-batch split cannot change the gradient.
-                normalizer = LossNormalizer.for_batch(batch.score_mask[mb_index], alg.norm_length)
-                self.optimizer.zero_grad(set_to_none=True)
-                for mc_start in range(0, len(mb_index), alg.micro_batch_size):
-                    index = mb_index[mc_start : mc_start + alg.micro_batch_size]
-                    out = self._micro_step(batch.rows(index), index, old_logprobs, ref_logprobs, normalizer, one_pass)
-                    stats.add(out)
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    [p for p in self.model.parameters() if p.requires_grad], self.config.optim.grad_clip
-                )
-                self.optimizer.step()
-                stats.optimizer_steps += 1
-                stats.grad_norms.append(float(grad_norm))
-        self.model.eval()
-        mismatch = truncated_is_weights(old_logprobs, batch.behaviour_logprobs, batch.score_mask, alg.tis_cap or 1.0)
-        tokens = max(stats.tokens, 1.0)
-        return {
-            "loss": stats.loss_sum / max(stats.optimizer_steps, 1),
-            "entropy": stats.entropy / tokens,
-            "clip_fraction_low": stats.clip_low / tokens,
-            "clip_fraction_high": stats.clip_high / tokens,
-            "dual_clip_fraction": stats.dual_clip / tokens,
-            "approx_kl_old": stats.kl_old / tokens,
-            "kl_ref": stats.kl_ref / tokens if self.reference is not None else None,
-            "is_mismatch_mean_abs_logprob_diff": mismatch.mean_abs_logprob_diff,
-            "is_max_ratio": mismatch.max_ratio,
-            "is_fraction_capped": mismatch.fraction_capped if alg.tis_cap is not None else None,
-            "grad_norm": sum(stats.grad_norms) / len(stats.grad_norms),
-            "optimizer_steps": stats.optimizer_steps,
-            "trained_tokens": int(batch.score_mask.sum().item()),
-        }
-
-    def _micro_step(self, rows, index, old_logprobs, ref_logprobs, normalizer, one_pass: bool):
-        alg = self.config.algorithm
-        width = rows.input_ids.shape[1]
-        scores = self._scores(self.model, rows, with_entropy=True)
-        if one_pass:
-            old_logprobs[index, :width] = scores.logprobs.detach().cpu()
-        dev = self.device
-        old = old_logprobs[index, :width].to(dev)
-        mask = rows.score_mask.to(dev)
-        is_weights = None
-        if alg.tis_cap is not None:
-            # Truncated IS between the engine's behaviour logprobs and the trainer's old logprobs.
-            is_weights = truncated_is_weights(old, rows.behaviour_logprobs.to(dev), mask, alg.tis_cap).weights
-        out = dapo_loss(
-            scores.logprobs,
-            old,
-            rows.advantages.to(dev),
-            mask,
-            normalizer,
-            aggregation=alg.loss_aggregation,
-            eps_low=alg.eps_low,
-            eps_high=alg.eps_high,
-            dual_clip_c=alg.dual_clip_c,
-            is_weights=is_weights,
-            ref_logprobs=ref_logprobs[index, :width].to(dev) if ref_logprobs is not None else None,
-            kl_beta=alg.kl_beta,
-            entropy=scores.entropy,
-            entropy_coef=alg.entropy_coef,
-        )
-        out.loss.backward()
-        return out
-
     # ------------------------------------------------------------------ 6. sync, reference
     def _sync_context(self) -> dict[str, Any]:
         ws = self.config.weight_sync
@@ -486,61 +406,10 @@ class Trainer:
         self.metrics.event(step, "reference_reset", reason=reason, optimizer_reset=rr.reset_optimizer)
 
     # ------------------------------------------------------------------ 7. metrics, checkpoints
-    @staticmethod
-    def _mean(values: Sequence[float]) -> float | None:
-        return sum(values) / len(values) if values else None
-
-    def _step_metrics(self, trajectories, sampling, batch, update, sync: SyncReport, rollout_s, started) -> dict[str, Any]:
-        ok = [t for t in trajectories if t.error is None]
-        sampled_tokens = sum(t.num_sampled_tokens for t in ok)
-        metrics: dict[str, Any] = {
-            "reward_mean": self._mean([t.reward for t in ok]),
-            "solve_rate": self._mean([1.0 if t.resolved else 0.0 for t in ok]),
-            "zero_variance_group_fraction": sampling.zero_variance_fraction,
-            "generation_rounds": sampling.rounds,
-            "groups_kept": len(sampling.kept),
-            "batch_full": sampling.full,
-            "trajectories": len(trajectories),
-            "error_trajectories": len(trajectories) - len(ok),
-            "response_tokens_mean": self._mean([t.num_sampled_tokens for t in ok]),
-            "turns_mean": self._mean([t.num_turns for t in ok]),
-            "truncation_rate": self._mean([1.0 if t.truncated else 0.0 for t in ok]),
-            "shaped_reward_mean": self._mean(batch.shaped_rewards),
-            "entropy": None,
-            "clip_fraction_low": None,
-            "clip_fraction_high": None,
-            "approx_kl_old": None,
-            "kl_ref": None,
-            "is_mismatch_mean_abs_logprob_diff": None,
-            "is_max_ratio": None,
-            "grad_norm": None,
-            "sandbox_latency_s": self._mean([t.timings.get("env_s", 0.0) for t in ok]),
-            "grading_latency_s": self._mean([t.timings.get("grading_s", 0.0) for t in ok]),
-            "generation_latency_s": self._mean([t.timings.get("generation_s", 0.0) for t in ok]),
-            "rollout_s": rollout_s,
-            "tokens_per_s": sampled_tokens / rollout_s if rollout_s > 0 else None,
-            "weight_sync_s": sync.seconds,
-            "weight_sync_max_abs_diff": sync.max_abs_diff,
-            "weight_sync_verified": sync.verified,
-            "policy_version": self.policy_version,
-        }
-        metrics.update(update)
-        metrics["step_time_s"] = time.monotonic() - started
-        return metrics
-
     def _rollout_dir(self) -> Path:
         path = self.output_dir / "rollouts"
         path.mkdir(exist_ok=True)
         return path
-
-    def optimizer_fingerprint(self) -> float:
-        """A number that changes with any optimizer state (Adam moments, step counts)."""
-        total = 0.0
-        for state in self.optimizer.state.values():
-            for value in state.values():
-                if torch.is_tensor(value):
-                    total += float(value.double().abs().sum().item())
-        return total
 
     def save_checkpoint(self) -> Path:
         cfg = self.config
@@ -563,15 +432,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
+        """Close the metrics logger, the engine and the trainer's event loop (idempotent)."""
         if self._closed:
             return
         self._closed = True
-        self.metrics.close()
-        close = getattr(self.engine, "close", None)
-        if close is not None:
-            result = close()
-            if asyncio.iscoroutine(result):
-                asyncio.run(result)
+        try:
+            self.metrics.close()
+            if has(self.engine, Closes):
+                self._run(self.engine.close())
+        finally:
+            self._loop.close()
 
     def __enter__(self) -> "Trainer":
         return self

@@ -1,19 +1,23 @@
 """Push the trainer's new weights into the inference engine, then prove the engine has them.
 
-  hf      the engine shares the model object in-process: nothing to copy, only the policy
-          version to bump (or a state-dict copy if it holds its own model).
-  vllm    the engine's `update_weights(named_tensors)`.
-  openai  an `agent-rl serve` server: the trainer writes an HF checkpoint and asks the server
-          to load it (`POST /v1/load_checkpoint {"path": DIR}`), through the engine's
-          `load_checkpoint(path)`.
+The route follows the engine's capability Protocols (agent_rl.engines.capabilities):
 
-Verification: the engine scores a fixed probe sequence (teacher-forced) and must agree with
-the trainer's own logprobs within a tolerance. A sync that silently failed would make every
-later rollout off-policy, so a mismatch is an error, not a warning.
+  shared            `SharesModel` whose `model` is the trainer's: nothing to copy, only the
+                    policy version to bump (the in-process hf engine).
+  state_dict        `LoadsStateDict`: a full state dict into the engine's own in-process copy.
+  update_weights    `ReceivesWeights`: named tensors streamed to the engine's workers (vllm).
+  checkpoint_reload `LoadsCheckpoint`: the trainer writes an HF checkpoint and the engine loads
+                    it (an `agent-rl serve` server: `POST /v1/load_checkpoint {"path": DIR}`).
+
+Verification: the engine scores a fixed probe sequence (teacher-forced, `ScoresLogprobs`) or,
+lacking that, samples one, and must agree with the trainer's own logprobs within a tolerance.
+A sync that silently failed would make every later rollout off-policy, so a mismatch is an
+error, not a warning.
+
+Everything that talks to the engine is async; the trainer runs it on the event loop it owns.
 """
 from __future__ import annotations
 
-import asyncio
 import copy
 import shutil
 import time
@@ -23,8 +27,17 @@ from typing import Any, Iterator
 
 import torch
 
-from agent_rl.engines.base import SamplingParams
 from agent_rl.algo.logprobs import token_scores
+from agent_rl.engines.base import SamplingParams
+from agent_rl.engines.capabilities import (
+    LoadsCheckpoint,
+    LoadsStateDict,
+    ReceivesWeights,
+    ScoresLogprobs,
+    SharesModel,
+    engine_label,
+    has,
+)
 
 PROBE_TEXT = (
     "def add(a, b):\n    return a + b\n\n"
@@ -44,10 +57,6 @@ class SyncReport:
     verified: bool | None  # None: verification off
     max_abs_diff: float | None
     detail: str = ""
-
-
-def _maybe_await(value: Any) -> Any:
-    return asyncio.run(value) if asyncio.iscoroutine(value) else value
 
 
 def probe_ids(tokenizer: Any, n_tokens: int) -> list[int]:
@@ -92,28 +101,27 @@ def _export_hf(model: Any, tokenizer: Any, target: Path) -> Path:
     return target
 
 
-def push_weights(engine: Any, model: Any, tokenizer: Any, version: int, export_dir: Path) -> str:
-    """Hand the weights to the engine; returns the method used."""
-    if getattr(engine, "model", None) is model:
-        engine.weights_updated(version)
+async def push_weights(engine: Any, model: Any, tokenizer: Any, version: int, export_dir: Path) -> str:
+    """Hand the weights to the engine by the first route it supports; returns the route's name."""
+    if has(engine, SharesModel) and engine.model is model:
+        await engine.weights_changed(version)
         return "shared"
-    if hasattr(engine, "load_state_dict") and getattr(engine, "name", "") == "hf":
-        engine.load_state_dict(dict(merged_named_tensors(model)), version)
+    if has(engine, LoadsStateDict):
+        await engine.load_weights(dict(merged_named_tensors(model)), version)
         return "state_dict"
-    if hasattr(engine, "update_weights"):
-        _maybe_await(engine.update_weights(merged_named_tensors(model), version=version))
+    if has(engine, ReceivesWeights):
+        await engine.update_weights(merged_named_tensors(model), version=version)
         return "update_weights"
-    if hasattr(engine, "load_checkpoint"):
+    if has(engine, LoadsCheckpoint):
         path = _export_hf(model, tokenizer, Path(export_dir) / "current")
-        _maybe_await(engine.load_checkpoint(str(path.resolve()), version=version))
+        await engine.load_checkpoint(str(path.resolve()), version=version)
         return "checkpoint_reload"
-    raise WeightSyncError(
-        f"engine {getattr(engine, 'name', type(engine).__name__)!r} offers no way to receive weights "
-        "(needs a shared model, update_weights or load_checkpoint)"
-    )
+    # The trainer checks this at start-up (capabilities.TRAINING); reaching here is a caller bug.
+    raise WeightSyncError(f"engine {engine_label(engine)!r} offers no way to receive weights "
+                          "(needs 'receive weights' or 'load checkpoint')")
 
 
-def _engine_probe(engine: Any, tokenizer: Any, probe_tokens: int, temperature: float) -> tuple[list[int], list[float]]:
+async def _engine_probe(engine: Any, tokenizer: Any, probe_tokens: int, temperature: float) -> tuple[list[int], list[float]]:
     """The engine's logprobs on a probe: teacher-forced if it can score, else on its own sample.
 
     Any engine can sample, and every sample comes with behaviour logprobs, so a seeded
@@ -121,18 +129,18 @@ def _engine_probe(engine: Any, tokenizer: Any, probe_tokens: int, temperature: f
     """
     ids = probe_ids(tokenizer, probe_tokens)
     prompt = ids[:PROBE_PROMPT_TOKENS]
-    score = getattr(engine, "compute_logprobs", None)
-    if score is not None:
+    if has(engine, ScoresLogprobs):
         completion = ids[PROBE_PROMPT_TOKENS:]
-        return prompt + completion, list(_maybe_await(score(prompt, completion, temperature=temperature)))
+        return prompt + completion, list(await engine.score_logprobs(prompt, completion, temperature=temperature))
     sampling = SamplingParams(temperature=temperature, max_tokens=probe_tokens, seed=1234)
-    generation = _maybe_await(engine.generate(prompt, sampling))
+    generation = await engine.generate(prompt, sampling)
     return prompt + list(generation.token_ids), list(generation.logprobs)
 
 
-def verify_sync(engine: Any, model: Any, tokenizer: Any, *, temperature: float, tolerance: float,
-                probe_tokens: int, device: str) -> tuple[bool | None, float | None, str]:
-    ids, engine_lp = _engine_probe(engine, tokenizer, probe_tokens, temperature)
+async def verify_sync(engine: Any, model: Any, tokenizer: Any, *, temperature: float, tolerance: float,
+                      probe_tokens: int, device: str) -> tuple[bool | None, float | None, str]:
+    """(agrees within tolerance, max |Δ logprob|, detail) for the engine against the trainer."""
+    ids, engine_lp = await _engine_probe(engine, tokenizer, probe_tokens, temperature)
     if not engine_lp:
         return None, None, "the engine returned no probe tokens to compare"
     trainer_lp = trainer_probe_logprobs(model, ids, temperature, device)
@@ -142,19 +150,20 @@ def verify_sync(engine: Any, model: Any, tokenizer: Any, *, temperature: float, 
     return diff <= tolerance, diff, f"max |Δ logprob| on {len(engine_lp)} probe tokens = {diff:.2e}"
 
 
-def sync_weights(engine: Any, model: Any, tokenizer: Any, version: int, context: dict[str, Any]) -> SyncReport:
+async def sync_weights(engine: Any, model: Any, tokenizer: Any, version: int, context: dict[str, Any]) -> SyncReport:
+    """Push the weights, then (with `context["verify"]`) check them; raise WeightSyncError on a mismatch."""
     started = time.monotonic()
-    method = push_weights(engine, model, tokenizer, version, Path(context["export_dir"]))
+    method = await push_weights(engine, model, tokenizer, version, Path(context["export_dir"]))
     verified, diff, detail = None, None, "verification off"
     if context.get("verify", True):
-        verified, diff, detail = verify_sync(
+        verified, diff, detail = await verify_sync(
             engine, model, tokenizer,
             temperature=context["temperature"], tolerance=context["tolerance"],
             probe_tokens=context["probe_tokens"], device=context["device"],
         )
         if verified is False:
             raise WeightSyncError(
-                f"weight sync to engine {getattr(engine, 'name', '?')!r} ({method}) failed verification: {detail} "
+                f"weight sync to engine {engine_label(engine)!r} ({method}) failed verification: {detail} "
                 f"(tolerance {context['tolerance']})"
             )
     return SyncReport(method=method, seconds=time.monotonic() - started, verified=verified, max_abs_diff=diff, detail=detail)

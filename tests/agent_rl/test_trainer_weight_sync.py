@@ -1,6 +1,7 @@
 """Weight sync into a real HFEngine is verified on a probe, and a stale engine is caught."""
 from __future__ import annotations
 
+import asyncio
 import copy
 
 import pytest
@@ -29,7 +30,7 @@ def test_shared_model_sync_bumps_version_and_verifies(smollm, tmp_path):
     engine = HFEngine(model, tokenizer)
     try:
         _nudge(model)
-        report = sync_weights(engine, model, tokenizer, 7, {**CTX, "export_dir": tmp_path})
+        report = asyncio.run(sync_weights(engine, model, tokenizer, 7, {**CTX, "export_dir": tmp_path}))
         assert report.method == "shared" and report.verified is True
         assert report.max_abs_diff <= 1e-4
         assert engine.policy_version == 7
@@ -42,16 +43,16 @@ def test_separate_engine_is_stale_until_synced(smollm, tmp_path):
     engine = HFEngine(copy.deepcopy(model), tokenizer)
     try:
         _nudge(model)  # the trainer moved on; the engine still has the old weights
-        ok, diff, detail = verify_sync(engine, model, tokenizer, temperature=1.0, tolerance=1e-4,
-                                       probe_tokens=16, device="cpu")
+        ok, diff, detail = asyncio.run(verify_sync(engine, model, tokenizer, temperature=1.0, tolerance=1e-4,
+                                                   probe_tokens=16, device="cpu"))
         assert ok is False and diff > 1e-3, detail
         # A push that silently drops the weights (test double) must be caught by verification.
         real_load = engine.load_state_dict
         engine.load_state_dict = lambda state, version=None: engine.weights_updated(version)
         with pytest.raises(WeightSyncError, match="failed verification"):
-            sync_weights(engine, model, tokenizer, 1, {**CTX, "export_dir": tmp_path})
+            asyncio.run(sync_weights(engine, model, tokenizer, 1, {**CTX, "export_dir": tmp_path}))
         engine.load_state_dict = real_load
-        report = sync_weights(engine, model, tokenizer, 2, {**CTX, "export_dir": tmp_path})
+        report = asyncio.run(sync_weights(engine, model, tokenizer, 2, {**CTX, "export_dir": tmp_path}))
         assert report.method == "state_dict" and report.verified is True
         assert report.max_abs_diff <= 1e-4 and engine.policy_version == 2
     finally:
@@ -85,21 +86,25 @@ class _Server:
 
 @pytest.mark.slow
 def test_openai_engine_checkpoint_reload_over_http(smollm, tmp_path):
-    import asyncio
-
     from agent_rl.engines.openai_http import OpenAIEngine
 
     model, tokenizer = copy.deepcopy(smollm[0]), smollm[1]
     server = _Server(tmp_path / "serve.log")
     engine = OpenAIEngine(server.url, "smollm2-135m", tokenizer=tokenizer)
+
+    async def scenario():
+        try:
+            _nudge(model)
+            stale, diff, _ = await verify_sync(engine, model, tokenizer, temperature=1.0, tolerance=1e-3,
+                                               probe_tokens=16, device="cpu")
+            assert stale is False and diff > 1e-3  # the server still serves the original weights
+            report = await sync_weights(engine, model, tokenizer, 5, {**CTX, "tolerance": 1e-3, "export_dir": tmp_path})
+            assert report.method == "checkpoint_reload" and report.verified is True
+            assert engine.policy_version == 5
+        finally:
+            await engine.close()
+
     try:
-        _nudge(model)
-        stale, diff, _ = verify_sync(engine, model, tokenizer, temperature=1.0, tolerance=1e-3,
-                                     probe_tokens=16, device="cpu")
-        assert stale is False and diff > 1e-3  # the server still serves the original weights
-        report = sync_weights(engine, model, tokenizer, 5, {**CTX, "tolerance": 1e-3, "export_dir": tmp_path})
-        assert report.method == "checkpoint_reload" and report.verified is True
-        assert engine.policy_version == 5
+        asyncio.run(scenario())  # one loop for the whole exchange, as the trainer does
     finally:
-        asyncio.run(engine.close())
         server.close()

@@ -1,0 +1,196 @@
+"""One policy update on a rollout batch: the trainer's step 5, as a free function.
+
+`update_step(model, optimizer, batch, settings)`:
+
+  1. old logprobs once per rollout batch (skipped when a single optimizer step is taken: the
+     policy has not moved when a row is scored, so its own detached logprobs are its old ones)
+  2. reference logprobs once, when a reference model is given (the KL term)
+  3. ppo_epochs × shuffled mini-batches; each mini-batch is one optimizer step, accumulated
+     over micro-batches and normalized by the whole mini-batch, so the micro-batch split
+     cannot change the gradient
+  4. DAPO loss per micro-batch (agent_rl.algo.loss), truncated IS against the engine's
+     behaviour logprobs, gradient clipping, optimizer step
+
+It touches only what it is given: no engine, no rollouts, no I/O. The formulas live in
+agent_rl.algo; this module orders them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from agent_rl.algo.batch import TrainBatch
+from agent_rl.algo.logprobs import TokenScores, token_scores
+from agent_rl.algo.loss import LossNormalizer, dapo_loss, truncated_is_weights
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    """What an update needs besides the model, optimizer and batch.
+
+    `algorithm` is the train config's `algorithm` section (loss, clipping, batch geometry);
+    `temperature` is the sampling temperature the behaviour logprobs were taken at.
+    """
+
+    algorithm: Any
+    temperature: float
+    grad_clip: float
+    device: str | torch.device = "cpu"
+    logprob_chunk_size: int = 1024
+
+    @classmethod
+    def from_config(cls, config: Any, *, temperature: float, device: str | torch.device) -> "UpdateSettings":
+        """From a TrainConfig (`algorithm`, `optim.grad_clip`, `model.logprob_chunk_size`)."""
+        return cls(algorithm=config.algorithm, temperature=temperature, grad_clip=config.optim.grad_clip,
+                   device=device, logprob_chunk_size=config.model.logprob_chunk_size)
+
+
+@dataclass
+class UpdateStats:
+    """Sums over every micro-batch of an update (divided by tokens at the end)."""
+
+    tokens: float = 0.0
+    clip_low: float = 0.0
+    clip_high: float = 0.0
+    dual_clip: float = 0.0
+    kl_ref: float = 0.0
+    kl_old: float = 0.0
+    entropy: float = 0.0
+    loss_sum: float = 0.0
+    optimizer_steps: int = 0
+    grad_norms: list[float] | None = None
+
+    def add(self, out: Any) -> None:
+        self.tokens += out.num_tokens
+        self.clip_low += out.clip_low_count
+        self.clip_high += out.clip_high_count
+        self.dual_clip += out.dual_clip_count
+        self.kl_ref += out.kl_ref_sum
+        self.kl_old += out.approx_kl_old_sum
+        self.entropy += out.entropy_sum
+        self.loss_sum += float(out.loss.detach().item())
+
+
+def _scores(model: torch.nn.Module, batch: TrainBatch, settings: UpdateSettings, with_entropy: bool = False) -> TokenScores:
+    dev = settings.device
+    return token_scores(
+        model,
+        batch.input_ids.to(dev),
+        batch.attention_mask.to(dev),
+        batch.score_mask.to(dev),
+        temperature=settings.temperature,
+        chunk_size=settings.logprob_chunk_size,
+        with_entropy=with_entropy,
+    )
+
+
+@torch.no_grad()
+def frozen_logprobs(model: torch.nn.Module, batch: TrainBatch, settings: UpdateSettings) -> torch.Tensor:
+    """Logprobs of a fixed policy (old or reference) for every row, micro-batch by micro-batch."""
+    model.eval()
+    out = torch.zeros_like(batch.score_mask)
+    micro = settings.algorithm.micro_batch_size
+    for start in range(0, len(batch), micro):
+        index = torch.arange(start, min(start + micro, len(batch)))
+        rows = batch.rows(index)
+        out[index, : rows.input_ids.shape[1]] = _scores(model, rows, settings).logprobs.cpu()
+    return out
+
+
+def update_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: TrainBatch,
+    settings: UpdateSettings,
+    *,
+    reference: torch.nn.Module | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run the optimizer steps of one trainer step on `batch`; returns the update's metrics.
+
+    `seed` fixes the mini-batch shuffle (the trainer derives it from its seed and the step, so
+    a resumed run shuffles like the uninterrupted one). `reference`, when given, is scored for
+    the KL term and its metric. The model is left in eval mode. Metrics: loss, entropy,
+    clip_fraction_low/high, dual_clip_fraction, approx_kl_old, kl_ref, the IS mismatch between
+    engine and trainer (is_*), grad_norm (mean over optimizer steps), optimizer_steps,
+    trained_tokens.
+    """
+    alg = settings.algorithm
+    one_pass = alg.ppo_epochs == 1 and len(batch) <= alg.mini_batch_size
+    old_logprobs = torch.zeros_like(batch.score_mask) if one_pass else frozen_logprobs(model, batch, settings)
+    ref_logprobs = frozen_logprobs(reference, batch, settings) if reference is not None else None
+
+    stats = UpdateStats(grad_norms=[])
+    generator = torch.Generator().manual_seed(seed)
+    mini = min(alg.mini_batch_size, len(batch))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    model.train()
+    for _ in range(alg.ppo_epochs):
+        order = torch.randperm(len(batch), generator=generator)
+        for mb_start in range(0, len(batch), mini):
+            mb_index = order[mb_start : mb_start + mini]
+            # Normalise by the whole mini-batch, so the micro-batch split cannot change the gradient.
+            normalizer = LossNormalizer.for_batch(batch.score_mask[mb_index], alg.norm_length)
+            optimizer.zero_grad(set_to_none=True)
+            for mc_start in range(0, len(mb_index), alg.micro_batch_size):
+                index = mb_index[mc_start : mc_start + alg.micro_batch_size]
+                out = _micro_step(model, batch.rows(index), index, old_logprobs, ref_logprobs, normalizer,
+                                  settings, one_pass)
+                stats.add(out)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+            optimizer.step()
+            stats.optimizer_steps += 1
+            stats.grad_norms.append(float(grad_norm))
+    model.eval()
+    mismatch = truncated_is_weights(old_logprobs, batch.behaviour_logprobs, batch.score_mask, alg.tis_cap or 1.0)
+    tokens = max(stats.tokens, 1.0)
+    return {
+        "loss": stats.loss_sum / max(stats.optimizer_steps, 1),
+        "entropy": stats.entropy / tokens,
+        "clip_fraction_low": stats.clip_low / tokens,
+        "clip_fraction_high": stats.clip_high / tokens,
+        "dual_clip_fraction": stats.dual_clip / tokens,
+        "approx_kl_old": stats.kl_old / tokens,
+        "kl_ref": stats.kl_ref / tokens if reference is not None else None,
+        "is_mismatch_mean_abs_logprob_diff": mismatch.mean_abs_logprob_diff,
+        "is_max_ratio": mismatch.max_ratio,
+        "is_fraction_capped": mismatch.fraction_capped if alg.tis_cap is not None else None,
+        "grad_norm": sum(stats.grad_norms) / len(stats.grad_norms),
+        "optimizer_steps": stats.optimizer_steps,
+        "trained_tokens": int(batch.score_mask.sum().item()),
+    }
+
+
+def _micro_step(model, rows, index, old_logprobs, ref_logprobs, normalizer, settings: UpdateSettings, one_pass: bool):
+    """Forward, DAPO loss and backward for one micro-batch (gradients accumulate)."""
+    alg, dev = settings.algorithm, settings.device
+    width = rows.input_ids.shape[1]
+    scores = _scores(model, rows, settings, with_entropy=True)
+    if one_pass:
+        old_logprobs[index, :width] = scores.logprobs.detach().cpu()
+    old = old_logprobs[index, :width].to(dev)
+    mask = rows.score_mask.to(dev)
+    is_weights = None
+    if alg.tis_cap is not None:
+        # Truncated IS between the engine's behaviour logprobs and the trainer's old logprobs.
+        is_weights = truncated_is_weights(old, rows.behaviour_logprobs.to(dev), mask, alg.tis_cap).weights
+    out = dapo_loss(
+        scores.logprobs,
+        old,
+        rows.advantages.to(dev),
+        mask,
+        normalizer,
+        aggregation=alg.loss_aggregation,
+        eps_low=alg.eps_low,
+        eps_high=alg.eps_high,
+        dual_clip_c=alg.dual_clip_c,
+        is_weights=is_weights,
+        ref_logprobs=ref_logprobs[index, :width].to(dev) if ref_logprobs is not None else None,
+        kl_beta=alg.kl_beta,
+        entropy=scores.entropy,
+        entropy_coef=alg.entropy_coef,
+    )
+    out.loss.backward()
+    return out
