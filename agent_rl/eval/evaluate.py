@@ -317,6 +317,7 @@ def _grade_summary(grade: Mapping[str, Any]) -> dict[str, Any]:
 async def run_eval(config: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     """Load the tasks, build the engine and the agent, evaluate, close the engine."""
     from agent_rl.rollout.agent import AgentConfig, check_template
+    from agent_rl.engines.capabilities import EVALUATION, require
     from agent_rl.engines.factory import EngineConfig, make_engine
     from envs.swe_env import EnvConfig
     from envs.tasks import load_tasks
@@ -328,6 +329,7 @@ async def run_eval(config: EvalConfig, *, progress: bool = True) -> dict[str, An
     engine_config = from_mapping(EngineConfig, {"model": config.model, **config.engine}, "engine")
     engine = make_engine(engine_config)
     try:
+        require(engine, EVALUATION, "evaluate")
         tokenizer = getattr(engine, "tokenizer", None)
         if tokenizer is None:
             from agent_rl.engines.models import load_tokenizer
