@@ -9,9 +9,7 @@ Rows that finish are dropped from the batch and its cache. A request that arrive
 batch runs waits for the next batch (static batching: simple, and enough for a CPU/small-GPU
 engine; vLLM is the engine for throughput).
 
-Logprob convention (the trainer recomputes with the same rule): `logprobs[i]` is
-log_softmax(logits / temperature)[token_ids[i]], renormalized over the nucleus when top_p < 1.
-For temperature 0 (greedy) it is log_softmax(logits)[token]. No top-k or min-p is applied.
+Logprobs follow the convention in `agent_rl.engines.sampling` (the trainer's rule too).
 
 The engine shares `model` in-process with the trainer. Generation holds `weights_lock` for a
 whole batch, so a batch never mixes two policy versions; the trainer updates weights inside
@@ -33,6 +31,7 @@ from typing import Any, Iterator
 import torch
 
 from agent_rl.engines.base import EngineError, Generation, SamplingParams
+from agent_rl.engines.sampling import sample_next_token
 
 log = logging.getLogger(__name__)
 
@@ -59,32 +58,6 @@ class _Row:
     finish_reason: str | None = None
     stop_reason: str | int | None = None
     text: str | None = None
-
-
-def sample_next_token(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
-) -> tuple[int, float]:
-    """Sample one token from a row of logits; return (token, behaviour logprob).
-
-    Pure function of its inputs (and the generator state): the logprob convention lives here.
-    """
-    logits = logits.float()
-    if temperature == 0:
-        logprobs = torch.log_softmax(logits, dim=-1)
-        token = int(torch.argmax(logits))
-        return token, float(logprobs[token])
-    logprobs = torch.log_softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_lp, order = torch.sort(logprobs, descending=True)
-        cumulative = torch.cumsum(sorted_lp.exp(), dim=-1)
-        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-        keep = (cumulative - sorted_lp.exp()) < top_p
-        kept_lp = sorted_lp[keep]
-        kept_lp = kept_lp - torch.logsumexp(kept_lp, dim=-1)
-        choice = torch.multinomial(kept_lp.exp(), 1, generator=generator)
-        return int(order[keep][choice]), float(kept_lp[choice])
-    choice = int(torch.multinomial(logprobs.exp(), 1, generator=generator))
-    return choice, float(logprobs[choice])
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
@@ -209,9 +182,8 @@ class HFEngine:
             self.model.load_state_dict(state_dict, strict=True)
             return self.weights_updated(version)
 
-    # The capability Protocols (agent_rl.engines.capabilities) are async; the lock waits for a
+    # The capability Protocols (engines/capabilities.py) are async; the weights lock waits for a
     # running batch, so the blocking work runs in a thread and the caller's loop stays free.
-
     async def weights_changed(self, version: int | None = None) -> int:
         """SharesModel: the shared model was updated in place; record the new policy version."""
         return await asyncio.to_thread(self.weights_updated, version)
@@ -220,9 +192,7 @@ class HFEngine:
         """LoadsStateDict: copy a full state dict into this engine's model (strict keys)."""
         return await asyncio.to_thread(self.load_state_dict, state_dict, version)
 
-    async def score_logprobs(
-        self, prompt_ids: list[int], completion_ids: list[int], temperature: float = 1.0
-    ) -> list[float]:
+    async def score_logprobs(self, prompt_ids: list[int], completion_ids: list[int], temperature: float = 1.0) -> list[float]:
         """ScoresLogprobs: `compute_logprobs` off the event loop."""
         return await asyncio.to_thread(self.compute_logprobs, prompt_ids, completion_ids, temperature)
 

@@ -217,7 +217,7 @@ async def load_checkpoint(request: web.Request) -> web.Response:
         except (OSError, ValueError) as exc:
             raise RequestError(f"cannot load checkpoint {path}: {exc}") from exc
         try:
-            new_version = await asyncio.to_thread(engine.load_state_dict, weights, version)
+            new_version = await engine.load_weights(weights, version)
         except RuntimeError as exc:  # shape/key mismatch from load_state_dict
             raise RequestError(f"checkpoint {path} does not fit the served model: {exc}") from exc
     log.info("loaded %s as policy version %d", path, new_version)

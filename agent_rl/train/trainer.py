@@ -35,13 +35,8 @@ from agent_rl.algo.advantages import dynamic_sample
 from agent_rl.algo.batch import ShapingSettings, build_train_batch
 from agent_rl.engines.capabilities import TRAINING, Closes, has, require
 from agent_rl.rollout.trajectory import Trajectory, write_jsonl
-from agent_rl.train.checkpoint import (
-    CheckpointContents,
-    CheckpointManager,
-    LoadedCheckpoint,
-    optimizer_fingerprint,
-    restore_rng_state,
-)
+from agent_rl.train.checkpoint import CheckpointContents, CheckpointManager, LoadedCheckpoint
+from agent_rl.train.checkpoint import optimizer_fingerprint, restore_rng_state
 from agent_rl.train.config import TrainConfig
 from agent_rl.train.metrics import MetricsLogger, mean, plot_training_curves, step_metrics
 from agent_rl.train.sampler import TaskSampler
@@ -262,6 +257,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> list[dict[str, Any]]:
+        """Train to `max_steps`, checkpoint and plot at the end, close; returns the metrics history."""
         try:
             while self.step < self.config.max_steps:
                 self.train_step()
