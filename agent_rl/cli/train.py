@@ -66,6 +66,7 @@ def handle(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from agent_rl.engines.capabilities import EngineCapabilityError
     from agent_rl.train.trainer import Trainer
 
     columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -82,7 +83,11 @@ def handle(args: argparse.Namespace) -> int:
             if not config.logging.progress:  # still leave a trace in logs
                 print(f"step {step}: reward {_fmt(row.get('reward_mean'))} solve {_fmt(row.get('solve_rate'))}", flush=True)
 
-        trainer = Trainer(config, resume=args.resume, on_step=on_step)
+        try:
+            trainer = Trainer(config, resume=args.resume, on_step=on_step)
+        except EngineCapabilityError as exc:  # e.g. a text-mode server: nothing it samples can train
+            print(f"cannot train: {exc}", file=sys.stderr)
+            return 2
         progress.update(bar, completed=trainer.step, description=f"resumed at step {trainer.step}" if trainer.step else "rolling out")
         history = trainer.train()
     final = history[-1] if history else {}

@@ -136,8 +136,12 @@ _WHY = {
 }
 
 
-class EngineCapabilityError(TypeError):
-    """An engine lacks a capability that the run it was configured for needs."""
+class EngineCapabilityError(ValueError):
+    """An engine lacks a capability that the run it was configured for needs.
+
+    A ValueError: the config pairs an engine with a run it cannot serve, and the CLIs report
+    bad config values as a one-line error.
+    """
 
 
 def _async_methods(protocol: type) -> list[str]:

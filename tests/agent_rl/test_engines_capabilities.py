@@ -234,3 +234,19 @@ def test_trainer_rejects_a_text_mode_engine_at_start_up(chat_server, tmp_path):
     with pytest.raises(EngineCapabilityError, match="cannot be used to train: it lacks 'generate token ids'"):
         Trainer(config)
     assert not (tmp_path / "metrics.jsonl").exists()  # rejected before anything was logged
+
+
+@pytest.mark.slow
+def test_train_cli_names_the_missing_capability(chat_server, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "agent_rl.cli", "train", "--config", str(repo / "configs" / "smoke-cpu.yaml"),
+           f"output_dir={tmp_path}", "engine.kind=openai", f"engine.base_url={chat_server[0]}", "engine.mode=text",
+           "logging.progress=false"]
+    done = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "cannot train: engine 'openai (text mode)' cannot be used to train: it lacks 'generate token ids'" in done.stderr
+    assert "Traceback" not in done.stderr
