@@ -69,6 +69,8 @@ class GradingConfig:
 
 @dataclass
 class GradeReport:
+    """The verdict on one patch, in SWE-bench's report keys plus this grader's extras."""
+
     instance_id: str
     patch_is_None: bool = False
     patch_exists: bool = False
@@ -85,9 +87,11 @@ class GradeReport:
     test_output: str = ""  # tail of the test run's console output, for debugging
 
     def to_dict(self) -> dict[str, Any]:
+        """A plain JSON-ready dict of every field."""
         return dataclasses.asdict(self)
 
     def reward(self, kind: str = "binary") -> float:
+        """1.0 when resolved; otherwise 0.0 ("binary") or the fraction of target tests passed ("fraction")."""
         if kind == "binary":
             return 1.0 if self.resolved else 0.0
         if kind == "fraction":
@@ -187,6 +191,7 @@ def _paths_from_git_header(rest: str) -> list[str]:
 
 
 def patch_paths(patch: str) -> list[str]:
+    """Every path a patch names (old, new, rename and copy sides), first appearance first."""
     return list(dict.fromkeys(p for section in split_patch(patch) for p in section.paths))
 
 
@@ -213,6 +218,7 @@ def protection_reason(path: str, hidden_test_files: Iterable[str] = ()) -> str |
 
 
 def hidden_test_files(task: Task) -> list[str]:
+    """The task's hidden test files: those it lists and those its test patch touches."""
     return list(dict.fromkeys([*task.test_files, *patch_paths(task.test_patch)]))
 
 

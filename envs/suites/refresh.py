@@ -150,6 +150,7 @@ def refresh_suite(suite: SuiteSpec, *, jobs: int, cache_dir: Path, check_only: b
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module doc); exit status 1 when any suite has an error."""
     parser = argparse.ArgumentParser(prog="python -m envs.suites.refresh", description=__doc__.split("\n")[0])
     parser.add_argument("--suite", action="append", help="library to refresh (repeatable; default: all)")
     parser.add_argument("--check", action="store_true", help="verify lists.json is current; write nothing")

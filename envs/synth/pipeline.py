@@ -211,6 +211,8 @@ def run_suite(box: Any, test_cmd: str, timeout: float) -> SuiteRun:
 
 @dataclass
 class CheckedCandidate:
+    """One mutation after its suite runs: the verdict and, when kept, its lists and failure messages."""
+
     mutation: Mutation
     outcome: str  # kept | no_failing_test | breaks_everything | collection_error | timeout | flaky | error
     fail_to_pass: list[str] = field(default_factory=list)
@@ -220,6 +222,10 @@ class CheckedCandidate:
 
 def check_candidate(box: Any, mutation: Mutation, original: str, baseline: set[str], config: SynthConfig,
                     test_cmd: str) -> CheckedCandidate:
+    """Apply `mutation` in `box`, run the suite (plus flaky re-runs), restore the tree, judge.
+
+    Kept when some baseline test fails (FAIL_TO_PASS) and some still passes (PASS_TO_PASS);
+    a baseline test the mutation turns skipped or xfail-marked is in neither list."""
     path = f"{WORKDIR}/{mutation.path}"
     try:
         box.write_file(path, mutation.apply(original))
@@ -308,6 +314,8 @@ def _diff_in_scratch(repo: Path, changes: dict[str, bytes], new_files: bool) -> 
 
 def write_task(checked: CheckedCandidate, repo_name: str, clean: dict[str, bytes], setup: ProjectSetup,
                seed: int) -> Task:
+    """The task of a kept mutation: a single-commit buggy repo without the failing test files,
+    gold patch = the reverse of the mutation, test patch = those files back."""
     m = checked.mutation
     hidden = sorted({t.split("::")[0] for t in checked.fail_to_pass})
     buggy = {p: d for p, d in clean.items() if p not in hidden}
@@ -341,11 +349,14 @@ def write_task(checked: CheckedCandidate, repo_name: str, clean: dict[str, bytes
 
 @dataclass
 class SynthResult:
+    """The tasks written and the run's report (also written beside them)."""
+
     tasks: list[Task]
     report: dict[str, Any]
 
     @property
     def ok(self) -> bool:
+        """Did the run write at least one task?"""
         return self.report.get("status") == "ok"
 
 
