@@ -18,8 +18,9 @@ outcome    pytest                                 FAIL_TO_PASS / PASS_TO_PASS   
 passed     ran, nothing raised                    counts as a pass                passes
 failed     the test body failed (incl. a strict   counts as a failure; blocks a   fails
            xfail that passed: XPASS(strict))      base commit / gold state
-error      setup or teardown raised, or the       as failed                       fails
-           module did not collect
+error      setup or teardown raised (a module     as failed                       fails
+           that does not import is listed apart,
+           as a collection error)
 skipped    `pytest.mark.skip*`, `unittest.skip*`  neither: never selected, never  fails
            `pytest.skip()`                        blocks synthesis or refresh
 xfailed    xfail-marked and failed                neither (as skipped)            fails
