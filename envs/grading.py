@@ -15,20 +15,21 @@ The steps, each a defence against a way of faking a pass:
    run time survives, and the image's git history stops at the base commit.
 4. **Apply** the filtered patch (`git apply`, falling back to `patch -p1 --fuzz`), check
    that no protected file changed after all, then apply the hidden test patch.
-5. **Run** only the target tests through `grading_runner.py` (framework imported before
-   repo code, repo config ignored, a trusted outcome-recording plugin, integrity checks)
-   with JUnit XML written outside the repository. The plugin's results come back on
-   stdout framed by a per-run nonce that repository code never sees.
+5. **Run** only the target tests through `pytest_launcher.py` with the command line of
+   `envs.pytest_protocol` (framework imported before repo code, repo config ignored, a
+   trusted outcome-recording plugin, integrity checks), JUnit XML written outside the
+   repository. The plugin's results come back on stdout framed by a per-run nonce that
+   repository code never sees.
 6. **Decide per test** from the JUnit XML *and* the plugin's record: a test passed only if
-   both say so. Missing, error, skip, xfail and timeout are failures; any tampering signal
-   fails every test.
+   both say so. Missing, failed, error, skipped, xfailed and timeout are failures (an
+   xpassed test's body ran clean and passes: see `envs.pytest_protocol`); any tampering
+   signal fails every test.
 
 The report uses SWE-bench's keys, plus `fraction_passed`, timings, `error`, `dropped_files`
 and `tamper`.
 """
 from __future__ import annotations
 
-import asyncio
 import codecs
 import dataclasses
 import fnmatch
@@ -38,18 +39,15 @@ import re
 import shlex
 import time
 import uuid
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from envs import pytest_protocol as protocol
 from envs.tasks import Task
 from sandboxes.base import Sandbox
 from sandboxes.strict import ConfigError, from_mapping
 
 SandboxFactory = Callable[[str, Task], Sandbox]
-
-RUNNER_SOURCE = Path(__file__).with_name("grading_runner.py")
 
 
 @dataclass
@@ -71,6 +69,8 @@ class GradingConfig:
 
 @dataclass
 class GradeReport:
+    """The verdict on one patch, in SWE-bench's report keys plus this grader's extras."""
+
     instance_id: str
     patch_is_None: bool = False
     patch_exists: bool = False
@@ -87,9 +87,11 @@ class GradeReport:
     test_output: str = ""  # tail of the test run's console output, for debugging
 
     def to_dict(self) -> dict[str, Any]:
+        """A plain JSON-ready dict of every field."""
         return dataclasses.asdict(self)
 
     def reward(self, kind: str = "binary") -> float:
+        """1.0 when resolved; otherwise 0.0 ("binary") or the fraction of target tests passed ("fraction")."""
         if kind == "binary":
             return 1.0 if self.resolved else 0.0
         if kind == "fraction":
@@ -189,6 +191,7 @@ def _paths_from_git_header(rest: str) -> list[str]:
 
 
 def patch_paths(patch: str) -> list[str]:
+    """Every path a patch names (old, new, rename and copy sides), first appearance first."""
     return list(dict.fromkeys(p for section in split_patch(patch) for p in section.paths))
 
 
@@ -215,6 +218,7 @@ def protection_reason(path: str, hidden_test_files: Iterable[str] = ()) -> str |
 
 
 def hidden_test_files(task: Task) -> list[str]:
+    """The task's hidden test files: those it lists and those its test patch touches."""
     return list(dict.fromkeys([*task.test_files, *patch_paths(task.test_patch)]))
 
 
@@ -282,49 +286,12 @@ def default_sandbox_factory(sandbox_config: Mapping[str, Any] | None = None) -> 
     return make
 
 
-def junit_key(nodeid: str) -> tuple[str, str]:
-    """(classname, name) as pytest's JUnit writer derives them from a node id."""
-    path, bracket, params = nodeid.partition("[")
-    names = path.split("::")
-    names[0] = re.sub(r"\.py$", "", names[0].replace("/", "."))
-    names[-1] += bracket + params
-    return ".".join(names[:-1]), names[-1]
-
-
-def parse_junit(xml_text: str) -> dict[tuple[str, str], bool]:
-    """(classname, name) → passed? A test reported several times passes only if every entry does."""
-    status: dict[tuple[str, str], bool] = {}
-    root = ET.fromstring(xml_text)
-    for case in root.iter("testcase"):
-        key = (case.get("classname", ""), case.get("name", ""))
-        bad = any(child.tag in ("failure", "error", "skipped") for child in case)
-        status[key] = status.get(key, True) and not bad
-    return status
-
-
-def _test_command(task: Task, runner: str, control: str, junit: str, files: list[str]) -> str:
-    argv = shlex.split(task.test_cmd)
-    if not argv or argv[-1] != "pytest" or not (len(argv) == 1 or argv[-2] == "-m"):
-        raise GradingError(
-            f"task {task.instance_id!r}: test_cmd {task.test_cmd!r} is not pytest; the grader runs "
-            "'python3 -m pytest' style commands only"
-        )
-    python = argv[0] if len(argv) >= 3 else "python3"
-    pytest_args = [
-        "-p", "no:cacheprovider",
-        "-o", "addopts=",
-        "-c", "/dev/null",  # ignore the repository's pytest configuration entirely
-        "--rootdir", task.workdir,
-        "--confcutdir", task.workdir,  # -c /dev/null would otherwise hide the repo's own conftest.py files
-        f"--junitxml={junit}",
-        "-o", "junit_family=xunit1",
-        "-q",
-        "--tb=short",  # keeps the output (capped by the sandbox) small; results come last
-        *files,
-    ]
-    env = "PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 PYTEST_DISABLE_PLUGIN_AUTOLOAD=1"
-    quoted = " ".join(shlex.quote(a) for a in [python, "-I", runner, control, task.workdir, "--", *pytest_args])
-    return f"env {env} {quoted}"
+def _test_command(task: Task, launcher: str, control: str, junit: str, files: list[str]) -> str:
+    try:
+        python = protocol.python_of(task.test_cmd)
+    except protocol.NotPytestError as exc:
+        raise GradingError(f"task {task.instance_id!r}: {exc}") from None
+    return protocol.shell_command(python, launcher, control, task.workdir, junit, files)
 
 
 class GradingError(RuntimeError):
@@ -461,23 +428,23 @@ def _changed_protected_files(box: Sandbox, task: Task, hidden: list[str]) -> lis
 def _run_tests(box: Sandbox, task: Task, scratch: str, config: GradingConfig, report: GradeReport) -> set[str]:
     targets = [*task.FAIL_TO_PASS, *task.PASS_TO_PASS]
     files = sorted({t.split("::")[0] for t in targets})
-    runner = f"{scratch}/grading_runner.py"
+    launcher = f"{scratch}/pytest_launcher.py"
     control = f"{scratch}/control.json"
-    junit = f"{scratch}/junit.xml"
+    junit_path = f"{scratch}/junit.xml"
     nonce = uuid.uuid4().hex
-    box.write_file(runner, RUNNER_SOURCE.read_text(encoding="utf-8"))
+    protocol.install_launcher(box, launcher)
     box.write_file(control, json.dumps({"nonce": nonce, "targets": targets}))
     timeout = config.test_timeout_s or task.test_timeout_s
     timed = time.monotonic()
-    run = box.exec(_test_command(task, runner, control, junit, files), timeout=timeout)
+    run = box.exec(_test_command(task, launcher, control, junit_path, files), timeout=timeout)
     report.timings["test_s"] = round(time.monotonic() - timed, 3)
-    plugin = results_from_output(run.output, nonce)
+    plugin = protocol.results_from_output(run.output, nonce)
     report.test_output = re.sub(rf"{nonce}<.*?>{nonce}", "", run.output)[-4000:]
     if run.timed_out:
         report.error = f"tests timed out after {timeout:g}s"
         return set()
-    junit_status = _read_junit(box, junit)
-    if plugin is None or junit_status is None:
+    junit = protocol.read_junit(box, junit_path)
+    if plugin is None or junit is None:
         report.error = report.error or "the test run produced no results (crash, exit or collection error)"
         return set()
     if not plugin.get("finished"):
@@ -490,28 +457,11 @@ def _run_tests(box: Sandbox, task: Task, scratch: str, config: GradingConfig, re
         report.error = f"{len(missing)} of {len(targets)} target tests did not run (collection error, crash or exit)"
     passed = set()
     for test_id in targets:
-        by_junit = junit_status.get(junit_key(test_id))
+        result = junit.result(test_id)
+        # Skipped and xfailed targets never pass; an xpassed one ran clean (envs.pytest_protocol).
+        by_junit = result is not None and result.outcome.passes_grading
         if test_id in plugin_passed and by_junit:
             passed.add(test_id)
         elif by_junit and test_id not in plugin_passed:
             report.tamper.append(f"{test_id}: JUnit says passed but the grader's plugin did not see it pass")
     return passed
-
-
-def results_from_output(output: str, nonce: str) -> dict[str, Any] | None:
-    """The launcher's results: the one JSON object framed by this run's nonce, else None."""
-    frames = re.findall(rf"{re.escape(nonce)}<(.*?)>{re.escape(nonce)}", output)
-    if len(frames) != 1:
-        return None
-    try:
-        data = json.loads(frames[0])
-    except json.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _read_junit(box: Sandbox, path: str) -> dict[tuple[str, str], bool] | None:
-    try:
-        return parse_junit(box.read_file(path))
-    except Exception:  # missing or garbled XML
-        return None

@@ -3,93 +3,61 @@
     python -m envs.suites.refresh [--suite NAME ...] [--check] [--jobs N]
 
 Per task: materialize the buggy repo, copy its work tree to a temp dir, apply the hidden
-tests, run pytest (buggy state), apply the gold patch, run pytest again (gold state).
-FAIL_TO_PASS = pass on gold but not on buggy; PASS_TO_PASS = pass on both. A task is an
-error (named, and the run exits 1) when:
+tests, run pytest (buggy state), apply the gold patch, run pytest again (gold state), both
+with the grader's command line (`envs.pytest_protocol`). FAIL_TO_PASS = pass on gold, fail
+on buggy; PASS_TO_PASS = pass on both; skipped, xfailed and xpassed tests are in neither and
+never make a task an error. A task is an error (named, and the run exits 1) when:
   - a `bug.old` text is not found exactly once, or the gold patch does not apply;
-  - any test fails on the gold state;
-  - FAIL_TO_PASS is empty, or some hidden test does not fail on the buggy state;
+  - any test fails (or a module does not collect) on the gold state;
+  - FAIL_TO_PASS is empty, or some hidden test that runs does not fail on the buggy state;
   - the problem statement quotes a line the gold patch adds (it would give the fix away).
 This is the local pre-check; `agent-rl tasks validate` repeats the gold/empty check in Docker.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from envs.pytest_protocol import Outcome, run_local, split_lists
 from envs.suites import build_task, list_suites, suite_spec
 from envs.suites.materialize import default_cache_dir, git
 from envs.suites.spec import SuiteError, SuiteSpec, TaskTestLists, fingerprint, read_lists, read_tree, write_lists
 from envs.tasks import Task
 
-PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
 _PYTEST_TIMEOUT_S = 300
 
 
 @dataclass(frozen=True)
 class TaskOutcome:
+    """One task's fresh lists and what is wrong with it (empty when it is sound)."""
+
     task_id: str
     FAIL_TO_PASS: list[str]
     PASS_TO_PASS: list[str]
     problems: tuple[str, ...]
 
 
-def parse_junit(xml_text: str) -> dict[str, str]:
-    """{pytest node id: passed|failed|skipped} from a junit XML in pytest's xunit1 family.
+@dataclass(frozen=True)
+class StateRun:
+    """The outcome of every test in one state of the repository, and the modules that did not collect."""
 
-    xunit1 gives each testcase a `file` attribute, so node ids need no guessing about which
-    dots in `classname` are packages and which are classes. Collection errors appear as a
-    testcase with no file; they are reported under the module path as failed.
-    """
-    statuses: dict[str, str] = {}
-    rank = {PASSED: 0, SKIPPED: 1, FAILED: 2}
-    for case in ET.fromstring(xml_text).iter("testcase"):
-        name = case.get("name", "")
-        classname = case.get("classname", "")
-        file = case.get("file")
-        if file:
-            module = file[:-3].replace("/", ".") if file.endswith(".py") else file
-            inner = classname[len(module) + 1 :] if classname.startswith(module + ".") else ""
-            node = "::".join([file, *inner.split("."), name]) if inner else f"{file}::{name}"
-        else:
-            node = f"<collection>::{classname or name}"
-        if case.find("failure") is not None or case.find("error") is not None:
-            status = FAILED
-        elif case.find("skipped") is not None:
-            status = SKIPPED
-        else:
-            status = PASSED
-        # A test can appear twice (a failure in the call and an error in teardown): keep the worst.
-        if rank[status] >= rank[statuses.get(node, PASSED)]:
-            statuses[node] = status
-    return statuses
+    outcomes: dict[str, Outcome]
+    collection_errors: tuple[str, ...] = ()
 
 
-def run_pytest(workdir: Path) -> dict[str, str]:
+def run_pytest(workdir: Path) -> StateRun:
     """Run the repo's tests the way the grader does, with this interpreter, and parse the result."""
-    with tempfile.TemporaryDirectory(prefix="agent-rl-junit-") as tmp:
-        xml = Path(tmp) / "report.xml"
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTHONPATH")}
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-        # The grader's container has plain pytest; plugins from this venv must not change results.
-        env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-        cmd = [
-            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-            "-o", "junit_family=xunit1", f"--junitxml={xml}",
-        ]  # fmt: skip
-        proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=_PYTEST_TIMEOUT_S)
-        if not xml.is_file():
-            raise SuiteError(f"pytest wrote no report in {workdir} (exit {proc.returncode}): {proc.stdout[-2000:]}")
-        return parse_junit(xml.read_text(encoding="utf-8"))
+    run = run_local(workdir, python=sys.executable, timeout=_PYTEST_TIMEOUT_S)
+    if run.junit is None:
+        raise SuiteError(f"pytest wrote no report in {workdir} (exit {run.exit_code}): {run.output[-2000:]}")
+    return StateRun(run.junit.outcomes(), tuple(run.junit.collection_errors))
 
 
 def _apply(patch: str, workdir: Path, what: str) -> None:
@@ -111,7 +79,7 @@ def leaked_fix_lines(task: Task, min_chars: int = 10) -> list[str]:
     return sorted({line for line in added if len(line) >= min_chars and line in task.problem_statement})
 
 
-def _run_states(task: Task) -> tuple[dict[str, str], dict[str, str]]:
+def _run_states(task: Task) -> tuple[StateRun, StateRun]:
     """Test results of (buggy + hidden tests, gold + hidden tests) in a scratch copy."""
     with tempfile.TemporaryDirectory(prefix=f"agent-rl-refresh-{task.instance_id}-") as tmp:
         workdir = Path(tmp) / "repo"
@@ -132,15 +100,16 @@ def check_task(task: Task) -> TaskOutcome:
     problems: list[str] = []
     hidden = set(task.test_files)
 
-    gold_failures = sorted(node for node, status in gold.items() if status == FAILED)
+    gold_failures = sorted(node for node, outcome in gold.outcomes.items() if outcome.is_failure)
+    gold_failures += [f"{module} (collection error)" for module in gold.collection_errors]
     if gold_failures:
         problems.append(f"tests fail on the gold state: {', '.join(gold_failures)}")
-    fail_to_pass = sorted(n for n, s in gold.items() if s == PASSED and buggy.get(n) != PASSED)
-    pass_to_pass = sorted(n for n, s in gold.items() if s == PASSED and buggy.get(n) == PASSED)
-    hidden_nodes = [n for n in gold if n.split("::", 1)[0] in hidden]
+    fail_to_pass, pass_to_pass = split_lists(buggy.outcomes, gold.outcomes)
+    hidden_nodes = [n for n in gold.outcomes if n.split("::", 1)[0] in hidden]
     if not hidden_nodes:
         problems.append(f"hidden test files {sorted(hidden)} collected no tests on the gold state")
-    not_failing = sorted(n for n in hidden_nodes if n not in fail_to_pass)
+    # A hidden test that is skipped or xfail-marked is in neither list and is no problem.
+    not_failing = sorted(n for n in hidden_nodes if not gold.outcomes[n].is_neutral and n not in fail_to_pass)
     if not_failing:
         problems.append(f"hidden tests that do not fail on the buggy state: {', '.join(not_failing)}")
     if not fail_to_pass:
@@ -181,6 +150,7 @@ def refresh_suite(suite: SuiteSpec, *, jobs: int, cache_dir: Path, check_only: b
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module doc); exit status 1 when any suite has an error."""
     parser = argparse.ArgumentParser(prog="python -m envs.suites.refresh", description=__doc__.split("\n")[0])
     parser.add_argument("--suite", action="append", help="library to refresh (repeatable; default: all)")
     parser.add_argument("--check", action="store_true", help="verify lists.json is current; write nothing")

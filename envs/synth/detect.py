@@ -22,6 +22,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from envs.pytest_protocol import NotPytestError, python_of
+
 DEFAULT_TEST_CMD = "python3 -m pytest"
 TEST_FILE_GLOBS = ("test_*.py", "*_test.py")
 _SKIP_DIRS = {".git", ".tox", ".venv", "venv", "build", "dist", "__pycache__", "node_modules", ".eggs"}
@@ -169,9 +171,10 @@ def detect_project(root: str | os.PathLike[str], *, install_cmd: str | None = No
         notes.append("flat layout: importable from the repository root, no install step")
 
     if test_cmd is not None:
-        argv = shlex.split(test_cmd)
-        if not argv or argv[-1] != "pytest":
-            raise DetectError(f"--test-cmd {test_cmd!r} must be a pytest command such as 'python3 -m pytest'")
+        try:
+            python_of(test_cmd)  # the form every test run accepts (envs.pytest_protocol)
+        except NotPytestError:
+            raise DetectError(f"--test-cmd {test_cmd!r} must be a pytest command such as 'python3 -m pytest'") from None
         notes.append("test command given by --test-cmd")
     return ProjectSetup(install, test_cmd or DEFAULT_TEST_CMD, deps, test_files, source_files, notes)
 

@@ -10,6 +10,10 @@ runs, and the work tree is restored with git before the next candidate. That is 
 because a candidate only ever changes one tracked file and `git checkout`/`git clean` undo
 anything the tests wrote. Candidates are checked in fixed-size rounds and kept in
 candidate order, so the result under a seed does not depend on thread timing.
+
+Every suite run uses the grader's command line and outcomes (`envs.pytest_protocol`).
+Skipped, xfailed and xpassed tests are neither passes nor failures: they never block the
+base commit and never enter FAIL_TO_PASS or PASS_TO_PASS.
 """
 from __future__ import annotations
 
@@ -22,13 +26,14 @@ import shutil
 import subprocess
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from envs import pytest_protocol as protocol
+from envs.pytest_protocol import Outcome
 from envs.synth.detect import DetectError, ProjectSetup, detect_project, missing_dependencies_cmd
 from envs.synth.mutations import STRATEGIES, Mutation, check_strategies, enumerate_mutations, select_candidates
 from envs.tasks import Task, cache_dir, is_git_url
@@ -37,6 +42,7 @@ log = logging.getLogger(__name__)
 
 WORKDIR = "/testbed"
 JUNIT_PATH = "/tmp/agent-rl-synth-junit.xml"
+LAUNCHER_PATH = "/tmp/agent-rl-synth-pytest-launcher.py"
 _FIXED_GIT_ENV = {
     "GIT_AUTHOR_NAME": "agent-rl synth",
     "GIT_AUTHOR_EMAIL": "synth@agent-rl.invalid",
@@ -169,52 +175,35 @@ def cached_repo(name: str, files: dict[str, bytes], message: str) -> tuple[Path,
 
 @dataclass
 class SuiteRun:
-    status: dict[str, bool]  # node id → passed
-    messages: dict[str, str]  # node id → failure message
+    """One run of the whole suite in a container."""
+
+    outcomes: dict[str, Outcome]  # node id → outcome
+    messages: dict[str, str]  # node id → failure (or skip) message
     collection_errors: list[str]
     timed_out: bool = False
     output: str = ""
 
-
-def parse_junit_run(xml_text: str) -> SuiteRun:
-    """Per-test pass/fail (node ids from pytest's xunit1 `file` attribute) and failure messages."""
-    run = SuiteRun({}, {}, [])
-    for case in ET.fromstring(xml_text).iter("testcase"):
-        name, classname, file = case.get("name", ""), case.get("classname", ""), case.get("file")
-        bad = [c for c in case if c.tag in ("failure", "error", "skipped")]
-        if not file:
-            run.collection_errors.append(classname or name)
-            continue
-        module = file[:-3].replace("/", ".") if file.endswith(".py") else file
-        inner = classname[len(module) + 1:] if classname.startswith(module + ".") else ""
-        node = "::".join([file, *inner.split("."), name]) if inner else f"{file}::{name}"
-        passed = not bad and run.status.get(node, True)
-        run.status[node] = passed
-        if bad and node not in run.messages:
-            message = bad[0].get("message") or (bad[0].text or "").strip().splitlines()[-1:] or [""]
-            run.messages[node] = message if isinstance(message, str) else message[0]
-    return run
+    def passed(self, test: str) -> bool:
+        """Did `test` plainly pass (not skipped, not xfail-marked)?"""
+        return self.outcomes.get(test) is Outcome.PASSED
 
 
 def suite_command(test_cmd: str) -> str:
-    # The grader's flags: repo pytest config ignored, no cache, xunit1 node ids.
-    return (
-        f"cd {WORKDIR} && rm -f {JUNIT_PATH} && env PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 "
-        f"{test_cmd} -p no:cacheprovider -o addopts= -c /dev/null --rootdir {WORKDIR} "
-        f"--junitxml={JUNIT_PATH} -o junit_family=xunit1 -q"
-    )
+    """The shell command that runs the whole suite in /testbed as the grader would."""
+    run = protocol.shell_command(protocol.python_of(test_cmd), LAUNCHER_PATH, None, WORKDIR, JUNIT_PATH)
+    return f"cd {WORKDIR} && rm -f {JUNIT_PATH} && {run}"
 
 
 def run_suite(box: Any, test_cmd: str, timeout: float) -> SuiteRun:
+    """Run the suite in `box` (which holds the launcher: `protocol.install_launcher(box, LAUNCHER_PATH)`)
+    and parse its JUnit XML."""
     result = box.exec(suite_command(test_cmd), timeout=timeout)
     if result.timed_out:
         return SuiteRun({}, {}, [], timed_out=True, output=result.output[-2000:])
-    try:
-        run = parse_junit_run(box.read_file(JUNIT_PATH))
-    except Exception:  # no XML: pytest died before writing it
-        run = SuiteRun({}, {}, ["<no junit report>"])
-    run.output = result.output[-2000:]
-    return run
+    junit = protocol.read_junit(box, JUNIT_PATH)
+    if junit is None:  # pytest died before writing it
+        return SuiteRun({}, {}, ["<no junit report>"], output=result.output[-2000:])
+    return SuiteRun(junit.outcomes(), junit.messages(), junit.collection_errors, output=result.output[-2000:])
 
 
 # --------------------------------------------------------------------------- candidates
@@ -222,6 +211,8 @@ def run_suite(box: Any, test_cmd: str, timeout: float) -> SuiteRun:
 
 @dataclass
 class CheckedCandidate:
+    """One mutation after its suite runs: the verdict and, when kept, its lists and failure messages."""
+
     mutation: Mutation
     outcome: str  # kept | no_failing_test | breaks_everything | collection_error | timeout | flaky | error
     fail_to_pass: list[str] = field(default_factory=list)
@@ -231,6 +222,10 @@ class CheckedCandidate:
 
 def check_candidate(box: Any, mutation: Mutation, original: str, baseline: set[str], config: SynthConfig,
                     test_cmd: str) -> CheckedCandidate:
+    """Apply `mutation` in `box`, run the suite (plus flaky re-runs), restore the tree, judge.
+
+    Kept when some baseline test fails (FAIL_TO_PASS) and some still passes (PASS_TO_PASS);
+    a baseline test the mutation turns skipped or xfail-marked is in neither list."""
     path = f"{WORKDIR}/{mutation.path}"
     try:
         box.write_file(path, mutation.apply(original))
@@ -247,14 +242,13 @@ def check_candidate(box: Any, mutation: Mutation, original: str, baseline: set[s
         return CheckedCandidate(mutation, "timeout")
     if first.collection_errors:
         return CheckedCandidate(mutation, "collection_error")
-    f2p = sorted(t for t in baseline if not first.status.get(t, False))
-    p2p = sorted(t for t in baseline if first.status.get(t, False))
+    f2p, p2p = protocol.split_lists(first.outcomes, dict.fromkeys(baseline, Outcome.PASSED))
     if not f2p:
         return CheckedCandidate(mutation, "no_failing_test")
     if not p2p:
         return CheckedCandidate(mutation, "breaks_everything")
     for rerun in runs[1:]:
-        if rerun.timed_out or any(rerun.status.get(t, False) != first.status.get(t, False) for t in baseline):
+        if rerun.timed_out or any(rerun.outcomes.get(t) != first.outcomes.get(t) for t in baseline):
             return CheckedCandidate(mutation, "flaky")
     return CheckedCandidate(mutation, "kept", f2p, p2p, {t: first.messages.get(t, "") for t in f2p})
 
@@ -320,6 +314,8 @@ def _diff_in_scratch(repo: Path, changes: dict[str, bytes], new_files: bool) -> 
 
 def write_task(checked: CheckedCandidate, repo_name: str, clean: dict[str, bytes], setup: ProjectSetup,
                seed: int) -> Task:
+    """The task of a kept mutation: a single-commit buggy repo without the failing test files,
+    gold patch = the reverse of the mutation, test patch = those files back."""
     m = checked.mutation
     hidden = sorted({t.split("::")[0] for t in checked.fail_to_pass})
     buggy = {p: d for p, d in clean.items() if p not in hidden}
@@ -353,11 +349,14 @@ def write_task(checked: CheckedCandidate, repo_name: str, clean: dict[str, bytes
 
 @dataclass
 class SynthResult:
+    """The tasks written and the run's report (also written beside them)."""
+
     tasks: list[Task]
     report: dict[str, Any]
 
     @property
     def ok(self) -> bool:
+        """Did the run write at least one task?"""
         return self.report.get("status") == "ok"
 
 
@@ -425,6 +424,7 @@ def _synthesize(config: SynthConfig, report: dict[str, Any], progress: Progress)
     sandbox_config = from_mapping(DockerSandboxConfig, {"workdir": WORKDIR, **config.sandbox}, "sandbox")
     progress("running the test suite on the base commit")
     with DockerSandbox(image, sandbox_config) as box:
+        protocol.install_launcher(box, LAUNCHER_PATH)
         if setup.dependencies:
             missing = box.exec(missing_dependencies_cmd(setup.dependencies), timeout=60).output.split()
             if missing:
@@ -438,15 +438,18 @@ def _synthesize(config: SynthConfig, report: dict[str, Any], progress: Progress)
     if base.collection_errors:
         raise SynthError(f"tests don't pass cleanly: collection errors in {base.collection_errors}: "
                          f"{base.output[-800:]}")
-    failing = sorted(tid for tid, ok in base.status.items() if not ok)
-    if not base.status:
+    if not base.outcomes:
         raise SynthError(f"no tests: pytest collected no tests on the base commit: {base.output[-400:]}")
+    failing = sorted(tid for tid, outcome in base.outcomes.items() if outcome.is_failure)
     if failing:
         details = "; ".join(f"{t_}: {base.messages.get(t_, '')[:200]}" for t_ in failing[:5])
-        raise SynthError(f"tests don't pass cleanly on the base commit: {len(failing)} of {len(base.status)} "
+        raise SynthError(f"tests don't pass cleanly on the base commit: {len(failing)} of {len(base.outcomes)} "
                          f"fail ({details})")
-    baseline = set(base.status)
-    report["baseline"] = {"tests": len(baseline)}
+    # Skipped and xfail-marked tests are left out: they can be neither FAIL_TO_PASS nor PASS_TO_PASS.
+    baseline = {tid for tid in base.outcomes if base.passed(tid)}
+    if not baseline:
+        raise SynthError(f"no tests: none passes on the base commit ({protocol.describe(base.outcomes.values())})")
+    report["baseline"] = {"tests": len(baseline), "outcomes": protocol.describe(base.outcomes.values())}
     t = _timed(report, "baseline", t)
 
     all_mutations: list[Mutation] = []
@@ -490,6 +493,8 @@ def _check_all(candidates: list[Mutation], clean: dict[str, bytes], baseline: se
     kept: list[CheckedCandidate] = []
     boxes = [DockerSandbox(image, sandbox_config) for _ in range(config.workers)]
     try:
+        for box in boxes:
+            protocol.install_launcher(box, LAUNCHER_PATH)
         with ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="synth") as pool:
             # Rounds of one candidate per worker; stopping between rounds keeps the result seed-determined.
             for start in range(0, len(candidates), config.workers):

@@ -1,4 +1,5 @@
-"""The grader's pure parts: patch splitting and filtering, the static scan, JUnit parsing."""
+"""The grader's pure parts: patch splitting and filtering, the static scan, the test command.
+(JUnit parsing moved with the protocol: test_pytest_protocol.py.)"""
 from __future__ import annotations
 
 import pytest
@@ -9,14 +10,12 @@ from envs.grading import (
     GradingError,
     _test_command,
     filter_patch,
-    junit_key,
-    results_from_output,
-    parse_junit,
     patch_paths,
     protection_reason,
     scan_patch,
     split_patch,
 )
+from envs.pytest_protocol import results_from_output
 from envs.tasks import Task
 from sandboxes.strict import ConfigError, from_mapping
 
@@ -127,21 +126,6 @@ def test_scan_flags_framework_references_in_added_lines_only():
     removing = SRC.replace("-x = 1", "-import pytest")
     assert scan_patch(removing) == []  # deleting such a line is fine
     assert scan_patch(SRC.replace("+x = 2", "+import os; os._exit(0)")) == ["pkg/mod.py: hard process exit ('os._exit')"]
-
-
-def test_junit_keys_and_parsing():
-    assert junit_key("tests/test_a.py::test_x") == ("tests.test_a", "test_x")
-    assert junit_key("tests/test_a.py::TestK::test_y[1-a::b]") == ("tests.test_a.TestK", "test_y[1-a::b]")
-    xml = """<testsuites><testsuite>
-      <testcase classname="tests.test_a" name="test_ok"/>
-      <testcase classname="tests.test_a" name="test_fail"><failure message="x"/></testcase>
-      <testcase classname="tests.test_a" name="test_skip"><skipped message="x"/></testcase>
-      <testcase classname="tests.test_a" name="test_teardown"/>
-      <testcase classname="tests.test_a" name="test_teardown"><error message="teardown"/></testcase>
-    </testsuite></testsuites>"""
-    status = parse_junit(xml)
-    assert status[("tests.test_a", "test_ok")] is True
-    assert not any(status[("tests.test_a", n)] for n in ("test_fail", "test_skip", "test_teardown"))
 
 
 def _task(**overrides: object) -> Task:

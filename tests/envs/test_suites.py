@@ -15,7 +15,7 @@ import pytest
 
 from envs.suites import SuiteError, list_suites, load_builtin, load_suite, suite_spec
 from envs.suites.materialize import materialize
-from envs.suites.refresh import check_task, leaked_fix_lines, parse_junit
+from envs.suites.refresh import check_task, leaked_fix_lines
 from envs.suites.spec import apply_bug, fingerprint, parse_suite, read_tree
 from envs.tasks import Task
 
@@ -268,18 +268,3 @@ def test_toy_suite_parses_and_materializes(tmp_path: Path) -> None:
     assert "return a - b" in (built.repo / "toy" / "core.py").read_text()
     assert "-    return a - b\n+    return a + b" in built.patch
     assert "new file mode 100644" in built.test_patch and "+++ b/tests/test_issue_toy_001.py" in built.test_patch
-
-
-def test_parse_junit_node_ids() -> None:
-    xml = """<testsuites><testsuite>
-      <testcase classname="tests.test_a" name="test_ok" file="tests/test_a.py"/>
-      <testcase classname="tests.test_a.TestBox" name="test_x[1-2]" file="tests/test_a.py"><failure/></testcase>
-      <testcase classname="tests.test_b" name="test_skip" file="tests/test_b.py"><skipped/></testcase>
-      <testcase classname="" name="tests.test_c"><error message="collection failure"/></testcase>
-    </testsuite></testsuites>"""
-    assert parse_junit(xml) == {
-        "tests/test_a.py::test_ok": "passed",
-        "tests/test_a.py::TestBox::test_x[1-2]": "failed",
-        "tests/test_b.py::test_skip": "skipped",
-        "<collection>::tests.test_c": "failed",
-    }

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from mixed_outcomes import NEUTRAL, make_repo
 
 from agent_rl.cli import main
 from envs.synth.pipeline import SynthConfig, synthesize
@@ -135,6 +136,19 @@ def test_small_repo_tasks_validate_and_are_deterministic(tmp_path) -> None:
     other = synthesize(SynthConfig(repo=repo, out=str(tmp_path / "c" / "tasks.jsonl"), max_tasks=3, seed=6,
                                    validate=False))
     assert [t.instance_id for t in other.tasks] != [json.loads(l)["instance_id"] for l in runs[0].splitlines()]
+
+
+def test_skipped_and_xfail_marked_tests_neither_block_nor_enter_the_lists(tmp_path) -> None:
+    # The user-reported case: a healthy suite with tests skipped by unittest.skipUnless (and
+    # here also mark.skip, xfail and xpass) used to be refused as "2 of N fail".
+    repo, _ = make_repo(tmp_path / "mixkit")
+    result = synthesize(SynthConfig(repo=str(repo), out=str(tmp_path / "out" / "tasks.jsonl"), max_tasks=2, seed=0))
+    assert result.ok, result.report["reason"]
+    assert result.report["baseline"] == {"tests": 6, "outcomes": "6 passed, 2 skipped, 1 xfailed, 1 xpassed"}
+    assert len(result.tasks) == 2 and not result.report["invalid"]  # validated by the real grader
+    for task in result.tasks:
+        assert task.FAIL_TO_PASS and task.PASS_TO_PASS
+        assert not set(task.FAIL_TO_PASS + task.PASS_TO_PASS) & set(NEUTRAL)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,15 @@
-"""The grader's pytest launcher. Copied into the grading container and run there with
-`python3 -I grading_runner.py CONTROL_JSON ROOTDIR -- PYTEST_ARGS...`; never imported by envs.
+"""The pytest launcher behind every test run: grading, synthesis and suite refresh.
+
+Copied into the container (or run from the source tree) with
+`python3 -I pytest_launcher.py CONTROL_JSON|- ROOTDIR -- PYTEST_ARGS...`; never imported by
+envs. `envs/pytest_protocol.py` builds that command and parses what comes back. The grader
+passes a control file; synthesis and refresh pass `-` (no nonce, no results frame) and read
+only the JUnit XML.
+
+Every run labels the JUnit XML for the parser (as testcase properties): the exact pytest
+node id of each test, which the XML's `file`/`classname` cannot give for inherited tests,
+and `xpassed` for an xfail-marked test that passed, which JUnit otherwise writes as a plain
+pass. The labels are never used to decide that a graded test passed.
 
 Why a launcher instead of `python -m pytest`:
 
@@ -31,6 +41,10 @@ import inspect
 import json
 import os
 import sys
+
+# `-I` ignores PYTHONDONTWRITEBYTECODE: without this, a module rewritten to the same size
+# within a second (synthesis's mutations, refresh's gold patch) could run from a stale .pyc.
+sys.dont_write_bytecode = True
 
 import _pytest.fixtures
 import _pytest.junitxml
@@ -134,6 +148,23 @@ class GraderPlugin:
         }
 
 
+NODE_ID_PROPERTY = "agent_rl.nodeid"
+OUTCOME_PROPERTY = "agent_rl.outcome"
+
+
+class JUnitLabels:
+    """Adds the node id and the xpass label to each test's JUnit entry (see module doc)."""
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()  # outermost wrapper: the skipping plugin has had its say
+        if report.when == "setup":
+            item.user_properties.append((NODE_ID_PROPERTY, item.nodeid))
+        elif report.when == "call" and report.passed and hasattr(report, "wasxfail"):
+            item.user_properties.append((OUTCOME_PROPERTY, "xpassed"))
+
+
 # Bound now, before repository code runs.
 _ENCODE = json.JSONEncoder(sort_keys=True).encode
 _DECODE = json.JSONDecoder().decode
@@ -155,15 +186,16 @@ def _read_control(path):
 def main(argv):
     control_path, rootdir, sep, *pytest_args = argv
     if sep != "--":
-        raise SystemExit("usage: grading_runner.py CONTROL_JSON ROOTDIR -- PYTEST_ARGS...")
-    nonce, targets = _read_control(control_path)
+        raise SystemExit("usage: pytest_launcher.py CONTROL_JSON|- ROOTDIR -- PYTEST_ARGS...")
+    nonce, targets = _read_control(control_path) if control_path != "-" else (None, [])
     os.chdir(rootdir)
     sys.path.append(rootdir)  # what `python -m pytest` gives, but behind the framework and stdlib
     plugin = GraderPlugin()
-    exit_code = pytest.main(pytest_args, plugins=[plugin])
-    # Results go to stdout between nonce markers, not to a file that a process left behind
-    # by repository code could rewrite before the grader reads it.
-    _WRITE(1, f"\n{nonce}<{_ENCODE(plugin.summary(targets))}>{nonce}\n".encode("ascii"))
+    exit_code = pytest.main(pytest_args, plugins=[plugin, JUnitLabels()])
+    if nonce is not None:
+        # Results go to stdout between nonce markers, not to a file that a process left behind
+        # by repository code could rewrite before the grader reads it.
+        _WRITE(1, f"\n{nonce}<{_ENCODE(plugin.summary(targets))}>{nonce}\n".encode("ascii"))
     return int(exit_code)
 
 
