@@ -6,7 +6,6 @@ match computing old logprobs in a separate pass.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -49,7 +48,7 @@ def _groups(trainer):
 def _grad_norm_with(trainer, batch, **algorithm):
     state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     saved_alg = trainer.config.algorithm
-    trainer.config.algorithm = dataclasses.replace(saved_alg, **algorithm)
+    trainer.config.algorithm = saved_alg.model_copy(update=algorithm)
     try:
         return trainer._update(batch, step=1)
     finally:
