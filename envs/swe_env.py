@@ -19,7 +19,7 @@ import posixpath
 import shlex
 import time
 import uuid
-from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence, get_args
 
 import gymnasium
 from gymnasium import spaces
@@ -49,7 +49,8 @@ from strictconfig import StrictModel
 
 SandboxFactory = Callable[[str, Task], Sandbox]
 
-REWARD_KINDS = ("binary", "fraction")
+RewardKind = Literal["binary", "fraction"]
+REWARD_KINDS: tuple[str, ...] = get_args(RewardKind)
 MAX_TEXT_LENGTH = 1 << 20  # characters; observations are capped far below this
 
 DEFAULT_INSTRUCTIONS = """\
@@ -80,7 +81,7 @@ class EnvConfig(StrictModel):
     """Per observation; longer output keeps its head and tail."""
     observation_budget: int = Field(200_000, ge=1)
     """Total observation characters per episode."""
-    reward: Literal[REWARD_KINDS] = "binary"  # type: ignore[valid-type]
+    reward: RewardKind = "binary"
     """"binary" (resolved or not) or "fraction" (of target tests passing)."""
     command_timeout_s: float | None = Field(None, gt=0)
     """Seconds per command; None: the task's exec_timeout_s."""

@@ -83,6 +83,7 @@ def _one(where: str, error: Any) -> str:
         return f"{path} {value!r} is not one of {', '.join(choices)}"
     if kind in _BOUNDS:
         bound = next(iter(ctx.values()))
+        bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
         if kind == "greater_than" and bound == 0:
             return f"{path} must be positive (> 0), got {value!r}"
         return f"{path} must be {_BOUNDS[kind]} {bound}, got {value!r}"

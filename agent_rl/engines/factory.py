@@ -1,14 +1,15 @@
 """Build an engine from a config section (`engine:` in the YAML recipes)."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping, get_args
 
 from pydantic import Field, model_validator
 
 from agent_rl.engines.base import Engine
 from strictconfig import StrictModel
 
-ENGINE_KINDS = ("hf", "openai", "vllm")
+EngineKind = Literal["hf", "openai", "vllm"]
+ENGINE_KINDS: tuple[str, ...] = get_args(EngineKind)
 
 
 class EngineConfig(StrictModel):
@@ -16,7 +17,7 @@ class EngineConfig(StrictModel):
 
     config_where: ClassVar[str] = "engine"
 
-    kind: Literal[ENGINE_KINDS] = "hf"  # type: ignore[valid-type]
+    kind: EngineKind = "hf"
     """hf: in-process transformers; openai: an OpenAI-compatible server; vllm: in-process vLLM."""
     model: str = "smollm2-135m"
     """Model alias or local checkpoint dir (for openai: the served model's name)."""
@@ -34,8 +35,8 @@ class EngineConfig(StrictModel):
     """openai: "tokens" (token ids in and out, trainable) or "text" (chat-only servers, evaluation only)."""
     tokenizer: str | None = None
     """openai text mode: alias/dir of the tokenizer for re-tokenization; None: `model`."""
-    api_key: str | None = None
-    """openai: bearer token, if the server wants one."""
+    api_key: str | None = Field(None, exclude=True)
+    """openai: bearer token, if the server wants one (never printed or saved with the resolved config)."""
     timeout_s: float = Field(600.0, gt=0)
     """openai: seconds per request."""
     max_retries: int = Field(5, ge=0)

@@ -239,7 +239,7 @@ async def evaluate(
         "tasks": config.tasks,
         "samples": config.samples,
         "seed": config.seed,
-        "engine": config.engine.model_dump(mode="json", exclude={"api_key"}),
+        "engine": config.engine.model_dump(mode="json"),
         "resumed_samples": skipped,
         "ran_samples": len(jobs),
         "wall_s": round(time.monotonic() - started, 3),

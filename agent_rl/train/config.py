@@ -13,8 +13,8 @@ from typing import Any, ClassVar, Literal, Sequence
 
 from pydantic import Field, model_validator
 
-from agent_rl.algo.advantages import ADVANTAGE_ESTIMATORS, OVERLONG_MODES
-from agent_rl.algo.loss import LOSS_AGGREGATIONS
+from agent_rl.algo.advantages import AdvantageEstimator, OverlongMode
+from agent_rl.algo.loss import LossAggregation
 from agent_rl.engines.factory import EngineConfig
 from agent_rl.recipes import load_config, parse_override
 from agent_rl.rollout.agent import AgentConfig
@@ -48,11 +48,13 @@ class LoraConfig(StrictModel):
     config_where: ClassVar[str] = "lora"
 
     enabled: bool = False
+    """Train LoRA adapters (else every weight)."""
     r: int = Field(16, ge=1)
     """Adapter rank."""
     alpha: int = Field(32, ge=1)
     """Scaling numerator (scale = alpha / r)."""
     dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the adapter input."""
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """Module names that get adapters."""
 
@@ -92,7 +94,7 @@ class AlgorithmConfig(StrictModel):
 
     config_where: ClassVar[str] = "algorithm"
 
-    loss_aggregation: Literal[LOSS_AGGREGATIONS] = "token-mean"  # type: ignore[valid-type]
+    loss_aggregation: LossAggregation = "token-mean"
     """How per-token losses become one number."""
     eps_low: float = Field(0.2, ge=0, lt=1)
     """Lower clip: ratio >= 1 - eps_low."""
@@ -100,12 +102,13 @@ class AlgorithmConfig(StrictModel):
     """Upper clip (DAPO's clip-higher): ratio <= 1 + eps_high."""
     dual_clip_c: float | None = Field(None, gt=1)
     """Dual-clip bound on the loss of negative advantages; None: off."""
-    advantage_estimator: Literal[ADVANTAGE_ESTIMATORS] = "grpo"  # type: ignore[valid-type]
+    advantage_estimator: AdvantageEstimator = "grpo"
+    """Group baseline: grpo (mean/std), drgrpo (mean only), rloo (leave-one-out mean)."""
     dynamic_sampling: bool = True
     """Drop groups whose rewards are all equal and sample more (DAPO)."""
     max_generation_rounds: int = Field(3, ge=1)
     """Rollout rounds per step when dynamic sampling refills the batch."""
-    overlong_mode: Literal[OVERLONG_MODES] = "none"  # type: ignore[valid-type]
+    overlong_mode: OverlongMode = "none"
     """What happens to overlong episodes: none, mask, soft (length penalty), turns."""
     overlong_max_tokens: int = Field(4096, ge=1)
     """soft: L_max, in sampled tokens."""
@@ -151,7 +154,9 @@ class OptimConfig(StrictModel):
     config_where: ClassVar[str] = "optim"
 
     lr: float = Field(1e-6, gt=0)
+    """Peak learning rate (write 1.0e-6: YAML reads 1e-6 as a string)."""
     weight_decay: float = Field(0.0, ge=0)
+    """AdamW's decoupled weight decay."""
     betas: list[float] = Field(default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2)
     """AdamW's (beta1, beta2)."""
     warmup_steps: int = Field(0, ge=0)
@@ -183,8 +188,11 @@ class LoggingConfig(StrictModel):
     config_where: ClassVar[str] = "logging"
 
     tensorboard: bool = True
+    """TensorBoard event files under output_dir."""
     wandb: bool = False
+    """Log to Weights & Biases (needs the wandb extra)."""
     wandb_project: str = "agent-rl"
+    """The W&B project name."""
     progress: bool = True
     """A live progress bar (else one line per step)."""
 
