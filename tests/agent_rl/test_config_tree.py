@@ -157,6 +157,8 @@ def test_exported_schema_is_current(command, capsys):
     assert exported == committed == json_schema(TREES[command]), (
         f"regenerate: agent-rl {command} --print-schema > configs/schema/{command}.schema.json")
     jsonschema.Draft202012Validator.check_schema(exported)
+    undocumented = [name for name, sub in exported["$defs"].items() if not sub.get("description")]
+    assert exported.get("description") and not undocumented  # every config model has a docstring
 
 
 def test_every_recipe_validates_against_the_exported_schema_and_the_model():
