@@ -96,19 +96,16 @@ def _one(where: str, error: Any) -> str:
 
 
 def format_validation_error(exc: ValidationError, root: type[BaseModel], where: str = "") -> str:
-    """One line per problem; unknown keys under the same parent are listed together."""
-    unknown: dict[tuple[Any, ...], list[str]] = {}
-    lines: list[str] = []
+    """Every problem in one message, separated by "; ", in pydantic's order; the unknown keys of
+    one section are listed together. `where` prefixes every path (e.g. "env")."""
+    # Keys: a section's loc (tuple) gathering its unknown keys, or a finished message (str).
+    entries: dict[Any, list[str] | None] = {}
     for error in exc.errors():
         loc = tuple(error["loc"])
         if error["type"] == "extra_forbidden" and loc:
-            if loc[:-1] not in unknown:
-                unknown[loc[:-1]] = []
-                lines.append("")  # placeholder keeps the errors in pydantic's order
-            unknown[loc[:-1]].append(str(loc[-1]))
-            continue
-        lines.append(_one(where, error))
-    parents = iter(unknown.items())
-    resolved = [line or _unknown_keys(where, root, *next(parents)) for line in lines]
-    return "; ".join(dict.fromkeys(resolved))
-
+            entries.setdefault(loc[:-1], []).append(str(loc[-1]))
+        else:
+            entries.setdefault(_one(where, error), None)
+    return "; ".join(
+        entry if keys is None else _unknown_keys(where, root, entry, keys) for entry, keys in entries.items()
+    )
