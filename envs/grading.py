@@ -40,31 +40,34 @@ import shlex
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Mapping
+
+from pydantic import Field
 
 from envs import pytest_protocol as protocol
 from envs.tasks import Task
 from sandboxes.base import Sandbox
-from sandboxes.strict import ConfigError, from_mapping
+from sandboxes.docker import DockerSandboxConfig
+from strictconfig import StrictModel
 
 SandboxFactory = Callable[[str, Task], Sandbox]
 
 
-@dataclass
-class GradingConfig:
-    sandbox: dict[str, Any] = field(default_factory=dict)  # DockerSandboxConfig keys for the grading container
-    test_timeout_s: float | None = None  # None → the task's test_timeout_s
-    apply_timeout_s: float = 60.0
-    scan_patch: bool = True  # reject patches that reach into the test framework (see module doc)
-    fuzz: int = 3  # `patch --fuzz` of the fallback apply
+class GradingConfig(StrictModel):
+    """How a patch is graded: the fresh grading container, time limits, patch screening."""
 
-    def __post_init__(self) -> None:
-        if self.test_timeout_s is not None and self.test_timeout_s <= 0:
-            raise ConfigError(f"grading.test_timeout_s must be positive, got {self.test_timeout_s}")
-        if self.apply_timeout_s <= 0:
-            raise ConfigError(f"grading.apply_timeout_s must be positive, got {self.apply_timeout_s}")
-        if not isinstance(self.sandbox, Mapping):
-            raise ConfigError("grading.sandbox must be a mapping of sandbox config keys")
+    config_where: ClassVar[str] = "grading"
+
+    sandbox: DockerSandboxConfig = Field(default_factory=DockerSandboxConfig)
+    """The grading container (same keys as env.sandbox); its workdir follows the task unless set."""
+    test_timeout_s: float | None = Field(None, gt=0)
+    """Seconds for the hidden tests; None: the task's own test_timeout_s."""
+    apply_timeout_s: float = Field(60.0, gt=0)
+    """Seconds to apply the patch."""
+    scan_patch: bool = True
+    """Reject patches that reach into the test framework (see the module docstring)."""
+    fuzz: int = Field(3, ge=0)
+    """`patch --fuzz` of the fallback apply."""
 
 
 @dataclass
@@ -271,17 +274,15 @@ def scan_patch(patch: str) -> list[str]:
 # --------------------------------------------------------------------------------------
 
 
-def default_sandbox_factory(sandbox_config: Mapping[str, Any] | None = None) -> SandboxFactory:
-    """Hardened Docker sandboxes from DockerSandboxConfig keys (validated now, not at first
-    use); the workdir follows each task unless the keys pin it."""
-    from sandboxes.docker import DockerSandbox, DockerSandboxConfig
+def default_sandbox_factory(sandbox_config: DockerSandboxConfig | Mapping[str, Any] | None = None) -> SandboxFactory:
+    """Hardened Docker sandboxes from a DockerSandboxConfig (or its keys, validated now, not at
+    first use); the workdir follows each task unless the config sets it."""
+    from sandboxes.docker import DockerSandbox
 
-    data = dict(sandbox_config or {})
-    base = from_mapping(DockerSandboxConfig, data, "sandbox")
+    base = DockerSandboxConfig.from_config(sandbox_config)
 
     def make(image: str, task: Task) -> Sandbox:
-        config = base if "workdir" in data else dataclasses.replace(base, workdir=task.workdir)
-        return DockerSandbox(image, config)
+        return DockerSandbox(image, base.for_task_workdir(task.workdir))
 
     return make
 
@@ -323,7 +324,7 @@ def grade(
 ) -> GradeReport:
     """Grade `patch` against `task`'s hidden tests in a fresh container. Never raises for
     anything the patch does; infrastructure failures land in `report.error`."""
-    config = from_mapping(GradingConfig, config, "grading")
+    config = GradingConfig.from_config(config)
     started = time.monotonic()
     report = GradeReport(instance_id=task.instance_id, patch_is_None=patch is None)
     report.patch_exists = bool(patch and patch.strip())

@@ -19,11 +19,11 @@ import posixpath
 import shlex
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence, get_args
 
 import gymnasium
 from gymnasium import spaces
+from pydantic import Field, field_validator
 
 from envs.actions import (
     ACTION_FORMATS,
@@ -44,11 +44,13 @@ from envs.grading import GradeReport, GradingConfig, default_sandbox_factory, gr
 from envs.task_images import task_image
 from envs.tasks import Task, TaskError, TaskStore
 from sandboxes.base import Sandbox, SandboxDied, cap_text
-from sandboxes.strict import ConfigError, from_mapping
+from sandboxes.docker import DockerSandboxConfig
+from strictconfig import StrictModel
 
 SandboxFactory = Callable[[str, Task], Sandbox]
 
-REWARD_KINDS = ("binary", "fraction")
+RewardKind = Literal["binary", "fraction"]
+REWARD_KINDS: tuple[str, ...] = get_args(RewardKind)
 MAX_TEXT_LENGTH = 1 << 20  # characters; observations are capped far below this
 
 DEFAULT_INSTRUCTIONS = """\
@@ -64,38 +66,42 @@ so that the project's tests pass. Do not modify the tests.
 You have at most {max_turns} turns."""
 
 
-@dataclass
-class EnvConfig:
-    action_format: str = "fenced"  # "fenced" | "json" (see envs/actions.py)
-    max_turns: int = 30
-    max_time_s: float = 1800.0  # wall clock per episode
-    max_observation_chars: int = 8000  # per observation; longer output keeps head and tail
-    observation_budget: int = 200_000  # total observation characters per episode
-    reward: str = "binary"  # "binary" | "fraction" (of target tests passing)
-    command_timeout_s: float | None = None  # None → the task's exec_timeout_s
-    sandbox: dict[str, Any] = field(default_factory=dict)  # DockerSandboxConfig keys
-    use_pool: bool = False  # pre-started containers per image (sandboxes.pool.SandboxPool)
-    pool_size: int = 2
-    instructions: str | None = None  # template: {problem_statement} {action_instructions} {workdir} {max_turns}
-    grading: GradingConfig = field(default_factory=GradingConfig)
+class EnvConfig(StrictModel):
+    """One SWE episode's rules: action syntax, limits, reward, and the sandboxes it runs in."""
 
-    def __post_init__(self) -> None:
-        if self.action_format not in ACTION_FORMATS:
-            raise ConfigError(f"env.action_format must be one of {ACTION_FORMATS}, got {self.action_format!r}")
-        if self.reward not in REWARD_KINDS:
-            raise ConfigError(f"env.reward must be one of {REWARD_KINDS}, got {self.reward!r}")
-        for name in ("max_turns", "max_observation_chars", "observation_budget", "pool_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"env.{name} must be a positive integer, got {value!r}")
-        for name in ("max_time_s", "command_timeout_s"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and value > 0):
-                raise ConfigError(f"env.{name} must be a positive number, got {value!r}")
-        if self.instructions is not None and "{problem_statement}" not in self.instructions:
-            raise ConfigError("env.instructions must contain {problem_statement}")
-        if isinstance(self.grading, Mapping):
-            self.grading = from_mapping(GradingConfig, self.grading, "env.grading")
+    config_where: ClassVar[str] = "env"
+
+    action_format: Literal[ACTION_FORMATS] = "fenced"  # type: ignore[valid-type]
+    """How the model writes actions: "fenced" blocks or "json" (see envs/actions.py)."""
+    max_turns: int = Field(30, ge=1)
+    """Steps before the episode is truncated."""
+    max_time_s: float = Field(1800.0, gt=0)
+    """Wall clock per episode, in seconds."""
+    max_observation_chars: int = Field(8000, ge=1)
+    """Per observation; longer output keeps its head and tail."""
+    observation_budget: int = Field(200_000, ge=1)
+    """Total observation characters per episode."""
+    reward: RewardKind = "binary"
+    """"binary" (resolved or not) or "fraction" (of target tests passing)."""
+    command_timeout_s: float | None = Field(None, gt=0)
+    """Seconds per command; None: the task's exec_timeout_s."""
+    sandbox: DockerSandboxConfig = Field(default_factory=DockerSandboxConfig)
+    """The agent's container; its workdir follows the task unless set."""
+    use_pool: bool = False
+    """Pre-started containers per image (sandboxes.pool.SandboxPool)."""
+    pool_size: int = Field(2, ge=1)
+    """Containers kept warm per image when use_pool is on."""
+    instructions: str | None = None
+    """First-observation template with {problem_statement} {action_instructions} {workdir} {max_turns}; None: the default."""
+    grading: GradingConfig = Field(default_factory=GradingConfig)
+    """How the final diff is graded."""
+
+    @field_validator("instructions")
+    @classmethod
+    def _has_problem_statement(cls, value: str | None) -> str | None:
+        if value is not None and "{problem_statement}" not in value:
+            raise ValueError("must contain {problem_statement}")
+        return value
 
 
 # --------------------------------------------------------------------------------------
@@ -142,7 +148,7 @@ class SWEEnv(gymnasium.Env[str, str]):
         sandbox_factory: SandboxFactory | None = None,
         render_mode: str | None = None,
     ) -> None:
-        self.config = from_mapping(EnvConfig, config, "env")
+        self.config = EnvConfig.from_config(config)
         self.tasks = TaskStore.from_spec("builtin" if tasks is None else tasks)
         if not len(self.tasks):
             raise TaskError("SWEEnv needs at least one task")
@@ -303,11 +309,9 @@ class SWEEnv(gymnasium.Env[str, str]):
 
     def _pool_for(self, image: str, task: Task) -> Any:
         if image not in self._pools:
-            from sandboxes.docker import DockerSandboxConfig
             from sandboxes.pool import SandboxPool
 
-            data = {"workdir": task.workdir, **self.config.sandbox}
-            sandbox_config = from_mapping(DockerSandboxConfig, data, "env.sandbox")
+            sandbox_config = self.config.sandbox.for_task_workdir(task.workdir)
             self._pools[image] = SandboxPool(image, sandbox_config, size=self.config.pool_size)
         return self._pools[image]
 

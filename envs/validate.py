@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterable, Mapping
 
 from envs.grading import GradeReport, GradingConfig, grade
 from envs.tasks import Task
-from sandboxes.strict import from_mapping
 
 Progress = Callable[[str], None]
 
@@ -97,7 +96,7 @@ def validate_tasks(
         raise ValueError(f"runs must be at least 1, got {runs}")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    config = from_mapping(GradingConfig, grading, "grading")
+    config = GradingConfig.from_config(grading)
     tasks = list(tasks)
 
     def one(task: Task) -> TaskValidation:

@@ -25,9 +25,10 @@ import tarfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+
+from pydantic import ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from sandboxes.base import (
     DEFAULT_OUTPUT_CAP,
@@ -45,7 +46,7 @@ from sandboxes.fastexec import (
     ServerSandbox,
     check_reply,
 )
-from sandboxes.strict import ConfigError, from_mapping
+from strictconfig import StrictModel
 
 if TYPE_CHECKING:
     import docker
@@ -64,47 +65,82 @@ FALLBACK_STATE_DIR = "/tmp/.agent-rl-shell"
 _MEMORY = re.compile(r"^\d+[bkmg]?$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class DockerSandboxConfig:
-    """How a sandbox container is started. Every hardening option is its own key."""
+class DockerSandboxConfig(StrictModel):
+    """How a sandbox container is started. Every hardening option is its own key.
 
-    network: str = "none"  # anything else gives the agent a network: say so explicitly
+    The defaults are the hardened ones; turning one off is logged as a relaxation.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    config_where: ClassVar[str] = "sandbox"
+
+    network: str = "none"
+    """Docker network mode; anything but "none" gives the agent a network, so say it explicitly."""
     user: str = "1000:1000"
-    cap_drop: tuple[str, ...] = ("ALL",)
-    cap_add: tuple[str, ...] = ()
+    """uid:gid the commands run as (never root unless relaxed on purpose)."""
+    cap_drop: tuple[str, ...] = Field(("ALL",), strict=False)
+    """Linux capabilities dropped from the container."""
+    cap_add: tuple[str, ...] = Field((), strict=False)
+    """Capabilities added back after the drop."""
     no_new_privileges: bool = True
+    """Forbid setuid binaries from gaining privileges."""
     init: bool = True
-    pids_limit: int = 256
+    """Run an init process that reaps zombies."""
+    pids_limit: int = Field(256, gt=0)
+    """Most processes the container may hold (fork-bomb guard)."""
     mem_limit: str = "2g"
-    cpus: float = 1.0
+    """Memory limit in Docker's syntax: '512m', '2g'."""
+    cpus: float = Field(1.0, gt=0)
+    """CPU quota in cores."""
     output_cap: int = DEFAULT_OUTPUT_CAP
-    default_timeout: float = 120.0
-    start_timeout: float = 60.0
+    """Characters of command output handed back; past it the head and tail are kept."""
+    default_timeout: float = Field(120.0, gt=0)
+    """Seconds a command may run when the caller gives no timeout."""
+    start_timeout: float = Field(60.0, gt=0)
+    """Seconds to wait for the container's command server to come up."""
     workdir: str = "/testbed"
+    """Absolute working directory. Envs use the task's workdir unless this key is set."""
     fast_exec: bool = True
-    labels: Mapping[str, str] = field(default_factory=dict)
-    env: Mapping[str, str] = field(default_factory=dict)
+    """Commands over the attach socket (fast) instead of one `docker exec` each."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Extra container labels."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment variables of every command (values are stringified)."""
 
-    def __post_init__(self) -> None:
-        # YAML gives lists; keep the frozen config hashable and immutable.
-        object.__setattr__(self, "cap_drop", tuple(self.cap_drop))
-        object.__setattr__(self, "cap_add", tuple(self.cap_add))
-        object.__setattr__(self, "labels", dict(self.labels))
-        object.__setattr__(self, "env", {str(k): str(v) for k, v in dict(self.env).items()})
-        if not isinstance(self.pids_limit, int) or self.pids_limit <= 0:
-            raise ConfigError(f"pids_limit must be a positive integer, got {self.pids_limit!r}")
-        if not _MEMORY.match(str(self.mem_limit)):
-            raise ConfigError(f"mem_limit must look like '512m' or '2g', got {self.mem_limit!r}")
-        if not isinstance(self.cpus, (int, float)) or self.cpus <= 0:
-            raise ConfigError(f"cpus must be a positive number, got {self.cpus!r}")
-        for name in ("default_timeout", "start_timeout"):
-            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be a positive number of seconds, got {getattr(self, name)!r}")
-        if not self.workdir.startswith("/"):
-            raise ConfigError(f"workdir must be absolute, got {self.workdir!r}")
+    @field_validator("env", mode="before")
+    @classmethod
+    def _stringify_env(cls, value: Any) -> Any:
+        # YAML gives numbers for `A: 1`; the environment only holds strings.
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else value
+
+    @field_validator("mem_limit")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not _MEMORY.match(value):
+            raise ValueError(f"must look like '512m' or '2g', got {value!r}")
+        return value
+
+    @field_validator("workdir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must be absolute, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _log_relaxations(self) -> "DockerSandboxConfig":
         relaxed = self.relaxations()
         if relaxed:
             log.warning("sandbox hardening relaxed by config: %s", "; ".join(relaxed))
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # An unset workdir follows each task's, so a dumped-and-reloaded config must not pin it.
+        data = handler(self)
+        if "workdir" not in self.model_fields_set:
+            data.pop("workdir", None)
+        return data
 
     def relaxations(self) -> list[str]:
         """The hardening defaults this config turns off, in words (for logs and reports)."""
@@ -123,9 +159,9 @@ class DockerSandboxConfig:
             relaxed.append("no init process (zombies are not reaped)")
         return relaxed
 
-    @classmethod
-    def from_config(cls, data: Mapping[str, Any] | None, where: str = "sandbox") -> "DockerSandboxConfig":
-        return from_mapping(cls, data, where)
+    def for_task_workdir(self, workdir: str) -> "DockerSandboxConfig":
+        """This config with `workdir` unless the config pins its own."""
+        return self if "workdir" in self.model_fields_set else self.model_copy(update={"workdir": workdir})
 
 
 def owner_labels() -> dict[str, str]:

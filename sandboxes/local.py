@@ -16,33 +16,38 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
+
+from pydantic import ConfigDict, Field, field_validator
 
 from sandboxes.base import DEFAULT_OUTPUT_CAP, SandboxDied, SandboxError
 from sandboxes.fastexec import ChannelClosed, ChannelTimeout, PipeTransport, ServerChannel, ServerSandbox
-from sandboxes.strict import ConfigError, from_mapping
+from strictconfig import StrictModel
 
 log = logging.getLogger(__name__)
 SERVER_SOURCE = Path(__file__).with_name("fastexec_server.py")
 
 
-@dataclass(frozen=True)
-class LocalSandboxConfig:
-    workdir: str | None = None  # None: a fresh temp dir, deleted on close
+class LocalSandboxConfig(StrictModel):
+    """How a LocalSandbox (no isolation, see the module docstring) runs its commands."""
+
+    model_config = ConfigDict(frozen=True)
+    config_where: ClassVar[str] = "local_sandbox"
+
+    workdir: str | None = None
+    """Directory the commands run in; None: a fresh temp dir, deleted on close."""
     output_cap: int = DEFAULT_OUTPUT_CAP
-    default_timeout: float = 120.0
-    env: Mapping[str, str] = field(default_factory=dict)
+    """Characters of command output handed back; past it the head and tail are kept."""
+    default_timeout: float = Field(120.0, gt=0)
+    """Seconds a command may run when the caller gives no timeout."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment variables of every command (values are stringified)."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "env", {str(k): str(v) for k, v in dict(self.env).items()})
-        if not isinstance(self.default_timeout, (int, float)) or self.default_timeout <= 0:
-            raise ConfigError(f"default_timeout must be a positive number of seconds, got {self.default_timeout!r}")
-
+    @field_validator("env", mode="before")
     @classmethod
-    def from_config(cls, data: Mapping[str, Any] | None, where: str = "local_sandbox") -> "LocalSandboxConfig":
-        return from_mapping(cls, data, where)
+    def _stringify_env(cls, value: Any) -> Any:
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else value
 
 
 class LocalSandbox(ServerSandbox):

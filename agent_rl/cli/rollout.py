@@ -1,6 +1,10 @@
 """`agent-rl rollout`: play G episodes per task and write the trajectories.
 
     agent-rl rollout --model smollm2-135m --tasks builtin:easy --group-size 2 --out runs/r1
+    agent-rl rollout --config my.yaml tasks=builtin:easy out=runs/r1 agent.sampling.temperature=0.7
+
+The flags are shortcuts for keys of the rollout config tree; `--config FILE` takes the same
+keys from YAML, `key=value` overrides any of them, `--print-config` shows the resolved tree.
 
 Writes DIR/trajectories.jsonl (every episode, errors included), DIR/sft.jsonl (resolved
 episodes only, chat format, for rejection fine-tuning) and DIR/summary.json, and prints a
@@ -12,9 +16,13 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from agent_rl.cli.recipe_args import add_config_arguments, resolve_config
 from agent_rl.engines.models import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from agent_rl.rollout.run_config import RolloutRunConfig
 
 
 def register(subparsers: Any) -> None:
@@ -24,39 +32,35 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default=DEFAULT_MODEL, help="model alias or local HF checkpoint (default: %(default)s)")
-    p.add_argument("--tasks", required=True, help="task spec: builtin, builtin:easy, builtin:<suite>[:<difficulty>], or a .jsonl file")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N tasks")
-    p.add_argument("--group-size", type=int, default=1, help="episodes per task (G)")
-    p.add_argument("--concurrency", type=int, default=4, help="episodes in flight")
-    p.add_argument("--max-turns", type=int, default=None, help="turn limit (agent and env)")
-    p.add_argument("--max-tokens-per-turn", type=int, default=None)
-    p.add_argument("--max-total-tokens", type=int, default=None, help="context budget per episode")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None, help="episode i samples with seed+i")
-    p.add_argument("--engine", choices=("hf", "openai"), default="hf", help="hf: in-process; openai: an OpenAI-compatible server")
-    p.add_argument("--base-url", default=None, help="server URL for --engine openai (e.g. http://127.0.0.1:8000)")
-    p.add_argument("--device", default="cpu", help="device for --engine hf (cpu, cuda, auto)")
-    p.add_argument("--config", default=None, help="YAML with optional 'agent' and 'env' sections (strict keys)")
-    p.add_argument("--out", required=True, help="output directory")
+    add_config_arguments(p)
+    p.add_argument("--model", default=None, help=f"[model] model alias or local HF checkpoint (default: {DEFAULT_MODEL})")
+    p.add_argument("--tasks", help="[tasks] task spec: builtin, builtin:easy, builtin:<suite>[:<difficulty>], or a .jsonl file")
+    p.add_argument("--limit", type=int, default=None, help="[limit] use only the first N tasks")
+    p.add_argument("--group-size", type=int, default=None, help="[rollout.group_size] episodes per task (G, default 1)")
+    p.add_argument("--concurrency", type=int, default=None, help="[rollout.concurrency] episodes in flight (default 4)")
+    p.add_argument("--max-turns", type=int, default=None, help="[agent.max_turns, env.max_turns] turn limit (agent and env)")
+    p.add_argument("--max-tokens-per-turn", type=int, default=None, help="[agent.max_tokens_per_turn]")
+    p.add_argument("--max-total-tokens", type=int, default=None, help="[agent.max_total_tokens] context budget per episode")
+    p.add_argument("--temperature", type=float, default=None, help="[agent.sampling.temperature]")
+    p.add_argument("--seed", type=int, default=None, help="[seed] episode i samples with seed+i")
+    p.add_argument("--engine", choices=("hf", "openai"), default=None, help="[engine.kind] hf: in-process (default); openai: an OpenAI-compatible server")
+    p.add_argument("--base-url", default=None, help="[engine.base_url] server URL for --engine openai (e.g. http://127.0.0.1:8000)")
+    p.add_argument("--device", default=None, help="[engine.device] device for --engine hf (cpu, cuda, auto; default cpu)")
+    p.add_argument("--out", help="[out] output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-def _load_sections(path: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    from sandboxes.strict import ConfigError
-
-    if not path:
-        return {}, {}
-    import yaml
-
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with 'agent' and/or 'env'")
-    unknown = set(data) - {"agent", "env"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; valid: agent, env")
-    return dict(data.get("agent") or {}), dict(data.get("env") or {})
+def _shortcuts(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags as dotted keys of the rollout tree (None: not given)."""
+    return {
+        "model": args.model, "tasks": args.tasks, "limit": args.limit, "out": args.out, "seed": args.seed,
+        "rollout.group_size": args.group_size, "rollout.concurrency": args.concurrency,
+        "agent.max_turns": args.max_turns, "env.max_turns": args.max_turns,  # the env's instructions quote it
+        "agent.max_tokens_per_turn": args.max_tokens_per_turn, "agent.max_total_tokens": args.max_total_tokens,
+        "agent.sampling.temperature": args.temperature,
+        "engine.kind": args.engine, "engine.base_url": args.base_url, "engine.device": args.device,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,12 +69,16 @@ def run(args: argparse.Namespace) -> int:
 
     from agent_rl.rollout.chat_template import TemplateDriftError
     from agent_rl.engines.models import ModelNotFoundError
+    from agent_rl.rollout.run_config import RolloutRunConfig
     from envs.tasks import TaskError
-    from sandboxes.strict import ConfigError
+    from strictconfig import ConfigError
 
+    config = resolve_config(RolloutRunConfig, args, _shortcuts(args), "rollout")
+    if isinstance(config, int):
+        return config
     try:
-        agent_config, env_config, tasks = _prepare(args)
-        tokenizer, engine = _load(args)
+        tasks = _prepare(config)
+        tokenizer, engine = _load(config)
     except (ConfigError, TaskError, ModelNotFoundError, TemplateDriftError, OSError) as exc:
         print(f"agent-rl rollout: error: {exc}", file=sys.stderr)
         return 2
@@ -83,12 +91,12 @@ def run(args: argparse.Namespace) -> int:
                 tasks,
                 engine,
                 tokenizer,
-                group_size=args.group_size,
-                concurrency=args.concurrency,
-                env_config=env_config,
-                agent_config=agent_config,
+                group_size=config.rollout.group_size,
+                concurrency=config.rollout.concurrency,
+                env_config=config.env,
+                agent_config=config.agent,
                 progress=not args.no_progress,
-                seed=args.seed,
+                seed=config.seed,
             )
         finally:
             await engine.close()
@@ -99,59 +107,36 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, TemplateDriftError) as exc:  # raised up front, before any episode
         print(f"agent-rl rollout: error: {exc}", file=sys.stderr)
         return 2
-    _write_outputs(args, tasks, trajectories, time.monotonic() - started)
+    _write_outputs(config, tasks, trajectories, time.monotonic() - started)
     return 0
 
 
-def _prepare(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
-    """Agent config, env config and tasks from the flags and the optional YAML."""
-    from agent_rl.rollout.agent import AgentConfig
-    from agent_rl.rollout.runner import RolloutConfig
-    from envs.swe_env import EnvConfig
+def _prepare(config: RolloutRunConfig) -> list[Any]:
+    """The tasks to play; a broken prompt template fails here, not in every episode."""
     from envs.tasks import TaskError, load_tasks
-    from sandboxes.strict import from_mapping, set_dotted
 
-    RolloutConfig(group_size=args.group_size, concurrency=args.concurrency)  # validates both
-    agent_data, env_data = _load_sections(args.config)
-    for flag, dotted in (
-        ("max_turns", "max_turns"),
-        ("max_tokens_per_turn", "max_tokens_per_turn"),
-        ("max_total_tokens", "max_total_tokens"),
-        ("temperature", "sampling.temperature"),
-    ):
-        if getattr(args, flag) is not None:
-            set_dotted(agent_data, dotted, getattr(args, flag))
-    if args.max_turns is not None:
-        env_data["max_turns"] = args.max_turns  # the env's instructions quote this limit
-    agent_config = from_mapping(AgentConfig, agent_data, "agent")
-    agent_config.templates()  # a broken prompt template fails here, not in every episode
-    env_config = from_mapping(EnvConfig, env_data, "env")
-    tasks = load_tasks(args.tasks)
-    if args.limit is not None:
-        tasks = tasks[: args.limit]
+    config.agent.templates()
+    tasks = load_tasks(config.tasks)
+    if config.limit is not None:
+        tasks = tasks[: config.limit]
     if not tasks:
-        raise TaskError(f"no tasks in {args.tasks!r}")
-    return agent_config, env_config, tasks
+        raise TaskError(f"no tasks in {config.tasks!r}")
+    return tasks
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+def _load(config: RolloutRunConfig) -> tuple[Any, Any]:
     from agent_rl.engines.factory import make_engine
     from agent_rl.engines.models import load_tokenizer
 
-    spec: dict[str, Any] = {"kind": args.engine, "model": args.model}
-    if args.engine == "openai":
-        spec["base_url"] = args.base_url
-    else:
-        spec["device"] = args.device
-    tokenizer = load_tokenizer(args.model)
-    return tokenizer, make_engine(spec, tokenizer=tokenizer)
+    tokenizer = load_tokenizer(config.engine.tokenizer or config.model)
+    return tokenizer, make_engine(config.engine, tokenizer=tokenizer)
 
 
-def _write_outputs(args: argparse.Namespace, tasks: list[Any], trajectories: list[Any], elapsed: float) -> None:
+def _write_outputs(config: RolloutRunConfig, tasks: list[Any], trajectories: list[Any], elapsed: float) -> None:
     from agent_rl.rollout.runner import summarize
     from agent_rl.rollout.trajectory import write_jsonl, write_sft_jsonl
 
-    out = Path(args.out)
+    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(trajectories, str(out / "trajectories.jsonl"))
     n_sft = write_sft_jsonl(trajectories, str(out / "sft.jsonl"))
@@ -159,11 +144,11 @@ def _write_outputs(args: argparse.Namespace, tasks: list[Any], trajectories: lis
     sampled = sum(t.num_sampled_tokens for t in trajectories)
     summary.update(
         {
-            "model": args.model,
-            "tasks": args.tasks,
+            "model": config.model,
+            "tasks": config.tasks,
             "num_tasks": len(tasks),
-            "group_size": args.group_size,
-            "concurrency": args.concurrency,
+            "group_size": config.rollout.group_size,
+            "concurrency": config.rollout.concurrency,
             "sft_records": n_sft,
             "wall_s": round(elapsed, 3),
             "sampled_tokens": sampled,

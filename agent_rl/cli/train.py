@@ -2,6 +2,7 @@
 
 Prints the resolved config, validates it (unknown keys and impossible batch geometry are
 errors naming the key), then trains with a progress bar showing the live reward.
+`--print-config` prints the resolved tree as YAML and `--print-schema` its JSON Schema.
 `--resume` continues from the latest checkpoint in the run's checkpoint directory (or from
 `--resume PATH`); `--export CKPT OUT` writes a copy of a checkpoint without optimizer state.
 """
@@ -11,6 +12,8 @@ import argparse
 import sys
 from typing import Any
 
+from agent_rl.cli.recipe_args import add_config_arguments, resolve_config
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -18,8 +21,7 @@ def register(subparsers: Any) -> None:
         help="train an agent with DAPO",
         description="Train an agent with DAPO. Example: agent-rl train --config configs/smoke-cpu.yaml max_steps=2",
     )
-    parser.add_argument("--config", help="YAML recipe (configs/*.yaml)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. algorithm.kl_beta=0.01")
+    add_config_arguments(parser)
     parser.add_argument(
         "--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
         help="continue from the latest checkpoint (or the given checkpoint directory)",
@@ -30,10 +32,10 @@ def register(subparsers: Any) -> None:
 
 
 def _print_config(config: Any) -> None:
-    import yaml
+    from agent_rl.recipes import dump_yaml
 
     print("# resolved training config")
-    print(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
+    print(dump_yaml(config).rstrip())
     print(f"# rollout batch: {config.rollout.tasks_per_step} tasks × {config.rollout.group_size} samples "
           f"= {config.batch_size} trajectories; {config.batch_size // config.algorithm.mini_batch_size} "
           f"optimizer step(s) per epoch × {config.algorithm.ppo_epochs} epoch(s)")
@@ -45,20 +47,16 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from sandboxes.strict import ConfigError
-
     if args.export:
         from agent_rl.train.checkpoint import export_checkpoint
 
         print(f"exported to {export_checkpoint(*args.export)}")
         return 0
-    from agent_rl.train.config import load_train_config
+    from agent_rl.train.config import TrainConfig
 
-    try:
-        config = load_train_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"invalid training config: {exc}", file=sys.stderr)
-        return 2
+    config = resolve_config(TrainConfig, args, {}, "train")
+    if isinstance(config, int):
+        return config
     _print_config(config)
     if args.dry_run:
         print("config is valid")

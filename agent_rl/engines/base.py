@@ -6,7 +6,11 @@ exact ids it sampled together with the behaviour-policy logprob of each.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Annotated, ClassVar, Literal, Protocol, runtime_checkable
+
+from pydantic import ConfigDict, Field
+
+from strictconfig import StrictModel
 
 from agent_rl.engines.capabilities import Closes, Generates
 
@@ -17,24 +21,31 @@ class EngineError(RuntimeError):
     """An engine failed in a way the caller cannot treat as a normal finish."""
 
 
-@dataclass(frozen=True)
-class SamplingParams:
-    # Defaults follow arXiv 2508.03501: temperature 1.0 and no hidden top-k/min-p, because
-    # truncating the distribution makes behaviour logprobs disagree with the trainer's.
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_tokens: int = 512
-    stop: tuple[str, ...] = ()
-    stop_token_ids: tuple[int, ...] = ()
-    seed: int | None = None
+# The sampling knobs' ranges, shared with the agent's `sampling:` config section.
+Temperature = Annotated[float, Field(ge=0, description="Softmax temperature; 0 is greedy.")]
+TopP = Annotated[float, Field(gt=0, le=1, description="Nucleus sampling mass in (0, 1]; 1 keeps the whole distribution.")]
 
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
-        if self.max_tokens < 1:
-            raise ValueError("max_tokens must be >= 1")
+
+class SamplingParams(StrictModel):
+    """How one generation request samples.
+
+    Defaults follow arXiv 2508.03501: temperature 1.0 and no hidden top-k/min-p, because
+    truncating the distribution makes behaviour logprobs disagree with the trainer's.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    config_where: ClassVar[str] = "sampling"
+
+    temperature: Temperature = 1.0
+    top_p: TopP = 1.0
+    max_tokens: int = Field(512, ge=1)
+    """Most tokens to sample."""
+    stop: tuple[str, ...] = Field((), strict=False)
+    """Stop strings besides the model's EOS."""
+    stop_token_ids: tuple[int, ...] = Field((), strict=False)
+    """Stop token ids besides the model's EOS."""
+    seed: int | None = None
+    """Seed of this request's sampler; None: unseeded."""
 
 
 @dataclass

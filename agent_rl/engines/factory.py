@@ -1,49 +1,68 @@
 """Build an engine from a config section (`engine:` in the YAML recipes)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping, get_args
+
+from pydantic import Field, model_validator
 
 from agent_rl.engines.base import Engine
-from sandboxes.strict import ConfigError, from_mapping
+from strictconfig import StrictModel
 
-ENGINE_KINDS = ("hf", "openai", "vllm")
+EngineKind = Literal["hf", "openai", "vllm"]
+ENGINE_KINDS: tuple[str, ...] = get_args(EngineKind)
 
 
-@dataclass
-class EngineConfig:
-    kind: Literal["hf", "openai", "vllm"] = "hf"
-    model: str = "smollm2-135m"  # alias or local checkpoint dir (for openai: the served name)
-    # hf / vllm
+class EngineConfig(StrictModel):
+    """Which inference engine serves the policy, and its settings (`engine:` in the recipes)."""
+
+    config_where: ClassVar[str] = "engine"
+
+    kind: EngineKind = "hf"
+    """hf: in-process transformers; openai: an OpenAI-compatible server; vllm: in-process vLLM."""
+    model: str = "smollm2-135m"
+    """Model alias or local checkpoint dir (for openai: the served model's name)."""
     device: str = "cpu"
+    """hf/vllm: cpu, cuda, auto."""
     dtype: str | None = None
-    max_batch_size: int = 8
-    batch_wait_ms: float = 5.0
-    # openai
+    """hf/vllm: float32, bfloat16, float16; None: the engine's choice."""
+    max_batch_size: int = Field(8, ge=1)
+    """hf: requests batched into one forward pass."""
+    batch_wait_ms: float = Field(5.0, ge=0)
+    """hf: how long a request waits for others to batch with."""
     base_url: str | None = None
+    """openai: the server URL (required for kind openai)."""
     mode: Literal["tokens", "text"] = "tokens"
-    tokenizer: str | None = None  # alias/dir for text mode's re-tokenization (default: model)
-    api_key: str | None = None
-    timeout_s: float = 600.0
-    max_retries: int = 5
-    # vllm
-    gpu_memory_utilization: float = 0.85
-    max_model_len: int | None = None
+    """openai: "tokens" (token ids in and out, trainable) or "text" (chat-only servers, evaluation only)."""
+    tokenizer: str | None = None
+    """openai text mode: alias/dir of the tokenizer for re-tokenization; None: `model`."""
+    api_key: str | None = Field(None, exclude=True)
+    """openai: bearer token, if the server wants one (never printed or saved with the resolved config)."""
+    timeout_s: float = Field(600.0, gt=0)
+    """openai: seconds per request."""
+    max_retries: int = Field(5, ge=0)
+    """openai: retries of a failed request."""
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    """vllm: fraction of GPU memory vLLM may take."""
+    max_model_len: int | None = Field(None, ge=1)
+    """vllm: context window; None: the model's."""
     enable_sleep_mode: bool = False
+    """vllm: release GPU memory between rollouts."""
 
-    def __post_init__(self) -> None:
-        if self.kind not in ENGINE_KINDS:
-            raise ConfigError(f"engine.kind '{self.kind}' is not one of {', '.join(ENGINE_KINDS)}")
-        if self.mode not in ("tokens", "text"):
-            raise ConfigError(f"engine.mode '{self.mode}' is not 'tokens' or 'text'")
+    @model_validator(mode="after")
+    def _openai_needs_a_url(self) -> "EngineConfig":
         if self.kind == "openai" and not self.base_url:
-            raise ConfigError("engine.base_url is required when engine.kind is 'openai'")
-        if self.max_batch_size < 1:
-            raise ConfigError("engine.max_batch_size must be >= 1")
+            raise ValueError("base_url is required when kind is 'openai'")
+        return self
+
+    def serving(self, model: str) -> "EngineConfig":
+        """This config with `model` unless `model` was set explicitly (a run's top-level
+        `model:` names the engine's model by default)."""
+        return self if "model" in self.model_fields_set else self.model_copy(update={"model": model})
 
 
 def engine_config(data: Mapping[str, Any] | EngineConfig | None) -> EngineConfig:
-    return from_mapping(EngineConfig, data, "engine")
+    """`data` as an EngineConfig (errors name the bad key under `engine.`)."""
+    return EngineConfig.from_config(data)
 
 
 def make_engine(spec: Mapping[str, Any] | EngineConfig | None, *, model: Any = None,

@@ -15,41 +15,58 @@ import logging
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
+from pydantic import Field, field_validator, model_validator
+
+from agent_rl.engines.factory import EngineConfig
 from agent_rl.eval.reports import write_eval_reports
+from agent_rl.rollout.agent import AgentConfig
+from envs.swe_env import EnvConfig
+from strictconfig import StrictModel
 
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
 
 
-@dataclass
-class EvalConfig:
-    model: str
-    tasks: str
-    out: str
-    samples: int = 1
-    ks: list[int] | None = None  # None → powers of two up to `samples`
-    workers: int = 2  # episodes in flight at once
-    seed: int = 0
-    retry_errors: bool = False  # re-run samples whose previous attempt errored
-    engine: dict[str, Any] = field(default_factory=dict)  # EngineConfig keys (kind, base_url, …)
-    agent: dict[str, Any] = field(default_factory=dict)  # AgentConfig keys
-    env: dict[str, Any] = field(default_factory=dict)  # EnvConfig keys
+class EvalConfig(StrictModel):
+    """One `agent-rl eval` run: n samples per task, graded, reported as pass@k."""
 
-    def __post_init__(self) -> None:
-        if self.samples < 1:
-            raise ValueError(f"samples must be >= 1, got {self.samples}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if self.ks is not None:
-            too_big = [k for k in self.ks if k > self.samples]
-            if too_big:
-                raise ValueError(f"k values {too_big} exceed --samples {self.samples}: pass@k needs k <= n")
-            if any(k < 1 for k in self.ks):
-                raise ValueError(f"k values must be >= 1, got {self.ks}")
+    model: str
+    """Model alias, HF checkpoint dir or served model name; the engine's model unless engine.model is set."""
+    tasks: str
+    """Task spec: builtin, builtin:easy, tasks.jsonl, ..."""
+    out: str
+    """Output directory (re-use it to resume)."""
+    samples: int = Field(1, ge=1)
+    """Samples per task (n)."""
+    ks: list[int] | None = None
+    """k values of pass@k, each <= samples; None: powers of two up to samples."""
+    workers: int = Field(2, ge=1)
+    """Episodes in flight at once."""
+    seed: int = 0
+    """Base seed; each (task, sample) derives its own."""
+    retry_errors: bool = False
+    """Re-run samples whose previous attempt errored."""
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    env: EnvConfig = Field(default_factory=EnvConfig)
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ks(cls, ks: list[int] | None) -> list[int] | None:
+        if ks is not None and any(k < 1 for k in ks):
+            raise ValueError(f"k values must be >= 1, got {ks}")
+        return ks
+
+    @model_validator(mode="after")
+    def _fit_together(self) -> "EvalConfig":
+        too_big = [k for k in self.ks or () if k > self.samples]
+        if too_big:
+            raise ValueError(f"k values {too_big} exceed --samples {self.samples}: pass@k needs k <= n")
+        self.engine = self.engine.serving(self.model)
+        return self
 
 
 def sample_seed(base_seed: int, task_id: str, sample: int) -> int:
@@ -222,7 +239,7 @@ async def evaluate(
         "tasks": config.tasks,
         "samples": config.samples,
         "seed": config.seed,
-        "engine": config.engine,
+        "engine": config.engine.model_dump(mode="json"),
         "resumed_samples": skipped,
         "ran_samples": len(jobs),
         "wall_s": round(time.monotonic() - started, 3),
@@ -316,17 +333,13 @@ def _grade_summary(grade: Mapping[str, Any]) -> dict[str, Any]:
 
 async def run_eval(config: EvalConfig, *, progress: bool = True) -> dict[str, Any]:
     """Load the tasks, build the engine and the agent, evaluate, close the engine."""
-    from agent_rl.rollout.agent import AgentConfig, check_template
+    from agent_rl.rollout.agent import check_template
     from agent_rl.engines.capabilities import EVALUATION, require
-    from agent_rl.engines.factory import EngineConfig, make_engine
-    from envs.swe_env import EnvConfig
+    from agent_rl.engines.factory import make_engine
     from envs.tasks import load_tasks
-    from sandboxes.strict import from_mapping
 
     tasks = load_tasks(config.tasks)
-    agent_config = from_mapping(AgentConfig, config.agent, "agent")
-    env_config = from_mapping(EnvConfig, config.env, "env")
-    engine_config = from_mapping(EngineConfig, {"model": config.model, **config.engine}, "engine")
+    agent_config, env_config, engine_config = config.agent, config.env, config.engine
     engine = make_engine(engine_config)
     try:
         require(engine, EVALUATION, "evaluate")

@@ -19,14 +19,16 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, ClassVar, Literal, Protocol
+
+from pydantic import Field
 
 from agent_rl.rollout.chat_template import ChatTokenizer, TemplateDriftError, TokenConversation, probe_template
-from agent_rl.engines.base import Engine, EngineError, Generation, SamplingParams
+from agent_rl.engines.base import Engine, EngineError, Generation, SamplingParams, Temperature, TopP
 from agent_rl.engines.capabilities import wants_messages
 from agent_rl.rollout.prompts import PromptConfig, PromptTemplates, initial_messages, observation_message
 from agent_rl.rollout.trajectory import Trajectory
-from sandboxes.strict import ConfigError, from_mapping
+from strictconfig import StrictModel
 
 log = logging.getLogger(__name__)
 
@@ -41,47 +43,39 @@ class AgentEnv(Protocol):
     async def astep(self, action: str) -> StepResult: ...
 
 
-@dataclass
-class SamplingConfig:
-    # arXiv 2508.03501: temperature 1.0 with every other filter off, so behaviour logprobs
-    # are those of the policy the trainer optimizes.
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None  # per-episode seeds derive from it (episode seed, turn)
+class SamplingConfig(StrictModel):
+    """How the agent samples. arXiv 2508.03501: temperature 1.0 with every other filter off,
+    so behaviour logprobs are those of the policy the trainer optimizes."""
 
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ConfigError("sampling.temperature must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError("sampling.top_p must be in (0, 1]")
+    config_where: ClassVar[str] = "sampling"
+
+    temperature: Temperature = 1.0
+    top_p: TopP = 1.0
+    seed: int | None = None
+    """Per-episode seeds derive from it (episode seed, turn); None: unseeded."""
 
 
-@dataclass
-class AgentConfig:
-    max_turns: int = 10
-    max_total_tokens: int = 4096  # context budget: prompt + every turn so far
-    max_tokens_per_turn: int = 512
-    max_wall_s: float = 900.0
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    prompts: PromptConfig = field(default_factory=PromptConfig)
-    observation_role: str = "user"  # "tool" for templates with a tool role
-    stop: list[str] = field(default_factory=list)  # extra stop strings besides the model's EOS
-    verify_rerender: bool = True  # re-render each finished conversation and refuse template drift
+class AgentConfig(StrictModel):
+    """The agent loop's limits, sampling and prompts."""
 
-    def __post_init__(self) -> None:
-        # Direct construction with plain dicts (AgentConfig(sampling={"seed": 1})) gets the
-        # same strict checking as from_mapping.
-        if isinstance(self.sampling, Mapping):
-            self.sampling = from_mapping(SamplingConfig, self.sampling, "agent.sampling")
-        if isinstance(self.prompts, Mapping):
-            self.prompts = from_mapping(PromptConfig, self.prompts, "agent.prompts")
-        for name in ("max_turns", "max_total_tokens", "max_tokens_per_turn"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"agent.{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_wall_s <= 0:
-            raise ConfigError(f"agent.max_wall_s must be > 0, got {self.max_wall_s}")
-        if self.observation_role not in ("user", "tool"):
-            raise ConfigError(f"agent.observation_role must be 'user' or 'tool', got {self.observation_role!r}")
+    config_where: ClassVar[str] = "agent"
+
+    max_turns: int = Field(10, ge=1)
+    """Model replies per episode before the agent stops it (the env has its own limit)."""
+    max_total_tokens: int = Field(4096, ge=1)
+    """Context budget: prompt plus every turn so far."""
+    max_tokens_per_turn: int = Field(512, ge=1)
+    """Most tokens sampled per reply."""
+    max_wall_s: float = Field(900.0, gt=0)
+    """Wall clock per episode, in seconds."""
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    prompts: PromptConfig = Field(default_factory=PromptConfig)
+    observation_role: Literal["user", "tool"] = "user"
+    """Chat role of observations: "tool" for templates with a tool role."""
+    stop: list[str] = Field(default_factory=list)
+    """Extra stop strings besides the model's EOS."""
+    verify_rerender: bool = True
+    """Re-render each finished conversation and refuse template drift."""
 
     def templates(self) -> PromptTemplates:
         return self.prompts.resolve()

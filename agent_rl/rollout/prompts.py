@@ -11,11 +11,12 @@ Variables: `instance` gets `observation` (the env's first observation), `task_id
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from sandboxes.strict import ConfigError, from_mapping
+from pydantic import ConfigDict
+
+from strictconfig import ConfigError, StrictModel
 
 DEFAULT_SYSTEM = (
     "You are an expert software engineer fixing a bug in a Python repository. You work in a "
@@ -24,11 +25,17 @@ DEFAULT_SYSTEM = (
 )
 
 
-@dataclass(frozen=True)
-class PromptTemplates:
-    system: str = DEFAULT_SYSTEM  # empty: send no system message (the chat template may add its default)
+class PromptTemplates(StrictModel):
+    """A template set: Jinja2 sources for the system prompt, the first user turn and each observation."""
+
+    model_config = ConfigDict(frozen=True)
+
+    system: str = DEFAULT_SYSTEM
+    """Empty: send no system message (the chat template may add its default)."""
     instance: str = "{{ observation }}"
+    """The first user turn; variables: observation, task_id."""
     observation: str = "{{ observation }}"
+    """Each later observation; variables: observation, turn, turns_left."""
 
 
 BUILTIN_TEMPLATES: dict[str, PromptTemplates] = {
@@ -42,19 +49,25 @@ BUILTIN_TEMPLATES: dict[str, PromptTemplates] = {
 }
 
 
-@dataclass
-class PromptConfig:
-    """Which template set to use, plus per-key overrides (strict: unknown keys are errors)."""
+class PromptConfig(StrictModel):
+    """Which template set to use, plus per-key overrides."""
 
-    template: str = "default"  # a BUILTIN_TEMPLATES name or a path to a YAML file
+    config_where: ClassVar[str] = "prompts"
+
+    template: str = "default"
+    """A built-in set (default, budget, bare) or a path to a YAML file with the keys system, instance, observation."""
     system: str | None = None
+    """Overrides the set's system template."""
     instance: str | None = None
+    """Overrides the set's first-user-turn template."""
     observation: str | None = None
+    """Overrides the set's observation template."""
 
     def resolve(self) -> PromptTemplates:
+        """The template set with the overrides applied; a template that does not compile is a ConfigError."""
         base = load_templates(self.template)
-        overrides = {f.name: getattr(self, f.name) for f in fields(PromptTemplates)}
-        base = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        overrides = {name: getattr(self, name) for name in PromptTemplates.model_fields}
+        base = base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
         for name in ("system", "instance", "observation"):
             _compile(getattr(base, name), name)  # fail at start-up, not mid-episode
         return base
@@ -72,7 +85,7 @@ def load_templates(name_or_path: str) -> PromptTemplates:
     import yaml
 
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return from_mapping(PromptTemplates, data, where=f"prompt templates {path}")
+    return PromptTemplates.from_config(data, where=f"prompt templates {path}")
 
 
 def _compile(source: str, name: str) -> Any:

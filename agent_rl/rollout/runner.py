@@ -14,30 +14,33 @@ import logging
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
+
+from pydantic import Field
 
 from agent_rl.rollout.agent import AgentConfig, check_template, run_episode
 from agent_rl.rollout.chat_template import ChatTokenizer
 from agent_rl.engines.base import Engine
 from agent_rl.rollout.trajectory import Trajectory
-from sandboxes.strict import ConfigError, from_mapping
+from strictconfig import StrictModel
 
 log = logging.getLogger(__name__)
 
 EnvFactory = Callable[[], Any]
 
 
-@dataclass
-class RolloutConfig:
-    group_size: int = 1  # samples per task (G)
-    concurrency: int = 4  # episodes in flight (N), one environment each
-    progress: bool = True
+class RolloutConfig(StrictModel):
+    """How episodes are played: G samples per task, N at once. The one `rollout:` section of
+    `agent-rl train` and `agent-rl rollout` (the rollout command plays G=1 unless told)."""
 
-    def __post_init__(self) -> None:
-        if self.group_size < 1:
-            raise ConfigError(f"rollout.group_size must be >= 1, got {self.group_size}")
-        if self.concurrency < 1:
-            raise ConfigError(f"rollout.concurrency must be >= 1, got {self.concurrency}")
+    config_where: ClassVar[str] = "rollout"
+
+    group_size: int = Field(4, ge=1)
+    """Samples per task (G)."""
+    concurrency: int = Field(4, ge=1)
+    """Episodes in flight (N), one environment each."""
+    tasks_per_step: int = Field(2, ge=1)
+    """Training only: task groups per rollout batch (the rollout command plays every task)."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,8 @@ async def collect(
     environment per worker (default: `SWEEnv(tasks=tasks, config=env_config)`). Episode i
     gets seed `seed + i` (default: `agent_config.sampling.seed`; None = unseeded).
     """
-    rollout = RolloutConfig(group_size=group_size, concurrency=concurrency, progress=progress)
-    agent_cfg = from_mapping(AgentConfig, agent_config, where="agent")
+    rollout = RolloutConfig(group_size=group_size, concurrency=concurrency)
+    agent_cfg = AgentConfig.from_config(agent_config)
     if not tasks:
         return []
     check_template(tokenizer, agent_cfg)
@@ -144,7 +147,7 @@ async def collect(
             group_index=job.group_index,
         )
 
-    with _ProgressBar(len(jobs), enabled=rollout.progress) as bar:
+    with _ProgressBar(len(jobs), enabled=progress) as bar:
 
         def record(job: _Job, traj: Trajectory) -> None:
             results[job.index] = traj

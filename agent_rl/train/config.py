@@ -1,176 +1,251 @@
-"""The trainer's configuration: nested strict dataclasses loaded from YAML plus dotted overrides.
+"""The trainer's configuration: one typed tree loaded from YAML plus dotted overrides.
 
 `load_train_config("configs/smoke-cpu.yaml", ["algorithm.kl_beta=0.01"])` reads the YAML,
-applies the overrides, builds `TrainConfig` (unknown keys are errors naming the key) and
-checks that the numbers fit together (`TrainConfig.validate`). The engine, env and agent
-sections are owned by their modules; they are kept as mappings here and checked by building
-those modules' own strict configs in `validate`, so a typo there is caught before any model
-is loaded.
+applies the overrides and validates `TrainConfig` once: unknown keys, wrong types, values
+out of range and batch geometry that does not fit are `ConfigError`s naming the key. The
+engine, env, agent and rollout sections are the owning modules' own models (EngineConfig,
+EnvConfig, AgentConfig, RolloutConfig), parsed here once and handed on as they are.
 """
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
-import yaml
+from pydantic import Field, model_validator
 
-from agent_rl.algo.advantages import ADVANTAGE_ESTIMATORS, OVERLONG_MODES
-from agent_rl.algo.loss import LOSS_AGGREGATIONS
-from sandboxes.strict import ConfigError, from_mapping, set_dotted, to_dict
+from agent_rl.algo.advantages import AdvantageEstimator, OverlongMode
+from agent_rl.algo.loss import LossAggregation
+from agent_rl.engines.factory import EngineConfig
+from agent_rl.recipes import load_config, parse_override
+from agent_rl.rollout.agent import AgentConfig
+from agent_rl.rollout.runner import RolloutConfig
+from envs.swe_env import EnvConfig
+from strictconfig import StrictModel
 
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-_SCALARS = {int: "an integer", float: "a number", bool: "true/false", str: "a string"}
-
-
-def check_scalar_types(obj: Any, where: str) -> None:
-    """YAML gives strings for typos like `lr: 1e-6x`; say which key has the wrong type."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            check_scalar_types(value, f"{where}.{f.name}")
-            continue
-        hint = hints[f.name]
-        optional = type(None) in typing.get_args(hint)
-        base = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if optional else hint
-        if base not in _SCALARS or (value is None and optional):
-            continue
-        ok = isinstance(value, base) and not (base is int and isinstance(value, bool))
-        if base is float and isinstance(value, int) and not isinstance(value, bool):
-            setattr(obj, f.name, float(value))
-            ok = True
-        _check(ok, f"{where}.{f.name} must be {_SCALARS[base]}, got {value!r}")
+__all__ = ["TrainConfig", "load_train_config", "parse_override"]
 
 
-def _one_of(value: str, choices: Sequence[str], where: str) -> None:
-    _check(value in choices, f"{where}: {value!r} is not one of {', '.join(choices)}")
+class ModelConfig(StrictModel):
+    """The policy being trained."""
 
+    config_where: ClassVar[str] = "model"
 
-@dataclass
-class ModelConfig:
-    name: str = "smollm2-135m"  # alias understood by agent_rl.engines.models, or an HF path
-    dtype: str = "auto"  # auto = bf16 on GPU, fp32 on CPU
+    name: str = "smollm2-135m"
+    """Alias understood by agent_rl.engines.models, or an HF path / local checkpoint dir."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """auto: bf16 on GPU, fp32 on CPU."""
     device: str = "auto"
+    """auto, cpu, cuda, cuda:N."""
     gradient_checkpointing: bool = False
-    logprob_chunk_size: int = 1024  # tokens per lm_head chunk when computing logprobs/entropy
+    """Recompute activations in backward to save memory."""
+    logprob_chunk_size: int = Field(1024, ge=1)
+    """Tokens per lm_head chunk when computing logprobs/entropy."""
 
 
-@dataclass
-class LoraConfig:
+class LoraConfig(StrictModel):
+    """LoRA adapters instead of full fine-tuning."""
+
+    config_where: ClassVar[str] = "lora"
+
     enabled: bool = False
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Train LoRA adapters (else every weight)."""
+    r: int = Field(16, ge=1)
+    """Adapter rank."""
+    alpha: int = Field(32, ge=1)
+    """Scaling numerator (scale = alpha / r)."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the adapter input."""
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Module names that get adapters."""
 
 
-@dataclass
-class TasksConfig:
-    source: str = "builtin:easy"  # anything envs.load_tasks accepts
-    ids: list[str] | None = None  # restrict to these instance ids
+class TasksConfig(StrictModel):
+    """Which tasks training draws from."""
+
+    config_where: ClassVar[str] = "tasks"
+
+    source: str = "builtin:easy"
+    """Anything envs.load_tasks accepts: builtin, builtin:easy, tasks.jsonl, ..."""
+    ids: list[str] | None = None
+    """Restrict to these instance ids; None: every task of the source."""
     shuffle: bool = True
+    """Draw tasks in a seeded random order (else in id order)."""
 
 
-@dataclass
-class RolloutConfig:
-    group_size: int = 4  # G trajectories per task
-    tasks_per_step: int = 2  # groups per optimizer batch
-    concurrency: int = 4  # episodes in flight at once
-    # The sampling temperature is agent.sampling.temperature: the trainer recomputes logprobs with it.
+class ReferenceResetConfig(StrictModel):
+    """When the KL reference π_ref is reset to the current policy π_θ."""
+
+    config_where: ClassVar[str] = "algorithm.reference_reset"
+
+    every: int = Field(0, ge=0)
+    """Reset every N steps; 0: never on a schedule."""
+    on_plateau: bool = False
+    """Reset when the training reward stops improving."""
+    plateau_window: int = Field(10, ge=1)
+    """Steps per window compared."""
+    plateau_min_delta: float = 0.01
+    """A smaller improvement than this between windows is a plateau."""
+    reset_optimizer: bool = False
+    """ProRL also resets the optimizer state at a hard reset."""
 
 
-@dataclass
-class ReferenceResetConfig:
-    every: int = 0  # reset π_ref to π_θ every N steps (0 = never on a schedule)
-    on_plateau: bool = False  # reset when the training reward stops improving
-    plateau_window: int = 10  # steps per window compared
-    plateau_min_delta: float = 0.01  # smaller improvement than this between windows = plateau
-    reset_optimizer: bool = False  # ProRL also resets the optimizer state at a hard reset
+class AlgorithmConfig(StrictModel):
+    """DAPO's loss, advantages, filtering and batch geometry (formulas: ARCHITECTURE.md)."""
 
+    config_where: ClassVar[str] = "algorithm"
 
-@dataclass
-class AlgorithmConfig:
-    loss_aggregation: str = "token-mean"
-    eps_low: float = 0.2
-    eps_high: float = 0.28
-    dual_clip_c: float | None = None  # > 1 to bound the loss of negative advantages
-    advantage_estimator: str = "grpo"
+    loss_aggregation: LossAggregation = "token-mean"
+    """How per-token losses become one number."""
+    eps_low: float = Field(0.2, ge=0, lt=1)
+    """Lower clip: ratio >= 1 - eps_low."""
+    eps_high: float = Field(0.28, ge=0)
+    """Upper clip (DAPO's clip-higher): ratio <= 1 + eps_high."""
+    dual_clip_c: float | None = Field(None, gt=1)
+    """Dual-clip bound on the loss of negative advantages; None: off."""
+    advantage_estimator: AdvantageEstimator = "grpo"
+    """Group baseline: grpo (mean/std), drgrpo (mean only), rloo (leave-one-out mean)."""
     dynamic_sampling: bool = True
-    max_generation_rounds: int = 3
-    overlong_mode: str = "none"  # none | mask | soft | turns
-    overlong_max_tokens: int = 4096  # soft: L_max (sampled tokens)
-    overlong_cache_tokens: int = 1024  # soft: L_cache
-    overlong_turn_threshold: int = 30  # turns: T_thr
-    overlong_max_turns: int = 50  # turns: T_max
-    kl_beta: float = 0.0
-    reference_reset: ReferenceResetConfig = field(default_factory=ReferenceResetConfig)
-    tis_cap: float | None = 2.0  # truncated importance-sampling cap C; None disables the correction
-    ppo_epochs: int = 1  # passes over the rollout batch
-    mini_batch_size: int = 8  # trajectories per optimizer step
-    micro_batch_size: int = 2  # trajectories per forward/backward (gradient accumulation)
-    entropy_coef: float = 0.0
-    norm_length: int = 4096  # seq-mean-token-sum-norm's constant length
+    """Drop groups whose rewards are all equal and sample more (DAPO)."""
+    max_generation_rounds: int = Field(3, ge=1)
+    """Rollout rounds per step when dynamic sampling refills the batch."""
+    overlong_mode: OverlongMode = "none"
+    """What happens to overlong episodes: none, mask, soft (length penalty), turns."""
+    overlong_max_tokens: int = Field(4096, ge=1)
+    """soft: L_max, in sampled tokens."""
+    overlong_cache_tokens: int = Field(1024, ge=0)
+    """soft: L_cache, the ramp before L_max."""
+    overlong_turn_threshold: int = Field(30, ge=0)
+    """turns: T_thr."""
+    overlong_max_turns: int = Field(50, ge=1)
+    """turns: T_max."""
+    kl_beta: float = Field(0.0, ge=0)
+    """Weight of the KL penalty to the reference; 0: no reference model."""
+    reference_reset: ReferenceResetConfig = Field(default_factory=ReferenceResetConfig)
+    tis_cap: float | None = Field(2.0, gt=0)
+    """Truncated importance-sampling cap C; None disables the correction."""
+    ppo_epochs: int = Field(1, ge=1)
+    """Passes over the rollout batch."""
+    mini_batch_size: int = Field(8, ge=1)
+    """Trajectories per optimizer step."""
+    micro_batch_size: int = Field(2, ge=1)
+    """Trajectories per forward/backward (gradient accumulation)."""
+    entropy_coef: float = Field(0.0, ge=0)
+    """Weight of the entropy bonus."""
+    norm_length: int = Field(4096, ge=1)
+    """seq-mean-token-sum-norm's constant length."""
+
+    @model_validator(mode="after")
+    def _fit_together(self) -> "AlgorithmConfig":
+        # Every optimizer step sees a full mini-batch of whole micro-batches.
+        if self.micro_batch_size > self.mini_batch_size:
+            raise ValueError(f"micro_batch_size ({self.micro_batch_size}) must be <= mini_batch_size ({self.mini_batch_size})")
+        if self.mini_batch_size % self.micro_batch_size:
+            raise ValueError(f"mini_batch_size ({self.mini_batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})")
+        if self.overlong_mode == "soft" and not 0 < self.overlong_cache_tokens <= self.overlong_max_tokens:
+            raise ValueError("overlong_cache_tokens must be in (0, overlong_max_tokens]")
+        if self.overlong_mode == "turns" and self.overlong_max_turns <= self.overlong_turn_threshold:
+            raise ValueError("overlong_max_turns must exceed overlong_turn_threshold")
+        return self
 
 
-@dataclass
-class OptimConfig:
-    lr: float = 1e-6
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_steps: int = 0
-    scheduler: str = "constant"  # constant | linear | cosine (after warmup)
-    grad_clip: float = 1.0
+class OptimConfig(StrictModel):
+    """AdamW and the learning-rate schedule."""
+
+    config_where: ClassVar[str] = "optim"
+
+    lr: float = Field(1e-6, gt=0)
+    """Peak learning rate (write 1.0e-6: YAML reads 1e-6 as a string)."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW's decoupled weight decay."""
+    betas: list[float] = Field(default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2)
+    """AdamW's (beta1, beta2)."""
+    warmup_steps: int = Field(0, ge=0)
+    """Linear warm-up steps."""
+    scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    """The schedule after warm-up."""
+    grad_clip: float = Field(1.0, gt=0)
+    """Max global gradient norm."""
 
 
-@dataclass
-class CheckpointConfig:
-    dir: str = ""  # default: <output_dir>/checkpoints
-    every: int = 10  # steps; 0 = only at the end
-    keep_last: int = 3
-    save_optimizer: bool = True  # False writes export-only checkpoints (model + metrics)
+class CheckpointConfig(StrictModel):
+    """Where and how often checkpoints are written."""
+
+    config_where: ClassVar[str] = "checkpoint"
+
+    dir: str = ""
+    """Empty: <output_dir>/checkpoints."""
+    every: int = Field(10, ge=0)
+    """Steps between checkpoints; 0: only at the end."""
+    keep_last: int = Field(3, ge=1)
+    """Checkpoints kept on disk."""
+    save_optimizer: bool = True
+    """False writes export-only checkpoints (model + metrics)."""
 
 
-@dataclass
-class LoggingConfig:
+class LoggingConfig(StrictModel):
+    """Where metrics go besides metrics.jsonl."""
+
+    config_where: ClassVar[str] = "logging"
+
     tensorboard: bool = True
+    """TensorBoard event files under output_dir."""
     wandb: bool = False
+    """Log to Weights & Biases (needs the wandb extra)."""
     wandb_project: str = "agent-rl"
+    """The W&B project name."""
     progress: bool = True
+    """A live progress bar (else one line per step)."""
 
 
-@dataclass
-class WeightSyncConfig:
+class WeightSyncConfig(StrictModel):
+    """Checking that the engine samples from the weights the trainer just pushed."""
+
+    config_where: ClassVar[str] = "weight_sync"
+
     verify: bool = True
-    tolerance: float = 1e-3  # max |Δ logprob| on the probe between trainer and engine
-    probe_tokens: int = 32
+    """Probe after every push."""
+    tolerance: float = Field(1e-3, gt=0)
+    """Max |Δ logprob| on the probe between trainer and engine."""
+    probe_tokens: int = Field(32, ge=1)
+    """Tokens generated for the probe."""
 
 
-@dataclass
-class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    engine: dict[str, Any] = field(default_factory=lambda: {"kind": "hf"})
-    tasks: TasksConfig = field(default_factory=TasksConfig)
-    env: dict[str, Any] = field(default_factory=dict)
-    agent: dict[str, Any] = field(default_factory=dict)
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    weight_sync: WeightSyncConfig = field(default_factory=WeightSyncConfig)
+class TrainConfig(StrictModel):
+    """`agent-rl train`'s whole configuration: the tree a recipe in configs/ describes."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    tasks: TasksConfig = Field(default_factory=TasksConfig)
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    weight_sync: WeightSyncConfig = Field(default_factory=WeightSyncConfig)
     seed: int = 0
+    """Seeds Python, NumPy, torch, task order and episodes."""
     output_dir: str = "runs/train"
-    max_steps: int = 10
+    """Metrics, curves, the resolved config.yaml and (by default) checkpoints."""
+    max_steps: int = Field(10, ge=1)
+    """Optimizer batches to train for."""
+
+    @model_validator(mode="after")
+    def _fit_together(self) -> "TrainConfig":
+        ro, alg = self.rollout, self.algorithm
+        if self.batch_size % alg.mini_batch_size:
+            raise ValueError(
+                f"rollout batch = tasks_per_step × group_size = {ro.tasks_per_step} × {ro.group_size} = "
+                f"{self.batch_size} trajectories, which is not a multiple of algorithm.mini_batch_size "
+                f"({alg.mini_batch_size})"
+            )
+        temperature = self.agent.sampling.temperature
+        if temperature <= 0:
+            raise ValueError(f"agent.sampling.temperature must be > 0 for training (got {temperature}): "
+                             "greedy decoding has no usable logprobs")
+        return self
 
     @property
     def batch_size(self) -> int:
@@ -181,107 +256,11 @@ class TrainConfig:
     def checkpoint_dir(self) -> Path:
         return Path(self.checkpoint.dir or Path(self.output_dir) / "checkpoints")
 
-    def validate(self) -> "TrainConfig":
-        """Reject impossible values with messages that say what to change."""
-        check_scalar_types(self, "train config")
-        alg, ro, opt = self.algorithm, self.rollout, self.optim
-        _one_of(alg.loss_aggregation, LOSS_AGGREGATIONS, "algorithm.loss_aggregation")
-        _one_of(alg.advantage_estimator, ADVANTAGE_ESTIMATORS, "algorithm.advantage_estimator")
-        _one_of(alg.overlong_mode, OVERLONG_MODES, "algorithm.overlong_mode")
-        _one_of(opt.scheduler, ("constant", "linear", "cosine"), "optim.scheduler")
-        _one_of(self.model.dtype, ("auto", "float32", "bfloat16", "float16"), "model.dtype")
-        for name in ("group_size", "tasks_per_step", "concurrency"):
-            _check(getattr(ro, name) >= 1, f"rollout.{name} must be >= 1, got {getattr(ro, name)}")
-        _check(0 <= alg.eps_low < 1, f"algorithm.eps_low must be in [0, 1), got {alg.eps_low}")
-        _check(alg.eps_high >= 0, f"algorithm.eps_high must be >= 0, got {alg.eps_high}")
-        _check(alg.dual_clip_c is None or alg.dual_clip_c > 1, "algorithm.dual_clip_c must be > 1 (or null)")
-        _check(alg.tis_cap is None or alg.tis_cap > 0, "algorithm.tis_cap must be > 0 (or null)")
-        _check(alg.kl_beta >= 0 and alg.entropy_coef >= 0, "algorithm.kl_beta and entropy_coef must be >= 0")
-        _check(alg.max_generation_rounds >= 1, "algorithm.max_generation_rounds must be >= 1")
-        _check(alg.ppo_epochs >= 1, "algorithm.ppo_epochs must be >= 1")
-        # Batch geometry: every optimizer step sees a full mini-batch of whole micro-batches.
-        _check(alg.micro_batch_size >= 1, "algorithm.micro_batch_size must be >= 1")
-        _check(
-            alg.micro_batch_size <= alg.mini_batch_size,
-            f"algorithm.micro_batch_size ({alg.micro_batch_size}) must be <= mini_batch_size ({alg.mini_batch_size})",
-        )
-        _check(
-            alg.mini_batch_size % alg.micro_batch_size == 0,
-            f"algorithm.mini_batch_size ({alg.mini_batch_size}) must be a multiple of micro_batch_size ({alg.micro_batch_size})",
-        )
-        _check(
-            self.batch_size % alg.mini_batch_size == 0,
-            f"rollout batch = tasks_per_step × group_size = {ro.tasks_per_step} × {ro.group_size} = {self.batch_size} "
-            f"trajectories, which is not a multiple of algorithm.mini_batch_size ({alg.mini_batch_size})",
-        )
-        if alg.overlong_mode == "soft":
-            _check(
-                0 < alg.overlong_cache_tokens <= alg.overlong_max_tokens,
-                "algorithm.overlong_cache_tokens must be in (0, overlong_max_tokens]",
-            )
-        if alg.overlong_mode == "turns":
-            _check(
-                alg.overlong_max_turns > alg.overlong_turn_threshold,
-                "algorithm.overlong_max_turns must exceed overlong_turn_threshold",
-            )
-        rr = alg.reference_reset
-        _check(rr.every >= 0 and rr.plateau_window >= 1, "algorithm.reference_reset: every >= 0, plateau_window >= 1")
-        _check(opt.lr > 0 and opt.grad_clip > 0 and opt.warmup_steps >= 0, "optim: lr and grad_clip > 0, warmup_steps >= 0")
-        _check(len(opt.betas) == 2, "optim.betas must have two values")
-        _check(self.lora.r >= 1, "lora.r must be >= 1")
-        _check(self.max_steps >= 1, "max_steps must be >= 1")
-        _check(self.checkpoint.keep_last >= 1 and self.checkpoint.every >= 0, "checkpoint: keep_last >= 1, every >= 0")
-        _check(self.weight_sync.tolerance > 0, "weight_sync.tolerance must be > 0")
-        self._validate_owned_sections()
-        return self
-
-    def _validate_owned_sections(self) -> None:
-        # engine/env/agent belong to other modules; build their strict configs to catch typos.
-        sections = [
-            ("engine", "agent_rl.engines.factory", "EngineConfig"),
-            ("env", "envs.swe_env", "EnvConfig"),
-            ("agent", "agent_rl.rollout.agent", "AgentConfig"),
-        ]
-        for section, module, cls_name in sections:
-            try:
-                cls = getattr(importlib.import_module(module), cls_name)
-            except (ImportError, AttributeError) as exc:
-                raise ConfigError(f"{section}: cannot check this section, {module}.{cls_name} is unavailable ({exc})") from exc
-            built = from_mapping(cls, getattr(self, section), section)
-            if section == "agent":
-                temperature = built.sampling.temperature
-                _check(temperature > 0, f"agent.sampling.temperature must be > 0 for training (got {temperature}): "
-                       "greedy decoding has no usable logprobs")
-
     def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+        """Plain data (lists, not tuples) for YAML/JSON: what config.yaml and the metrics loggers get."""
+        return self.model_dump(mode="json")
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """`a.b=value` → ("a.b", value), with the value parsed as YAML (so 3, true, null, [1,2] work)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key=value (e.g. algorithm.kl_beta=0.01)")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"override {text!r} has an empty key")
-    return key, yaml.safe_load(raw) if raw.strip() else ""
-
-
-def load_train_config(path: str | Path | None, overrides: Sequence[str] = (), *, validate: bool = True) -> TrainConfig:
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, Mapping):
-            raise ConfigError(f"config file {path}: top level must be a mapping")
-        data = dict(loaded or {})
-    for text in overrides:
-        key, value = parse_override(text)
-        set_dotted(data, key, value)
-    config = from_mapping(TrainConfig, data, "train config")
-    return config.validate() if validate else config
+def load_train_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """A recipe plus `key=value` overrides as a validated TrainConfig (ConfigError names the bad key)."""
+    return load_config(TrainConfig, path, overrides)

@@ -42,7 +42,6 @@ from agent_rl.train.metrics import MetricsLogger, mean, plot_training_curves, st
 from agent_rl.train.sampler import TaskSampler
 from agent_rl.train.update import UpdateSettings, update_step
 from agent_rl.train.weight_sync import sync_weights
-from sandboxes.strict import from_mapping
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +107,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
-        from agent_rl.rollout.agent import AgentConfig
         from agent_rl.engines.models import load_model, resolve_device, resolve_dtype
 
         cfg = self.config
         self.output_dir = Path(cfg.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._seed_everything(cfg.seed)
-        self.agent_config = from_mapping(AgentConfig, cfg.agent, "agent")
+        self.agent_config = cfg.agent
         self.temperature = float(self.agent_config.sampling.temperature)
         self.device = resolve_device(cfg.model.device)
         self.dtype = resolve_dtype(None if cfg.model.dtype == "auto" else cfg.model.dtype, self.device)
@@ -337,9 +335,7 @@ class Trainer:
     # ------------------------------------------------------------------ 2. rollout
     def _collect(self, task_ids: list[str], seed: int) -> list[Trajectory]:
         from agent_rl.rollout.runner import collect
-        from envs.swe_env import EnvConfig
 
-        env_config = from_mapping(EnvConfig, self.config.env, "env")
         self.model.eval()
         result = collect(
             [self.tasks[t] for t in task_ids],
@@ -347,7 +343,7 @@ class Trainer:
             self.tokenizer,
             group_size=self.config.rollout.group_size,
             concurrency=self.config.rollout.concurrency,
-            env_config=env_config,
+            env_config=self.config.env,
             agent_config=self.agent_config,
             policy_version=self.policy_version,
             seed=seed % (2**31 - 1),

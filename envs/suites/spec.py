@@ -14,9 +14,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
 import yaml
+from pydantic import Field
 
 from envs.tasks import TaskError
-from sandboxes.strict import ConfigError, from_mapping
+from strictconfig import ConfigError, StrictModel
 
 DIFFICULTIES = ("easy", "medium", "hard")
 
@@ -86,17 +87,19 @@ class SuiteSpec:
         return self.root / "lists.json"
 
 
-# --- raw shapes, built through from_mapping so unknown keys are rejected ---------------
+# --- raw shapes: strict models, so unknown keys are rejected; values are checked below ---
 
 
-@dataclass
-class _RawSuiteFile:
+class _RawSuiteFile(StrictModel):
+    """tasks.yaml's top level."""
+
     suite: Any = None
     tasks: Any = None
 
 
-@dataclass
-class _RawTask:
+class _RawTask(StrictModel):
+    """One entry of tasks.yaml's `tasks`."""
+
     id: Any = None
     difficulty: Any = None
     problem_statement: Any = None
@@ -104,22 +107,32 @@ class _RawTask:
     hidden_tests: Any = None
 
 
-@dataclass
-class _RawBugEdit:
+class _RawBugEdit(StrictModel):
+    """One entry of a task's `bug`."""
+
     file: Any = None
     old: Any = None
     new: Any = None
 
 
-@dataclass
-class _RawHiddenTest:
+class _RawHiddenTest(StrictModel):
+    """One entry of a task's `hidden_tests`."""
+
     file: Any = None
     content: Any = None
 
 
-def _strict(cls: type, data: Any, where: str) -> Any:
+class _RawTestLists(StrictModel):
+    """One task's entry in lists.json."""
+
+    fingerprint: str
+    FAIL_TO_PASS: Any = Field(default_factory=list)
+    PASS_TO_PASS: Any = Field(default_factory=list)
+
+
+def _strict(cls: type[StrictModel], data: Any, where: str) -> Any:
     try:
-        return from_mapping(cls, data, where)
+        return cls.from_config(data, where)
     except ConfigError as exc:
         raise SuiteError(str(exc)) from None
 
@@ -274,7 +287,8 @@ def read_lists(suite: SuiteSpec) -> dict[str, TaskTestLists]:
         raise SuiteError(f"{file}: expected an object keyed by task id")
     lists = {}
     for task_id, entry in data.items():
-        lists[task_id] = _strict(TaskTestLists, entry, f"{file}: task {task_id!r}")
+        raw = _strict(_RawTestLists, entry, f"{file}: task {task_id!r}")
+        lists[task_id] = TaskTestLists(raw.fingerprint, raw.FAIL_TO_PASS, raw.PASS_TO_PASS)
         for name in ("FAIL_TO_PASS", "PASS_TO_PASS"):
             value = getattr(lists[task_id], name)
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

@@ -30,13 +30,17 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
+
+from pydantic import Field, field_validator
 
 from envs import pytest_protocol as protocol
 from envs.pytest_protocol import Outcome
 from envs.synth.detect import DetectError, ProjectSetup, detect_project, missing_dependencies_cmd
 from envs.synth.mutations import STRATEGIES, Mutation, check_strategies, enumerate_mutations, select_candidates
 from envs.tasks import Task, cache_dir, is_git_url
+from sandboxes.docker import DockerSandboxConfig
+from strictconfig import StrictModel
 
 log = logging.getLogger(__name__)
 
@@ -61,34 +65,39 @@ class SynthError(RuntimeError):
     """The repository cannot be used for synthesis; the message is the reason for the report."""
 
 
-@dataclass
-class SynthConfig:
+class SynthConfig(StrictModel):
+    """One `agent-rl synth` run: which repository, how many tasks, how they are checked."""
+
+    config_where: ClassVar[str] = "synth"
+
     repo: str
-    out: str  # tasks.jsonl
+    """Local git repository or git URL."""
+    out: str
+    """tasks.jsonl to write."""
     commit: str = "HEAD"
-    max_tasks: int = 20
-    max_candidates: int | None = None  # None → 4 × max_tasks
-    strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
+    max_tasks: int = Field(20, ge=1)
+    max_candidates: int | None = Field(None, ge=1)
+    """Mutations to try; None: 4 × max_tasks."""
+    strategies: list[str] = Field(default_factory=lambda: list(STRATEGIES))
     seed: int = 0
     install_cmd: str | None = None
+    """Overrides the detected install command."""
     test_cmd: str | None = None
-    flaky_reruns: int = 1
-    workers: int = 2
-    validate: bool = True
-    test_timeout_s: float = 120.0
-    report: str | None = None  # None → synth_report.json beside `out`
-    sandbox: dict[str, Any] = field(default_factory=dict)  # DockerSandboxConfig keys
+    """Overrides the detected test command."""
+    flaky_reruns: int = Field(1, ge=0)
+    workers: int = Field(2, ge=1)
+    validate_tasks: bool = Field(True, alias="validate")
+    """Grade each task's gold and empty patch before writing it."""
+    test_timeout_s: float = Field(120.0, gt=0)
+    report: str | None = None
+    """None: synth_report.json beside `out`."""
+    sandbox: DockerSandboxConfig = Field(default_factory=DockerSandboxConfig)
+    """The container the tests run in; its workdir is the synth image's unless set."""
 
-    def __post_init__(self) -> None:
-        if self.max_tasks < 1:
-            raise ValueError(f"max_tasks must be >= 1, got {self.max_tasks}")
-        if self.max_candidates is not None and self.max_candidates < 1:
-            raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if self.flaky_reruns < 0:
-            raise ValueError(f"flaky_reruns must be >= 0, got {self.flaky_reruns}")
-        self.strategies = check_strategies(self.strategies)
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, value: list[str]) -> list[str]:
+        return check_strategies(value)
 
     @property
     def report_path(self) -> str:
@@ -398,9 +407,8 @@ def _timed(report: dict[str, Any], name: str, since: float) -> float:
 
 
 def _synthesize(config: SynthConfig, report: dict[str, Any], progress: Progress) -> list[Task]:
-    from sandboxes.docker import DockerSandbox, DockerSandboxConfig
+    from sandboxes.docker import DockerSandbox
     from sandboxes.images import build_repo_image
-    from sandboxes.strict import from_mapping
 
     t = time.monotonic()
     name = _repo_name(config.repo)
@@ -421,7 +429,7 @@ def _synthesize(config: SynthConfig, report: dict[str, Any], progress: Progress)
         raise SynthError(f"broken install: building the image failed: {exc}") from exc
     t = _timed(report, "image", t)
 
-    sandbox_config = from_mapping(DockerSandboxConfig, {"workdir": WORKDIR, **config.sandbox}, "sandbox")
+    sandbox_config = config.sandbox.for_task_workdir(WORKDIR)
     progress("running the test suite on the base commit")
     with DockerSandbox(image, sandbox_config) as box:
         protocol.install_launcher(box, LAUNCHER_PATH)
@@ -473,7 +481,7 @@ def _synthesize(config: SynthConfig, report: dict[str, Any], progress: Progress)
 
     tasks = [write_task(c, name, clean, setup, config.seed) for c in kept]
     t = _timed(report, "write", t)
-    if config.validate and tasks:
+    if config.validate_tasks and tasks:
         progress(f"validating {len(tasks)} tasks with the grader (gold resolves, empty does not)")
         tasks = _validate(tasks, config, per_strategy, report)
         _timed(report, "validate", t)
@@ -526,7 +534,7 @@ def _check_all(candidates: list[Mutation], clean: dict[str, bytes], baseline: se
 
 def _with_spare(config: SynthConfig) -> int:
     # A few spare bugs, so that one failing validation does not leave us short of max_tasks.
-    return config.max_tasks + (max(1, config.max_tasks // 10) if config.validate else 0)
+    return config.max_tasks + (max(1, config.max_tasks // 10) if config.validate_tasks else 0)
 
 
 def _validate(tasks: list[Task], config: SynthConfig, per_strategy: dict[str, Counter],

@@ -12,7 +12,7 @@ import pytest
 from agent_rl.rollout.agent import AgentConfig, run_episode
 from agent_rl.engines.base import EngineError, Generation, SamplingParams
 from agent_rl.rollout.runner import collect, summarize
-from sandboxes.strict import ConfigError, from_mapping
+from strictconfig import ConfigError
 
 IM_END = 2
 
@@ -178,30 +178,29 @@ async def test_text_mode_engine_marks_trajectory(tokenizer):
 
 async def test_prompt_overrides(tokenizer):
     engine = ScriptedEngine(tokenizer, ["```bash\nsubmit\n```"])
-    config = from_mapping(
-        AgentConfig,
+    config = AgentConfig.from_config(
         {"prompts": {"system": "SYS {{ task_id }}", "instance": "TASK:\n{{ observation }}"}, "sampling": {"seed": 7}},
     )
     traj = await run_episode(ScriptedEnv(), engine, tokenizer, config, task="t9")
     assert traj.messages[0] == {"role": "system", "content": "SYS t9"}
     assert traj.messages[1]["content"].startswith("TASK:\nFix the bug")
     assert engine.calls[0][1].seed is not None
-    bare = from_mapping(AgentConfig, {"prompts": {"template": "bare"}})
+    bare = AgentConfig.from_config({"prompts": {"template": "bare"}})
     traj = await run_episode(ScriptedEnv(), engine, tokenizer, bare, task="t9")
     assert traj.messages[0]["role"] == "user"  # SmolLM2's template adds its default system prompt
 
 
 def test_config_errors_name_the_problem():
     with pytest.raises(ConfigError, match="max_turn"):
-        from_mapping(AgentConfig, {"max_turn": 3})
+        AgentConfig.from_config({"max_turn": 3})
     with pytest.raises(ConfigError, match="max_total_tokens"):
-        from_mapping(AgentConfig, {"max_total_tokens": 0})
+        AgentConfig.from_config({"max_total_tokens": 0})
     with pytest.raises(ConfigError, match="temperatur"):
-        from_mapping(AgentConfig, {"sampling": {"temperatur": 0.5}})
+        AgentConfig.from_config({"sampling": {"temperatur": 0.5}})
     with pytest.raises(ConfigError, match="prompt template 'instance'"):
-        AgentConfig(prompts=from_mapping(AgentConfig, {"prompts": {"instance": "{{ oops"}}).prompts).templates()
+        AgentConfig(prompts=AgentConfig.from_config({"prompts": {"instance": "{{ oops"}}).prompts).templates()
     with pytest.raises(ConfigError, match="neither a built-in"):
-        from_mapping(AgentConfig, {"prompts": {"template": "nope"}}).templates()
+        AgentConfig.from_config({"prompts": {"template": "nope"}}).templates()
 
 
 async def test_collect_records_broken_task_and_returns_the_rest(tokenizer):

@@ -9,7 +9,7 @@ from agent_rl.engines.factory import EngineConfig, engine_config, make_engine
 from agent_rl.engines.hf import HFEngine
 from agent_rl.engines.openai_http import OpenAIEngine, normalize_base_url
 from agent_rl.engines.models import ModelNotFoundError, resolve_checkpoint, tiny_random_model
-from sandboxes.strict import ConfigError
+from strictconfig import ConfigError
 
 
 def test_unknown_keys_and_bad_values_are_named():

@@ -7,7 +7,7 @@ import pytest
 
 from agent_rl.cli import main
 from agent_rl.train.config import load_train_config, parse_override
-from sandboxes.strict import ConfigError
+from strictconfig import ConfigError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 RECIPES = ("smoke-cpu.yaml", "demo-cpu.yaml", "swe-dapo-7b.yaml", "nebius-swe-72b.yaml")

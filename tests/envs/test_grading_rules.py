@@ -17,7 +17,7 @@ from envs.grading import (
 )
 from envs.pytest_protocol import results_from_output
 from envs.tasks import Task
-from sandboxes.strict import ConfigError, from_mapping
+from strictconfig import ConfigError
 
 SRC = """diff --git a/pkg/mod.py b/pkg/mod.py
 index 1111111..2222222 100644
@@ -145,7 +145,7 @@ def test_test_command_runs_the_trusted_launcher_in_isolated_mode():
 
 def test_grading_config_and_rewards():
     with pytest.raises(ConfigError, match="unknown key.*'scan_patches'.*did you mean 'scan_patch'"):
-        from_mapping(GradingConfig, {"scan_patches": False})
+        GradingConfig.from_config({"scan_patches": False})
     with pytest.raises(ConfigError, match="test_timeout_s must be positive"):
         GradingConfig(test_timeout_s=0)
     report = GradeReport("t", fraction_passed=0.5)

@@ -12,7 +12,7 @@ from tinytask import F2P, make_tiny_task
 import envs  # noqa: F401  (registers agent_rl/SWE-v0)
 from envs.swe_env import EnvConfig, SWEEnv, text_space, to_space_text
 from envs.tasks import TaskError
-from sandboxes.strict import ConfigError, from_mapping
+from strictconfig import ConfigError
 
 FIX_EDIT = (
     "The bug is in add.\n```edit calc/ops.py\n<<<<<<< SEARCH\ndef add(a, b):\n    return a - b\n"
@@ -35,7 +35,7 @@ def task(tmp_path_factory):
 
 def test_config_rejects_unknown_keys_and_bad_values():
     with pytest.raises(ConfigError, match="max_turn.*did you mean 'max_turns'"):
-        from_mapping(EnvConfig, {"max_turn": 3}, "env")
+        EnvConfig.from_config({"max_turn": 3}, "env")
     with pytest.raises(ConfigError, match="action_format"):
         EnvConfig(action_format="xml")
     with pytest.raises(ConfigError, match="reward"):

@@ -14,7 +14,7 @@ import pytest
 from sandboxes.base import Sandbox, SandboxDied, SandboxError
 from sandboxes.docker import DockerSandbox, DockerSandboxConfig, _hardening_option
 from sandboxes.fastexec import FileTooLarge
-from sandboxes.strict import ConfigError
+from strictconfig import ConfigError
 
 docker_test = pytest.mark.docker
 

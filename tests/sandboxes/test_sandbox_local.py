@@ -11,7 +11,7 @@ import pytest
 from sandboxes.base import Sandbox, SandboxDied
 from sandboxes import local as local_module
 from sandboxes.local import LocalSandbox
-from sandboxes.strict import ConfigError
+from strictconfig import ConfigError
 
 
 @pytest.fixture
