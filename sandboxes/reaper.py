@@ -11,7 +11,7 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from sandboxes.docker import CREATED_LABEL, KIND_LABEL, MANAGED_LABEL, OWNER_HOST_LABEL, OWNER_PID_LABEL
+from sandboxes.deployment import CREATED_LABEL, KIND_LABEL, MANAGED_LABEL, OWNER_HOST_LABEL, OWNER_PID_LABEL
 
 if TYPE_CHECKING:
     import docker
