@@ -137,6 +137,11 @@ class ExecRunTransport:
             raise SandboxError(f"garbled reply from exec_run: {output[-500:]!r}") from None
 
     def read_bytes(self, path: str, max_bytes: int) -> bytes:
+        # The archive API reads a stopped container's files too; a dead sandbox must not
+        # answer here when it would not over the attach socket.
+        reason = self._deployment.death_reason()
+        if reason:
+            raise ChannelClosed(reason)
         return self._deployment.get_file(self._absolute(path), max_bytes)
 
     def write_bytes(self, path: str, data: bytes) -> None:
