@@ -7,9 +7,10 @@ round trip over the already-open attach socket. `LocalSandbox` runs the same fil
 subprocess, and the `exec_run` fallback runs it once per command (`--request`), so all
 three paths share one set of semantics:
 
-* Each command runs as `bash -c` in its own session/process group, with stdin from
-  /dev/null (so it cannot eat our request stream) and stdout+stderr sent to an unlinked
-  temp file (so a background daemon that keeps the file open cannot block the reply).
+* Each command runs in a bash of its own (forked by a waiting "zygote" bash, see _ZYGOTE)
+  in its own process group, with stdin from /dev/null (so it cannot eat our request
+  stream) and stdout+stderr sent to a temp file that is unlinked once read (so a
+  background daemon that keeps the file open cannot block the reply).
 * A timeout SIGKILLs the whole process group and returns the output so far.
 * Like a shell session, the working directory and exported environment a command leaves
   behind (via `cd`, `export`) carry over to the next command. A bash EXIT trap dumps
@@ -23,6 +24,7 @@ Protocol: request  {"id": n, "op": "exec"|"read"|"write"|"ping", ...}
           response {"id": n, "ok": true, ...} or {"id": n, "ok": false, "error": str, "kind": str}
 """
 import base64
+import functools
 import json
 import os
 import select
@@ -56,18 +58,37 @@ trap __agent_rl_save EXIT
 eval "$__agent_rl_cmd"
 """
 # Starting bash is most of what a trivial command costs: inside a container on
-# fuse-overlayfs, exec plus dynamic linking through FUSE takes ~6 ms. So after each command
-# the server starts the next command's shell ahead of time (after the reply is sent, off the
-# critical path); it waits blocked on a pipe for its command, NUL-terminated, then runs the
-# same wrapper. Reading with `read -d ''` costs a syscall per byte, so only short commands
-# take this path; long ones (file contents in a heredoc) start a shell as before.
-_PRESTARTED = r"""
-IFS= read -r -d '' __agent_rl_in
-exec 0</dev/null
-set -- "$__agent_rl_in" "$@"
-unset __agent_rl_in
-""" + _WRAPPER
-PRESTART_MAX_COMMAND_BYTES = 4096
+# fuse-overlayfs, exec plus dynamic linking through FUSE takes ~6 ms, and a shell started
+# ahead of time after each reply is not ready yet when commands come back to back. So one
+# long-running "zygote" bash forks each short command's shell instead: forking a running
+# bash takes well under a millisecond. The zygote starts off the critical path with the
+# session's environment and is replaced when a command changes that environment. Job
+# control (`set -m`) puts each command in its own process group, as `start_new_session`
+# does for spawned shells; the command turns it off so its own background jobs stay in that
+# group. Per command the zygote reads the output path, the directory and the command, each
+# NUL-terminated (`read -d ''` costs a syscall per byte, so only short commands take this
+# path; long ones, like file contents in a heredoc, spawn a shell), prints the command's
+# pid, waits for it and prints its exit status. The command's `cd` to its directory is a
+# real chdir (the zygote's own may have been deleted) that keeps OLDPWD as it was.
+_ZYGOTE = r"""
+exec 2>/dev/null
+set -m
+while IFS= read -r -d '' __agent_rl_out && IFS= read -r -d '' __agent_rl_dir \
+        && IFS= read -r -d '' __agent_rl_in; do
+    (
+        set +m
+        exec </dev/null >"$__agent_rl_out" 2>&1
+        __agent_rl_old=${OLDPWD-}; cd -- "$__agent_rl_dir"; OLDPWD=$__agent_rl_old
+        set -- "$__agent_rl_in" "$@"
+        unset __agent_rl_in __agent_rl_out __agent_rl_dir __agent_rl_old
+""" + _WRAPPER + r"""
+    ) &
+    echo "$!"
+    wait "$!"
+    echo "$?"
+done
+"""
+ZYGOTE_MAX_COMMAND_BYTES = 4096
 TIMEOUT_EXIT_CODE = 124
 
 
@@ -86,7 +107,7 @@ class ShellSession:
         # to a size-capped tmpfs like /dev/shm.
         self.output_dir = tempfile.gettempdir()
         self.prestart = prestart
-        self._ready = None  # (process, output file) of a shell waiting for its command
+        self._zygote = None  # the bash that forks short commands' shells (see _ZYGOTE)
         self.cwd = workdir
         self.env = {k: v for k, v in os.environ.items() if k not in _SHELL_OWNED}
         self._persisted = os.path.join(self.state_dir, "session.json")
@@ -126,84 +147,78 @@ class ShellSession:
                 os.unlink(stale)
         started = time.monotonic()
         try:
-            proc, out = self._start(cmd, cwd, env, start_dir)
+            job, out = self._start(cmd, cwd, env, start_dir)
         except OSError as exc:  # e.g. EAGAIN when a fork bomb holds every pid
             message = "agent-rl: could not start the command: %s\n" % exc
             return _exec_reply(126, False, message.encode(), time.monotonic() - started, max_bytes)
         with out:
             # Forget finished groups, so `kill_all` never signals a group id reused since.
             self._groups = {pgid for pgid in self._groups if _group_alive(pgid)}
-            timed_out = not _wait_for(proc, timeout)
-            code = proc.wait()
+            self._groups.add(job.pid)
+            code, timed_out = job.finish(timeout)
             if timed_out:
-                _kill_group(proc.pid)  # members that outlived the leader
+                _kill_group(job.pid)  # members that outlived the leader
                 code = TIMEOUT_EXIT_CODE
             duration = time.monotonic() - started
-            if code < 0:
-                code = 128 - code  # killed by a signal, shell convention
             if not timed_out:
                 self._absorb_state(cwd_file, env_file, cwd, env or {})
             return _exec_reply(code, timed_out, out, duration, max_bytes)
 
     def _start(self, cmd, cwd, env, start_dir):
-        """The command's shell and its output file: the pre-started shell when it fits."""
-        ready, self._ready = self._ready, None
+        """The command's job and its output file: forked by the zygote when it fits."""
         data = cmd.encode("utf-8", "surrogateescape")
-        if ready is not None and not cwd and not env and len(data) < PRESTART_MAX_COMMAND_BYTES:
-            proc, out = ready
-            try:
-                proc.stdin.write(data + b"\0")
-                proc.stdin.close()
-                return proc, out
-            except OSError:  # the waiting shell was killed (say, by `pkill bash`)
-                _signal_group(proc.pid)
-                proc.wait()
-                out.close()
-        elif ready is not None:
-            self._discard(ready)
+        zygote = self._zygote
+        if zygote is not None and not cwd and not env and len(data) < ZYGOTE_MAX_COMMAND_BYTES:
+            if zygote.env == self.env:
+                # A named file: the zygote's command opens it. Unlinked once the command ends,
+                # so a background daemon that keeps it open cannot block anything.
+                fd, path = tempfile.mkstemp(prefix=".agent-rl-out-", dir=self.output_dir)
+                pid = zygote.launch(path, start_dir, data)
+                if pid is not None:
+                    return _ZygoteJob(zygote, pid, path), os.fdopen(fd, "w+b")
+                os.close(fd)
+                os.unlink(path)
+            self._stop_zygote()  # stale environment, or killed (say, by `pkill bash`)
         run_env = dict(self.env)
         run_env.update(env or {})
-        return self._spawn(_WRAPPER, [cmd], run_env, start_dir, stdin=subprocess.DEVNULL)
-
-    def _spawn(self, script, first_args, run_env, start_dir, stdin):
         cwd_file, env_file = self._state_files()
         out = tempfile.TemporaryFile(dir=self.output_dir)
         try:
             proc = subprocess.Popen(
-                ["bash", "-c", script, "agent-rl"] + first_args + [cwd_file, env_file + ".names", env_file],
-                stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
+                ["bash", "-c", _WRAPPER, "agent-rl", cmd, cwd_file, env_file + ".names", env_file],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 cwd=start_dir, env=run_env, start_new_session=True,
             )
         except OSError:
             out.close()
             raise
-        self._groups.add(proc.pid)
-        return proc, out
+        return _SpawnedJob(proc), out
 
     def _state_files(self):
         return os.path.join(self.state_dir, "cwd"), os.path.join(self.state_dir, "env")
 
     def prepare_next(self):
-        """Start the next command's shell now, while nobody is waiting for a reply."""
-        if not self.prestart or self._ready is not None:
+        """Have a zygote for the current environment ready, while nobody waits for a reply."""
+        if not self.prestart or not _have_pidfd():
             return
-        try:
-            self._ready = self._spawn(_PRESTARTED, [], dict(self.env), self._start_dir(None), stdin=subprocess.PIPE)
-        except OSError:
-            self._ready = None  # no pids left, say: the next command starts its own shell
+        if self._zygote is not None and (self._zygote.env != self.env or not self._zygote.alive()):
+            self._stop_zygote()
+        if self._zygote is None:
+            cwd_file, env_file = self._state_files()
+            try:
+                self._zygote = _Zygote(self.env, self._start_dir(None), [cwd_file, env_file + ".names", env_file])
+            except OSError:
+                self._zygote = None  # no pids left, say: the next command starts its own shell
 
-    def _discard(self, ready):
-        proc, out = ready
-        _signal_group(proc.pid)
-        proc.wait()
-        out.close()
+    def _stop_zygote(self):
+        if self._zygote is not None:
+            self._zygote.stop()
+            self._zygote = None
 
     def kill_all(self):
         """Kill what commands left running (background jobs). Outside a container nothing
         else would: the container's teardown is what normally does this."""
-        if self._ready is not None:
-            self._discard(self._ready)
-            self._ready = None
+        self._stop_zygote()
         for pgid in self._groups:
             _signal_group(pgid)
         self._groups.clear()
@@ -233,6 +248,71 @@ class ShellSession:
                 else:
                     new_env.pop(key, None)
         self.env = new_env
+
+
+class _SpawnedJob:
+    """A command in a shell of its own (a child of the server)."""
+
+    def __init__(self, proc):
+        self.proc, self.pid = proc, proc.pid
+
+    def finish(self, timeout):
+        """Wait for the command: (exit code, timed out?)."""
+        timed_out = not _wait_for(self.proc, timeout)
+        code = self.proc.wait()
+        return (128 - code if code < 0 else code), timed_out  # killed by a signal: shell convention
+
+
+class _ZygoteJob:
+    """A command in a shell the zygote forked: not our child, so watched through a pidfd."""
+
+    def __init__(self, zygote, pid, output_path):
+        self.zygote, self.pid, self.output_path = zygote, pid, output_path
+
+    def finish(self, timeout):
+        timed_out = not _wait_pid(self.pid, timeout)
+        if timed_out:
+            _signal_group(self.pid)
+        os.unlink(self.output_path)
+        status = self.zygote.status()
+        # No status: the zygote itself was killed along with the command (`kill -9 -1`, say).
+        return (128 + signal.SIGKILL if status is None else status), timed_out
+
+
+class _Zygote:
+    """A bash kept running between commands that forks each command's shell (see _ZYGOTE)."""
+
+    def __init__(self, env, start_dir, state_args):
+        self.env = dict(env)
+        self.proc = subprocess.Popen(
+            ["bash", "-c", _ZYGOTE, "agent-rl"] + state_args,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            cwd=start_dir, env=self.env, start_new_session=True,
+        )
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def launch(self, out_path, start_dir, command):
+        """Fork the command's shell; its pid, or None when the zygote is gone."""
+        try:
+            self.proc.stdin.write(b"\0".join([out_path.encode("utf-8", "surrogateescape"),
+                                              start_dir.encode("utf-8", "surrogateescape"), command, b""]))
+            self.proc.stdin.flush()
+            return int(self.proc.stdout.readline())
+        except (OSError, ValueError):
+            return None
+
+    def status(self):
+        """The exit status of the command last launched, once it ended; None if the zygote died."""
+        try:
+            return int(self.proc.stdout.readline())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self):
+        _signal_group(self.proc.pid)
+        self.proc.communicate()  # reaps it and closes our ends of its pipes
 
 
 def _fast_tmp_dir():
@@ -266,24 +346,41 @@ def _wait_for(proc, timeout):
     if timeout is None:
         proc.wait()
         return True
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):  # Python < 3.9 or kernel < 5.3
+    if _have_pidfd():
+        exited = _wait_pid(proc.pid, timeout)
+    else:  # Python < 3.9 or kernel < 5.3
         try:
             proc.wait(timeout=timeout)
-            return True
+            exited = True
         except subprocess.TimeoutExpired:
-            _signal_group(proc.pid)
-            return False
+            exited = False
+    if not exited:
+        _signal_group(proc.pid)
+    return exited
+
+
+def _wait_pid(pid, timeout):
+    """Wait through a pidfd (it works for processes that are not our children) for `pid` to
+    exit; True if it did within `timeout` seconds (None: no limit)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True  # already exited and reaped
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
-        if poller.poll(max(0, int(timeout * 1000))):
-            return True
-        _signal_group(proc.pid)
-        return False
+        return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
     finally:
         os.close(pidfd)
+
+
+@functools.lru_cache(maxsize=None)
+def _have_pidfd():
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+        return True
+    except (AttributeError, OSError):
+        return False
 
 
 def _kill_group(pgid):

@@ -11,7 +11,8 @@ from sandboxes.transports import AttachSocketTransport, ExecRunTransport, PipeTr
 docker_test = pytest.mark.docker
 
 # Each step: command and exec() keyword arguments. Together they cover exit codes, output,
-# capping, cwd/env persistence, per-call overrides that do not persist, and timeouts.
+# capping, cwd/env persistence, per-call overrides that do not persist, timeouts, and a
+# command killing the shell it runs in.
 SCRIPT = [
     ("echo out; echo err >&2; exit 3", {}),
     ("cd /tmp && export FOO=bar", {}),
@@ -23,7 +24,8 @@ SCRIPT = [
     ("seq 1 5000", {}),
     ("printf 'caf\\xc3\\xa9 \\xff\\n'", {}),
     ("echo started; sleep 30", {"timeout": 1}),
-    ("echo after-timeout; pwd", {}),
+    ("kill -9 $$", {}),  # the shell that forks commands, where there is one: the next still runs
+    ("echo after-kills; pwd", {}),
     ("exit 0", {"cwd": "/no/such/dir"}),
 ]
 
@@ -59,6 +61,7 @@ def test_attach_socket_exec_run_and_pipes_answer_alike(make_sandbox):
     assert expected[0][1:3] == (3, "out\nerr\n")
     assert expected[2][2] == "/tmp\nbar\n" and expected[4][2] == "/tmp\nunset bar\n"
     assert expected[9][1:5] == (124, "started\n", True, False) and expected[7][4] is True
+    assert expected[10][1] == 137 and expected[11][1:3] == (0, "after-kills\n/\n")
     assert _run_script(fallback) == expected
     with LocalSandbox({"output_cap": 1000}) as local:
         assert isinstance(local._transport, PipeTransport)
