@@ -13,8 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-SERVER_PATH = "/opt/agent-rl/fastexec_server.py"
+SERVER_DIR = "/opt/agent-rl"
+SERVER_PATH = f"{SERVER_DIR}/fastexec_server.py"
 SERVER_SOURCE = Path(__file__).with_name("fastexec_server.py")
+# The command server and the module it imports; copied into every sandbox side by side.
+SERVER_FILES = ("fastexec_server.py", "fastexec_jobs.py")
 
 
 def numeric_user(user: str) -> tuple[int, int]:
@@ -73,20 +76,26 @@ class ChunkReader(io.RawIOBase):
 
 
 @functools.lru_cache(maxsize=1)
+def server_files() -> dict[str, bytes]:
+    """The server's files by name, read once (the digest must match what is copied in)."""
+    return {name: SERVER_SOURCE.with_name(name).read_bytes() for name in SERVER_FILES}
+
+
 def server_source() -> bytes:
-    return SERVER_SOURCE.read_bytes()
+    """All of the server's code, in one piece: what the image's server digest covers."""
+    return b"".join(server_files().values())
 
 
 def server_archive() -> bytes:
     """The server as a tar, for images without (the current version of) it."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for directory in ("opt", "opt/agent-rl"):
+        for directory in ("opt", SERVER_DIR.lstrip("/")):
             info = tarfile.TarInfo(directory)
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
-        data = server_source()
-        info = tarfile.TarInfo(SERVER_PATH.lstrip("/"))
-        info.size, info.mode = len(data), 0o755
-        tar.addfile(info, io.BytesIO(data))
+        for name, data in server_files().items():
+            info = tarfile.TarInfo(posixpath.join(SERVER_DIR.lstrip("/"), name))
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()

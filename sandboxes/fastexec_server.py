@@ -24,71 +24,30 @@ Protocol: request  {"id": n, "op": "exec"|"read"|"write"|"ping", ...}
           response {"id": n, "ok": true, ...} or {"id": n, "ok": false, "error": str, "kind": str}
 """
 import base64
-import functools
 import json
 import os
-import select
-import signal
-import subprocess
 import sys
 import tempfile
 import time
+
+# The server runs as a script next to its one helper module; say so explicitly, since
+# PYTHONSAFEPATH (or -P) would keep the script's directory off the import path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fastexec_jobs import (  # noqa: E402
+    ZYGOTE_MAX_COMMAND_BYTES,
+    Zygote,
+    ZygoteJob,
+    group_alive,
+    have_pidfd,
+    kill_group,
+    signal_group,
+    spawn_shell,
+)
 
 # Variables bash manages itself; persisting them would make them drift (SHLVL grows by one
 # per command) or lie about the directory.
 _SHELL_OWNED = ("_", "SHLVL", "PWD")
 DEFAULT_MAX_BYTES = 256 * 1024
-# Runs the user's command with `eval` and, on any exit (normal end or `exit N`), saves the
-# directory and exported environment it leaves behind. The dump uses builtins only
-# (compgen to a file, read, printf): forking `env -0` or `$(...)` would add milliseconds to
-# every command. Our arguments are moved to unexported variables and `set --` clears them.
-_WRAPPER = r"""
-__agent_rl_cmd=$1 __agent_rl_cwd_file=$2 __agent_rl_names_file=$3 __agent_rl_env_file=$4
-set --
-__agent_rl_save() {
-    __agent_rl_rc=$?
-    pwd > "$__agent_rl_cwd_file" 2>/dev/null
-    compgen -e > "$__agent_rl_names_file" 2>/dev/null
-    while IFS= read -r __agent_rl_v; do
-        printf '%s=%s\0' "$__agent_rl_v" "${!__agent_rl_v}"
-    done < "$__agent_rl_names_file" > "$__agent_rl_env_file" 2>/dev/null
-    exit $__agent_rl_rc
-}
-trap __agent_rl_save EXIT
-eval "$__agent_rl_cmd"
-"""
-# Starting bash is most of what a trivial command costs: inside a container on
-# fuse-overlayfs, exec plus dynamic linking through FUSE takes ~6 ms, and a shell started
-# ahead of time after each reply is not ready yet when commands come back to back. So one
-# long-running "zygote" bash forks each short command's shell instead: forking a running
-# bash takes well under a millisecond. The zygote starts off the critical path with the
-# session's environment and is replaced when a command changes that environment. Job
-# control (`set -m`) puts each command in its own process group, as `start_new_session`
-# does for spawned shells; the command turns it off so its own background jobs stay in that
-# group. Per command the zygote reads the output path, the directory and the command, each
-# NUL-terminated (`read -d ''` costs a syscall per byte, so only short commands take this
-# path; long ones, like file contents in a heredoc, spawn a shell), prints the command's
-# pid, waits for it and prints its exit status. The command's `cd` to its directory is a
-# real chdir (the zygote's own may have been deleted) that keeps OLDPWD as it was.
-_ZYGOTE = r"""
-exec 2>/dev/null
-set -m
-while IFS= read -r -d '' __agent_rl_out && IFS= read -r -d '' __agent_rl_dir \
-        && IFS= read -r -d '' __agent_rl_in; do
-    (
-        set +m
-        exec </dev/null >"$__agent_rl_out" 2>&1
-        __agent_rl_old=${OLDPWD-}; cd -- "$__agent_rl_dir"; OLDPWD=$__agent_rl_old
-        set -- "$__agent_rl_in" "$@"
-        unset __agent_rl_in __agent_rl_out __agent_rl_dir __agent_rl_old
-""" + _WRAPPER + r"""
-    ) &
-    echo "$!"
-    wait "$!"
-    echo "$?"
-done
-"""
-ZYGOTE_MAX_COMMAND_BYTES = 4096
 TIMEOUT_EXIT_CODE = 124
 
 
@@ -108,6 +67,8 @@ class ShellSession:
         self.output_dir = tempfile.gettempdir()
         self.prestart = prestart
         self._zygote = None  # the bash that forks short commands' shells (see _ZYGOTE)
+        self._next_output = None  # (fd, path) of the next zygote command's output file
+        self._unlink_later = []  # output files read already
         self.cwd = workdir
         self.env = {k: v for k, v in os.environ.items() if k not in _SHELL_OWNED}
         self._persisted = os.path.join(self.state_dir, "session.json")
@@ -153,11 +114,11 @@ class ShellSession:
             return _exec_reply(126, False, message.encode(), time.monotonic() - started, max_bytes)
         with out:
             # Forget finished groups, so `kill_all` never signals a group id reused since.
-            self._groups = {pgid for pgid in self._groups if _group_alive(pgid)}
+            self._groups = {pgid for pgid in self._groups if group_alive(pgid)}
             self._groups.add(job.pid)
             code, timed_out = job.finish(timeout)
             if timed_out:
-                _kill_group(job.pid)  # members that outlived the leader
+                kill_group(job.pid)  # members that outlived the leader
                 code = TIMEOUT_EXIT_CODE
             duration = time.monotonic() - started
             if not timed_out:
@@ -170,43 +131,61 @@ class ShellSession:
         zygote = self._zygote
         if zygote is not None and not cwd and not env and len(data) < ZYGOTE_MAX_COMMAND_BYTES:
             if zygote.env == self.env:
-                # A named file: the zygote's command opens it. Unlinked once the command ends,
-                # so a background daemon that keeps it open cannot block anything.
-                fd, path = tempfile.mkstemp(prefix=".agent-rl-out-", dir=self.output_dir)
+                # A named file the zygote's command opens. Creating and unlinking it each cost
+                # ~0.5 ms on fuse-overlayfs, so both happen in `prepare_next`, off the critical
+                # path; unlinked, a background daemon that keeps it open cannot block anything.
+                fd, path = self._next_output or self._new_output()
+                self._next_output = None
+                self._unlink_later.append(path)
                 pid = zygote.launch(path, start_dir, data)
                 if pid is not None:
-                    return _ZygoteJob(zygote, pid, path), os.fdopen(fd, "w+b")
+                    return ZygoteJob(zygote, pid), os.fdopen(fd, "w+b")
                 os.close(fd)
-                os.unlink(path)
             self._stop_zygote()  # stale environment, or killed (say, by `pkill bash`)
         run_env = dict(self.env)
         run_env.update(env or {})
-        cwd_file, env_file = self._state_files()
         out = tempfile.TemporaryFile(dir=self.output_dir)
         try:
-            proc = subprocess.Popen(
-                ["bash", "-c", _WRAPPER, "agent-rl", cmd, cwd_file, env_file + ".names", env_file],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                cwd=start_dir, env=run_env, start_new_session=True,
-            )
+            return spawn_shell(cmd, self._state_args(), run_env, start_dir, out), out
         except OSError:
             out.close()
             raise
-        return _SpawnedJob(proc), out
 
     def _state_files(self):
         return os.path.join(self.state_dir, "cwd"), os.path.join(self.state_dir, "env")
 
+    def _state_args(self):
+        """Where a command's shell dumps the state it leaves behind: cwd, names, environment."""
+        cwd_file, env_file = self._state_files()
+        return [cwd_file, env_file + ".names", env_file]
+
+    def _new_output(self):
+        return tempfile.mkstemp(prefix=".agent-rl-out-", dir=self.output_dir)
+
+    def _unlink_outputs(self):
+        for path in self._unlink_later:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self._unlink_later = []
+
     def prepare_next(self):
-        """Have a zygote for the current environment ready, while nobody waits for a reply."""
-        if not self.prestart or not _have_pidfd():
+        """Have a zygote for the current environment and its next output file ready, and
+        remove used output files, while nobody waits for a reply."""
+        self._unlink_outputs()
+        if not self.prestart or not have_pidfd():
             return
+        if self._next_output is None:
+            try:
+                self._next_output = self._new_output()
+            except OSError:
+                pass  # the disk is full, say: the command tries again and reports it
         if self._zygote is not None and (self._zygote.env != self.env or not self._zygote.alive()):
             self._stop_zygote()
         if self._zygote is None:
-            cwd_file, env_file = self._state_files()
             try:
-                self._zygote = _Zygote(self.env, self._start_dir(None), [cwd_file, env_file + ".names", env_file])
+                self._zygote = Zygote(self.env, self._start_dir(None), self._state_args())
             except OSError:
                 self._zygote = None  # no pids left, say: the next command starts its own shell
 
@@ -219,8 +198,13 @@ class ShellSession:
         """Kill what commands left running (background jobs). Outside a container nothing
         else would: the container's teardown is what normally does this."""
         self._stop_zygote()
+        self._unlink_outputs()
+        if self._next_output is not None:
+            os.close(self._next_output[0])
+            os.unlink(self._next_output[1])
+            self._next_output = None
         for pgid in self._groups:
-            _signal_group(pgid)
+            signal_group(pgid)
         self._groups.clear()
 
     def _absorb_state(self, cwd_file, env_file, cwd_override, env_override):
@@ -250,147 +234,10 @@ class ShellSession:
         self.env = new_env
 
 
-class _SpawnedJob:
-    """A command in a shell of its own (a child of the server)."""
-
-    def __init__(self, proc):
-        self.proc, self.pid = proc, proc.pid
-
-    def finish(self, timeout):
-        """Wait for the command: (exit code, timed out?)."""
-        timed_out = not _wait_for(self.proc, timeout)
-        code = self.proc.wait()
-        return (128 - code if code < 0 else code), timed_out  # killed by a signal: shell convention
-
-
-class _ZygoteJob:
-    """A command in a shell the zygote forked: not our child, so watched through a pidfd."""
-
-    def __init__(self, zygote, pid, output_path):
-        self.zygote, self.pid, self.output_path = zygote, pid, output_path
-
-    def finish(self, timeout):
-        timed_out = not _wait_pid(self.pid, timeout)
-        if timed_out:
-            _signal_group(self.pid)
-        os.unlink(self.output_path)
-        status = self.zygote.status()
-        # No status: the zygote itself was killed along with the command (`kill -9 -1`, say).
-        return (128 + signal.SIGKILL if status is None else status), timed_out
-
-
-class _Zygote:
-    """A bash kept running between commands that forks each command's shell (see _ZYGOTE)."""
-
-    def __init__(self, env, start_dir, state_args):
-        self.env = dict(env)
-        self.proc = subprocess.Popen(
-            ["bash", "-c", _ZYGOTE, "agent-rl"] + state_args,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            cwd=start_dir, env=self.env, start_new_session=True,
-        )
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def launch(self, out_path, start_dir, command):
-        """Fork the command's shell; its pid, or None when the zygote is gone."""
-        try:
-            self.proc.stdin.write(b"\0".join([out_path.encode("utf-8", "surrogateescape"),
-                                              start_dir.encode("utf-8", "surrogateescape"), command, b""]))
-            self.proc.stdin.flush()
-            return int(self.proc.stdout.readline())
-        except (OSError, ValueError):
-            return None
-
-    def status(self):
-        """The exit status of the command last launched, once it ended; None if the zygote died."""
-        try:
-            return int(self.proc.stdout.readline())
-        except (OSError, ValueError):
-            return None
-
-    def stop(self):
-        _signal_group(self.proc.pid)
-        self.proc.communicate()  # reaps it and closes our ends of its pipes
-
-
 def _fast_tmp_dir():
     """A tmpfs for the small per-command state files: on fuse-overlayfs every file operation
     costs ~0.6 ms, on /dev/shm ~0.05 ms. None (the default temp dir) when it is not usable."""
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK) else None
-
-
-def _group_alive(pgid):
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-def _signal_group(pgid):
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-def _wait_for(proc, timeout):
-    """Wait for the command's shell to exit; on timeout kill its group. True if it exited.
-
-    Popen.wait(timeout) polls with sleeps of up to 50 ms, and a timer thread costs a thread
-    start (two context switches) per command; a pidfd lets one poll() wait with a deadline.
-    """
-    if timeout is None:
-        proc.wait()
-        return True
-    if _have_pidfd():
-        exited = _wait_pid(proc.pid, timeout)
-    else:  # Python < 3.9 or kernel < 5.3
-        try:
-            proc.wait(timeout=timeout)
-            exited = True
-        except subprocess.TimeoutExpired:
-            exited = False
-    if not exited:
-        _signal_group(proc.pid)
-    return exited
-
-
-def _wait_pid(pid, timeout):
-    """Wait through a pidfd (it works for processes that are not our children) for `pid` to
-    exit; True if it did within `timeout` seconds (None: no limit)."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True  # already exited and reaped
-    try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
-    finally:
-        os.close(pidfd)
-
-
-@functools.lru_cache(maxsize=None)
-def _have_pidfd():
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-        return True
-    except (AttributeError, OSError):
-        return False
-
-
-def _kill_group(pgid):
-    # A few rounds: a fork bomb can add members while a kill is delivered. Not "until the
-    # group is empty": orphans stay listed as zombies until init reaps them, which a bare
-    # host init may take its time over.
-    for _ in range(3):
-        if not _signal_group(pgid):
-            return
-        time.sleep(0.005)
 
 
 def _exec_reply(code, timed_out, out, duration, max_bytes):
