@@ -10,7 +10,9 @@ three paths share one set of semantics:
 * Each command runs in a bash of its own (forked by a waiting "zygote" bash, see _ZYGOTE)
   in its own process group, with stdin from /dev/null (so it cannot eat our request
   stream) and stdout+stderr sent to a temp file that is unlinked once read (so a
-  background daemon that keeps the file open cannot block the reply).
+  background daemon that keeps the file open cannot block the reply). As in any bash
+  subshell, `$$` in a forked command is the pid of the shell that forked it (the zygote);
+  `$BASHPID` is the command's own.
 * A timeout SIGKILLs the whole process group and returns the output so far.
 * Like a shell session, the working directory and exported environment a command leaves
   behind (via `cd`, `export`) carry over to the next command. A bash EXIT trap dumps
@@ -129,19 +131,20 @@ class ShellSession:
         """The command's job and its output file: forked by the zygote when it fits."""
         data = cmd.encode("utf-8", "surrogateescape")
         zygote = self._zygote
-        if zygote is not None and not cwd and not env and len(data) < ZYGOTE_MAX_COMMAND_BYTES:
-            if zygote.env == self.env:
-                # A named file the zygote's command opens. Creating and unlinking it each cost
-                # ~0.5 ms on fuse-overlayfs, so both happen in `prepare_next`, off the critical
-                # path; unlinked, a background daemon that keeps it open cannot block anything.
-                fd, path = self._next_output or self._new_output()
-                self._next_output = None
-                self._unlink_later.append(path)
-                pid = zygote.launch(path, start_dir, data)
-                if pid is not None:
-                    return ZygoteJob(zygote, pid), os.fdopen(fd, "w+b")
-                os.close(fd)
-            self._stop_zygote()  # stale environment, or killed (say, by `pkill bash`)
+        # A zygote with another environment is replaced in `prepare_next`, after the reply.
+        if (zygote is not None and zygote.env == self.env and not cwd and not env
+                and len(data) < ZYGOTE_MAX_COMMAND_BYTES):
+            # A named file the zygote's command opens. Creating and unlinking it each cost
+            # ~0.5 ms on fuse-overlayfs, so both happen in `prepare_next`, off the critical
+            # path; unlinked, a background daemon that keeps it open cannot block anything.
+            fd, path = self._next_output or self._new_output()
+            self._next_output = None
+            self._unlink_later.append(path)
+            pid = zygote.launch(path, start_dir, data)
+            if pid is not None:
+                return ZygoteJob(zygote, pid), os.fdopen(fd, "w+b")
+            os.close(fd)
+            self._stop_zygote()  # it was killed (say, by `pkill bash`): spawn a shell instead
         run_env = dict(self.env)
         run_env.update(env or {})
         out = tempfile.TemporaryFile(dir=self.output_dir)

@@ -24,7 +24,9 @@ SCRIPT = [
     ("seq 1 5000", {}),
     ("printf 'caf\\xc3\\xa9 \\xff\\n'", {}),
     ("echo started; sleep 30", {"timeout": 1}),
-    ("kill -9 $$", {}),  # the shell that forks commands, where there is one: the next still runs
+    # $$ is the command's shell, or the zygote that forked it (fast path, local): either way
+    # it dies, the command reports SIGKILL and the next command runs.
+    ("kill -9 $$", {}),
     ("echo after-kills; pwd", {}),
     ("exit 0", {"cwd": "/no/such/dir"}),
 ]
