@@ -42,7 +42,7 @@ from sandboxes.deployment import (
 )
 from sandboxes.fastexec import ChannelClosed, ChannelTimeout, ServerSandbox
 from sandboxes.strict import ConfigError, from_mapping
-from sandboxes.transports import FALLBACK_STATE_DIR, make_dirs
+from sandboxes.transports import FALLBACK_STATE_DIR, ServerTransport, make_dirs
 
 if TYPE_CHECKING:
     import docker
@@ -117,7 +117,11 @@ class DockerSandboxConfig:
 
 
 class DockerSandbox(ServerSandbox):
-    """A running hardened container. Use as a context manager or call `close()`."""
+    """A running hardened container. Use as a context manager or call `close()`.
+
+    Its `DockerDeployment` owns the container; its `ServerTransport` (attach socket, or
+    exec_run with `fast_exec=False`) carries every command and file operation.
+    """
 
     def __init__(self, image: str, config: DockerSandboxConfig | Mapping[str, Any] | None = None, *,
                  client: "docker.DockerClient | None" = None):
@@ -130,12 +134,13 @@ class DockerSandbox(ServerSandbox):
         self._close_callbacks: list[Callable[["DockerSandbox"], None]] = []
         self._deployment = DockerDeployment(image, self.config, client or default_client())
         self.container_id = self._deployment.create()
+        transport: ServerTransport | None = None
         try:
-            self._transport = self._deployment.start()
+            self._transport = transport = self._deployment.start()
             self._await_server()
         except BaseException:
-            if hasattr(self, "_transport"):
-                self._transport.close()
+            if transport is not None:
+                transport.close()
             self._deployment.remove()
             raise
 

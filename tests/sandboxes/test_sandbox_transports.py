@@ -81,3 +81,19 @@ def test_a_dead_container_raises_sandbox_died_on_every_operation(make_sandbox, d
         with pytest.raises(SandboxDied, match="died"):
             operation()
     sandbox.close()
+
+
+def test_short_commands_are_forked_by_one_waiting_shell():
+    """The server's zygote: one bash forks each short command's shell (`$$` names it, as in
+    any subshell), and a command that changes the environment gets it replaced."""
+    with LocalSandbox() as sandbox:
+        first, second = (sandbox.exec("echo $$ $BASHPID").output.split() for _ in range(2))
+        assert first[0] == second[0] and len({first[1], second[1], first[0]}) == 3
+        assert sandbox.exec("export CHANGED=1").ok
+        zygote, changed = sandbox.exec("echo $$ $CHANGED").output.split()
+        assert changed == "1" and zygote != first[0]
+        # Per-call overrides and long commands take a shell of their own; the zygote stays.
+        assert sandbox.exec("echo $$ $BASHPID", env={"X": "1"}).output.split()[0] not in (zygote, first[0])
+        long_command = "echo $$ #" + "x" * 5000
+        assert sandbox.exec(long_command).output.split()[0] != zygote
+        assert sandbox.exec("echo $$").output.split() == [zygote]
