@@ -69,7 +69,6 @@ class ShellSession:
         self.output_dir = tempfile.gettempdir()
         self.prestart = prestart
         self._zygote = None  # the bash that forks short commands' shells (see _ZYGOTE)
-        self._next_output = None  # (fd, path) of the next zygote command's output file
         self._unlink_later = []  # output files read already
         self.cwd = workdir
         self.env = {k: v for k, v in os.environ.items() if k not in _SHELL_OWNED}
@@ -134,16 +133,13 @@ class ShellSession:
         # A zygote with another environment is replaced in `prepare_next`, after the reply.
         if (zygote is not None and zygote.env == self.env and not cwd and not env
                 and len(data) < ZYGOTE_MAX_COMMAND_BYTES):
-            # A named file the zygote's command opens. Creating and unlinking it each cost
-            # ~0.5 ms on fuse-overlayfs, so both happen in `prepare_next`, off the critical
-            # path; unlinked, a background daemon that keeps it open cannot block anything.
-            fd, path = self._next_output or self._new_output()
-            self._next_output = None
-            self._unlink_later.append(path)
-            pid = zygote.launch(path, start_dir, data)
-            if pid is not None:
-                return ZygoteJob(zygote, pid), os.fdopen(fd, "w+b")
-            os.close(fd)
+            started = zygote.run(start_dir, data)
+            if started is not None:
+                pid, out, path = started
+                # Unlinked after the reply (another ~0.5 ms on fuse-overlayfs); unlinked, a
+                # background daemon that keeps the file open cannot block anything.
+                self._unlink_later.append(path)
+                return ZygoteJob(zygote, pid), out
             self._stop_zygote()  # it was killed (say, by `pkill bash`): spawn a shell instead
         run_env = dict(self.env)
         run_env.update(env or {})
@@ -162,9 +158,6 @@ class ShellSession:
         cwd_file, env_file = self._state_files()
         return [cwd_file, env_file + ".names", env_file]
 
-    def _new_output(self):
-        return tempfile.mkstemp(prefix=".agent-rl-out-", dir=self.output_dir)
-
     def _unlink_outputs(self):
         for path in self._unlink_later:
             try:
@@ -174,23 +167,19 @@ class ShellSession:
         self._unlink_later = []
 
     def prepare_next(self):
-        """Have a zygote for the current environment and its next output file ready, and
-        remove used output files, while nobody waits for a reply."""
+        """Have a zygote for the current environment with a shell forked for the next command,
+        and remove used output files, while nobody waits for a reply."""
         self._unlink_outputs()
         if not self.prestart or not have_pidfd():
             return
-        if self._next_output is None:
-            try:
-                self._next_output = self._new_output()
-            except OSError:
-                pass  # the disk is full, say: the command tries again and reports it
         if self._zygote is not None and (self._zygote.env != self.env or not self._zygote.alive()):
             self._stop_zygote()
-        if self._zygote is None:
-            try:
+        try:
+            if self._zygote is None:
                 self._zygote = Zygote(self.env, self._start_dir(None), self._state_args())
-            except OSError:
-                self._zygote = None  # no pids left, say: the next command starts its own shell
+            self._zygote.fork_next(self.output_dir)
+        except OSError:  # no pids or disk left, say: the next command starts its own shell
+            self._stop_zygote()
 
     def _stop_zygote(self):
         if self._zygote is not None:
@@ -202,10 +191,6 @@ class ShellSession:
         else would: the container's teardown is what normally does this."""
         self._stop_zygote()
         self._unlink_outputs()
-        if self._next_output is not None:
-            os.close(self._next_output[0])
-            os.unlink(self._next_output[1])
-            self._next_output = None
         for pgid in self._groups:
             signal_group(pgid)
         self._groups.clear()
