@@ -169,7 +169,12 @@ class Zygote:
             os.close(fd)
             os.unlink(path)
             self._waiting = None
-        self.proc.communicate()  # reaps it and closes our ends of its pipes
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):  # not communicate(): it would read
+            try:                                          # until every holder of the pipe exits
+                pipe.close()
+            except OSError:
+                pass
 
 
 def group_alive(pgid):
