@@ -4,48 +4,45 @@ Defaults: no network, user 1000:1000, every capability dropped, no-new-privilege
 process, and pids/memory/CPU limits. Relaxing one takes an explicit config key; if the engine
 refuses (or warns that it discarded) an option we raise `HardeningUnsupported` naming it.
 
-Commands normally go through the fast-exec server (`fastexec_server.py`), the container's
-main process, over the container's attach socket: no `docker exec` per command, and it works
-the same when agent-rl itself runs in a container against the host's Docker socket.
-`fast_exec=False` runs that server once per command via `exec_run` instead: slower, same
+A `DockerSandbox` is a deployment plus a runtime, as in SWE-ReX: `DockerDeployment`
+(`deployment.py`) owns the container (create, harden, label, start, death, remove); the
+commands and files go through one `ServerTransport` (`transports.py`) to the command server
+in the container, chosen once at start. Normally that is the attach socket to the server
+running as the container's main process (no `docker exec` per command, and it works the
+same when agent-rl itself runs in a container against the host's Docker socket);
+`fast_exec=False` runs the server once per command via `exec_run` instead: slower, same
 semantics (persistent cwd/env, process-group kill on timeout).
 """
 from __future__ import annotations
 
-import base64
-import functools
-import io
-import json
 import logging
-import os
 import posixpath
 import re
-import socket
-import tarfile
-import threading
-import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 from pydantic import ConfigDict, Field, field_validator, model_serializer, model_validator
 
+from sandboxes.archive import SERVER_PATH, SERVER_SOURCE, numeric_user, tree_archive
 from sandboxes.base import (
     DEFAULT_OUTPUT_CAP,
     HardeningUnsupported,
     SandboxDied,
     SandboxError,
 )
-from sandboxes.fastexec import (
-    AttachSocketTransport,
-    ChannelClosed,
-    ChannelTimeout,
-    FileTooLarge,
-    READ_LIMIT_BYTES,
-    ServerChannel,
-    ServerSandbox,
-    check_reply,
+from sandboxes.deployment import (
+    CREATED_LABEL,
+    KIND_LABEL,
+    MANAGED_LABEL,
+    OWNER_HOST_LABEL,
+    OWNER_PID_LABEL,
+    DockerDeployment,
+    default_client,
+    hardening_option as _hardening_option,  # noqa: F401  (re-exported: tests and callers import it from here)
+    owner_labels,
 )
+from sandboxes.fastexec import ChannelClosed, ChannelTimeout, ServerSandbox
+from sandboxes.transports import FALLBACK_STATE_DIR, ServerTransport, make_dirs
 from strictconfig import StrictModel
 
 if TYPE_CHECKING:
@@ -53,15 +50,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MANAGED_LABEL = "agent-rl.managed"
-OWNER_PID_LABEL = "agent-rl.owner-pid"
-OWNER_HOST_LABEL = "agent-rl.owner-host"
-CREATED_LABEL = "agent-rl.created"
-KIND_LABEL = "agent-rl.kind"
-SERVER_PATH = "/opt/agent-rl/fastexec_server.py"
-SERVER_SOURCE = Path(__file__).with_name("fastexec_server.py")
-# Session state of the exec_run fallback (one server process per command) lives here.
-FALLBACK_STATE_DIR = "/tmp/.agent-rl-shell"
 _MEMORY = re.compile(r"^\d+[bkmg]?$", re.IGNORECASE)
 
 
@@ -164,63 +152,12 @@ class DockerSandboxConfig(StrictModel):
         return self if "workdir" in self.model_fields_set else self.model_copy(update={"workdir": workdir})
 
 
-def owner_labels() -> dict[str, str]:
-    """Labels that let the reaper find containers whose owning process died."""
-    return {
-        MANAGED_LABEL: "1",
-        OWNER_PID_LABEL: str(os.getpid()),
-        OWNER_HOST_LABEL: socket.gethostname(),
-        CREATED_LABEL: str(int(time.time())),
-    }
-
-
-# Phrases by which the engine refuses (or warns that it discarded) an option, and the
-# config key to name. Specific phrases: OCI errors say "container init" about anything.
-_HARDENING_WORDS = (
-    ("pids limit", "pids_limit"),
-    ("pidslimit", "pids_limit"),
-    ("swap limit", "mem_limit"),
-    ("memory limit", "mem_limit"),
-    ("minimum memory", "mem_limit"),
-    ("nanocpus", "cpus"),
-    ("range of cpus", "cpus"),
-    ("cpu cfs", "cpus"),
-    ("no-new-privileges", "no_new_privileges"),
-    ("seccomp", "no_new_privileges"),
-    ("docker-init", "init"),
-    ("init binary", "init"),
-    ("capabilit", "cap_drop/cap_add"),
-    ("network mode", "network"),
-)
-
-
-def _hardening_option(message: str) -> str | None:
-    lowered = message.lower()
-    for word, option in _HARDENING_WORDS:
-        if word in lowered:
-            return option
-    return None
-
-
-_shared_client: "docker.DockerClient | None" = None
-_shared_client_lock = threading.Lock()
-
-
-def default_client() -> "docker.DockerClient":
-    """One client for every sandbox made without one (created on first use)."""
-    global _shared_client
-    with _shared_client_lock:
-        if _shared_client is None:
-            import docker
-
-            # exec_run in fallback mode blocks for the whole command, so allow long reads; many
-            # sandboxes start and stop at once, so keep more than urllib3's 10 connections.
-            _shared_client = docker.from_env(timeout=600, max_pool_size=64)
-        return _shared_client
-
-
 class DockerSandbox(ServerSandbox):
-    """A running hardened container. Use as a context manager or call `close()`."""
+    """A running hardened container. Use as a context manager or call `close()`.
+
+    Its `DockerDeployment` owns the container; its `ServerTransport` (attach socket, or
+    exec_run with `fast_exec=False`) carries every command and file operation.
+    """
 
     def __init__(self, image: str, config: DockerSandboxConfig | Mapping[str, Any] | None = None, *,
                  client: "docker.DockerClient | None" = None):
@@ -229,125 +166,41 @@ class DockerSandbox(ServerSandbox):
         self.workdir = self.config.workdir
         self.output_cap = self.config.output_cap
         self.default_timeout = self.config.default_timeout
-        self._client = client or default_client()
-        self._api = self._client.api
         self._closed = False
-        self._channel: ServerChannel | None = None
-        self._stderr_tail = b""
-        self._fallback_lock = threading.Lock()
         self._close_callbacks: list[Callable[["DockerSandbox"], None]] = []
-        self.container_id = self._create()
+        self._deployment = DockerDeployment(image, self.config, client or default_client())
+        self.container_id = self._deployment.create()
+        transport: ServerTransport | None = None
         try:
-            self._start()
+            self._transport = transport = self._deployment.start()
+            self._await_server()
         except BaseException:
-            if self._channel is not None:
-                self._channel.close()
-            self._remove()
+            if transport is not None:
+                transport.close()
+            self._deployment.remove()
             raise
 
-    # ------------------------------------------------------------------ lifecycle
-
-    def _host_config(self) -> dict[str, Any]:
-        c = self.config
-        return self._api.create_host_config(
-            network_mode=c.network,
-            cap_drop=list(c.cap_drop) or None,
-            cap_add=list(c.cap_add) or None,
-            security_opt=["no-new-privileges"] if c.no_new_privileges else None,
-            init=c.init,
-            pids_limit=c.pids_limit,
-            mem_limit=c.mem_limit,
-            memswap_limit=c.mem_limit,  # no swap: the memory limit is the limit
-            nano_cpus=int(c.cpus * 1e9),
-            # Replies travel over the attach socket; a json-file log would keep a second copy
-            # of every command's output on the host's disk for the container's lifetime.
-            log_config={"type": "none", "config": {}},
-        )
-
-    def _create(self) -> str:
-        import docker.errors
-
-        c = self.config
-        command = ["python3", SERVER_PATH, "--workdir", c.workdir] if c.fast_exec else ["sleep", "infinity"]
-        try:
-            created = self._api.create_container(
-                self.image,
-                command=command,
-                user=c.user,
-                working_dir=c.workdir,
-                environment=dict(c.env),
-                labels={**c.labels, **owner_labels(), KIND_LABEL: "sandbox"},
-                name=f"agent-rl-{os.getpid()}-{uuid.uuid4().hex[:10]}",
-                # docker-py pairs this with StdinOnce: when our process dies its attach socket
-                # closes, the server reads EOF and exits, and the container stops by itself.
-                stdin_open=c.fast_exec,
-                tty=False,
-                host_config=self._host_config(),
-            )
-        except docker.errors.ImageNotFound as exc:
-            raise SandboxError(f"image {self.image!r} not found (build it: `agent-rl images build`)") from exc
-        except docker.errors.APIError as exc:
-            option = _hardening_option(str(exc))
-            if option:
-                raise HardeningUnsupported(f"the Docker engine refused hardening option {option}: {exc}") from exc
-            raise SandboxError(f"could not create a container from {self.image!r}: {exc}") from exc
-        container_id = created["Id"]
-        for warning in created.get("Warnings") or []:
-            option = _hardening_option(warning)
-            if option:
-                self._api.remove_container(container_id, force=True)
-                raise HardeningUnsupported(f"the Docker engine discarded hardening option {option}: {warning}")
-            log.warning("docker create %s: %s", container_id[:12], warning)
-        return container_id
-
-    def _start(self) -> None:
-        import docker.errors
-
-        if not self._image_has_current_server():
-            self._api.put_archive(self.container_id, "/", _server_archive())
-        if self.config.fast_exec:
-            sock = self._api.attach_socket(
-                self.container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-            )
-            self._channel = ServerChannel(AttachSocketTransport(sock, on_stderr=self._keep_stderr))
-        try:
-            self._api.start(self.container_id)
-        except docker.errors.APIError as exc:
-            option = _hardening_option(str(exc))
-            if option:
-                raise HardeningUnsupported(f"the Docker engine refused hardening option {option}: {exc}") from exc
-            raise SandboxError(f"could not start a container from {self.image!r}: {exc}") from exc
+    def _await_server(self) -> None:
         try:
             self.ping(timeout=self.config.start_timeout)
         except SandboxDied as exc:
             raise SandboxError(
                 f"sandbox from {self.image!r} did not come up ({exc}); the image needs bash and python3. "
-                f"Server stderr: {self._stderr_tail.decode(errors='replace')[-1000:]}"
+                f"Server stderr: {self._transport.stderr_tail()}"
             ) from exc
-
-    def _image_has_current_server(self) -> bool:
-        """False for foreign images and for ours built with another server version: then the
-        current server is copied into the container before it starts."""
-        from sandboxes.images import SERVER_DIGEST_LABEL, server_digest
-
-        labels = (self._api.inspect_image(self.image).get("Config") or {}).get("Labels") or {}
-        return labels.get(SERVER_DIGEST_LABEL) == server_digest(_server_source())
-
-    def _keep_stderr(self, data: bytes) -> None:
-        self._stderr_tail = (self._stderr_tail + data)[-8192:]
 
     def add_close_callback(self, callback: Callable[["DockerSandbox"], None]) -> None:
         """Run `callback(self)` once the container is removed (the pool frees its slot so)."""
         self._close_callbacks.append(callback)
 
     def close(self) -> None:
+        """Remove the container (idempotent), then run the close callbacks."""
         if self._closed:
             return
         self._closed = True
-        if self._channel is not None:
-            self._channel.close()
+        self._transport.close()
         try:
-            self._remove()
+            self._deployment.remove()
         finally:
             for callback in self._close_callbacks:
                 callback(self)
@@ -356,221 +209,43 @@ class DockerSandbox(ServerSandbox):
     def closed(self) -> bool:
         return self._closed
 
-    def _remove(self) -> None:
-        import docker.errors
-
-        try:
-            self._api.remove_container(self.container_id, force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if "already in progress" not in str(exc):
-                # Never crash an episode on cleanup; the label reaper removes leftovers.
-                log.warning("could not remove sandbox container %s: %s", self.container_id[:12], exc)
-
     def __repr__(self) -> str:
         return f"DockerSandbox(image={self.image!r}, container={self.container_id[:12]})"
 
-    # ------------------------------------------------------------------ death
-
-    def _death_reason(self) -> str:
-        import docker.errors
-
-        try:
-            state = self._api.inspect_container(self.container_id)["State"]
-        except docker.errors.NotFound:
-            return "container was removed"
-        except Exception as exc:  # the engine itself is unreachable
-            return f"engine unreachable: {exc}"
-        if state.get("Running"):
-            return ""
-        return (f"container stopped (exit code {state.get('ExitCode')}, OOMKilled={state.get('OOMKilled')}"
-                f"{', error: ' + state['Error'] if state.get('Error') else ''})")
-
-    def _died(self, why: str) -> SandboxDied:
-        self._closed_by_death()
-        return SandboxDied(f"sandbox {self.container_id[:12]} ({self.image}) died: {why}")
-
-    def _closed_by_death(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-
-    # ------------------------------------------------------------------ requests
-
-    def _request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
-        if self._closed:
-            raise SandboxError(f"{self!r} is closed")
-        if self.config.fast_exec:
-            assert self._channel is not None
-            try:
-                return self._channel.request(payload, timeout)
-            except ChannelClosed:
-                raise self._died(self._death_reason() or "command server exited") from None
-            except ChannelTimeout:
-                reason = self._death_reason()
-                if not reason:
-                    # Alive but deaf: unusable. Kill it rather than hang the caller next time.
-                    self._api.kill(self.container_id)
-                    reason = f"command server did not answer within {timeout:.0f}s; container killed"
-                raise self._died(reason) from None
-        return self._request_via_exec_run(payload)
-
-    def _request_via_exec_run(self, payload: dict[str, Any]) -> dict[str, Any]:
-        import docker.errors
-        import requests.exceptions
-
-        encoded = base64.b64encode(json.dumps({**payload, "id": 0}).encode()).decode()
-        command = ["python3", SERVER_PATH, "--workdir", self.workdir, "--state-dir", FALLBACK_STATE_DIR,
-                   "--request", encoded]
-        with self._fallback_lock:  # one shell session: commands run one after another
-            try:
-                exec_id = self._api.exec_create(self.container_id, command, stdout=True, stderr=False,
-                                                user=self.config.user)["Id"]
-                output = self._api.exec_start(exec_id)
-            except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
-                # RequestException: e.g. the client's read timeout ran out on a long command.
-                reason = self._death_reason()
-                if reason:
-                    raise self._died(reason) from exc
-                raise SandboxError(f"docker exec failed: {exc}") from exc
-        try:
-            return check_reply(json.loads(output.decode().strip().splitlines()[-1]))
-        except (ValueError, IndexError):
-            reason = self._death_reason()
-            if reason:
-                raise self._died(reason) from None
-            raise SandboxError(f"garbled reply from exec_run: {output[-500:]!r}") from None
-
-    def read_bytes(self, path: str, max_bytes: int = READ_LIMIT_BYTES) -> bytes:
-        if self.config.fast_exec:
-            return super().read_bytes(path, max_bytes)
-        return self._get_archive_file(self._absolute(path), max_bytes)
-
-    def write_file(self, path: str, content: str | bytes) -> None:
-        if self.config.fast_exec:
-            super().write_file(path, content)
-            return
-        data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
-        self._put_files(self._absolute(path), {posixpath.basename(path): (data, 0o644)})
+    def _failed(self, error: ChannelClosed | ChannelTimeout) -> SandboxDied:
+        reason = self._deployment.death_reason()
+        if not reason and isinstance(error, ChannelTimeout):
+            # Alive but deaf: unusable. Kill it rather than hang the caller next time.
+            self._deployment.kill()
+            reason = f"command server did not answer within {error.timeout:.0f}s; container killed"
+        self._transport.close()
+        return SandboxDied(f"sandbox {self.container_id[:12]} ({self.image}) died: {reason or 'command server exited'}")
 
     def upload(self, local_path: str, remote_path: str) -> None:
         """Copy a local file or directory to `remote_path` (owned by the sandbox user)."""
         source = Path(local_path)
         if not source.exists():
             raise FileNotFoundError(f"upload source does not exist: {local_path}")
-        remote = self._absolute(remote_path)
-        buffer = io.BytesIO()
-        uid, gid = _numeric_user(self.config.user)
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            tar.add(str(source), arcname=posixpath.basename(remote.rstrip("/")),
-                    filter=lambda info: _owned(info, uid, gid))
-        self._ensure_dir(posixpath.dirname(remote))
-        self._put_archive(posixpath.dirname(remote), buffer.getvalue())
-
-    # ------------------------------------------------------------------ archive helpers
-
-    def _absolute(self, path: str) -> str:
-        return path if path.startswith("/") else posixpath.join(self.workdir, path)
-
-    def _ensure_dir(self, directory: str) -> None:
-        result = self.exec(f"mkdir -p -- {_shell_quote(directory)}", timeout=30)
-        if result.exit_code != 0:
-            raise PermissionError(f"cannot create {directory} in the sandbox: {result.output.strip()}")
-
-    def _put_files(self, remote_path: str, files: dict[str, tuple[bytes, int]]) -> None:
-        uid, gid = _numeric_user(self.config.user)
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            for name, (data, mode) in files.items():
-                info = _owned(tarfile.TarInfo(name), uid, gid)
-                info.size, info.mode, info.mtime = len(data), mode, int(time.time())
-                tar.addfile(info, io.BytesIO(data))
-        directory = posixpath.dirname(remote_path)
-        self._ensure_dir(directory)
-        self._put_archive(directory, buffer.getvalue())
-
-    def _put_archive(self, directory: str, data: bytes) -> None:
-        import docker.errors
-
-        try:
-            self._api.put_archive(self.container_id, directory, data)
-        except docker.errors.NotFound as exc:
-            raise self._died(self._death_reason() or str(exc)) from exc
-
-    def _get_archive_file(self, path: str, max_bytes: int) -> bytes:
-        import docker.errors
-
-        try:
-            stream, _ = self._api.get_archive(self.container_id, path)
-        except docker.errors.NotFound as exc:
-            reason = self._death_reason()
-            if reason:
-                raise self._died(reason) from exc
-            raise FileNotFoundError(f"no such file in the sandbox: {path}") from exc
-        with tarfile.open(fileobj=_ChunkReader(stream), mode="r|") as tar:  # streamed: no full copy in memory
-            member = tar.next()
-            if member is None or not member.isfile():
-                raise IsADirectoryError(f"not a regular file in the sandbox: {path}")
-            if member.size > max_bytes:
-                raise FileTooLarge(f"{path} is {member.size} bytes, over the {max_bytes}-byte read limit")
-            extracted = tar.extractfile(member)
-            assert extracted is not None
-            return extracted.read()
+        remote = remote_path if remote_path.startswith("/") else posixpath.join(self.workdir, remote_path)
+        data = tree_archive(source, remote, *numeric_user(self.config.user))
+        self._call(make_dirs, self._transport, posixpath.dirname(remote))
+        self._call(self._deployment.put_archive, posixpath.dirname(remote), data)
 
 
-class _ChunkReader(io.RawIOBase):
-    """A file-like view of docker-py's chunk iterator, so tarfile can stream it."""
-
-    def __init__(self, chunks: Any):
-        self._chunks = iter(chunks)
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            try:
-                self._pending = next(self._chunks)
-            except StopIteration:
-                return 0
-        size = min(len(buffer), len(self._pending))
-        buffer[:size], self._pending = self._pending[:size], self._pending[size:]
-        return size
-
-
-def _numeric_user(user: str) -> tuple[int, int]:
-    uid, _, gid = user.partition(":")
-    try:
-        return int(uid), int(gid or uid)
-    except ValueError:
-        return 1000, 1000  # a named user: our images make `agent` 1000:1000
-
-
-def _owned(info: tarfile.TarInfo, uid: int, gid: int) -> tarfile.TarInfo:
-    info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
-    return info
-
-
-def _shell_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
-
-
-@functools.lru_cache(maxsize=1)
-def _server_source() -> bytes:
-    return SERVER_SOURCE.read_bytes()
-
-
-def _server_archive() -> bytes:
-    """The server as a tar, for images without (the current version of) it."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for directory in ("opt", "opt/agent-rl"):
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        data = _server_source()
-        info = tarfile.TarInfo(SERVER_PATH.lstrip("/"))
-        info.size, info.mode = len(data), 0o755
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+__all__ = [
+    "CREATED_LABEL",
+    "FALLBACK_STATE_DIR",
+    "KIND_LABEL",
+    "MANAGED_LABEL",
+    "OWNER_HOST_LABEL",
+    "OWNER_PID_LABEL",
+    "SERVER_PATH",
+    "SERVER_SOURCE",
+    "DockerSandbox",
+    "DockerSandboxConfig",
+    "HardeningUnsupported",
+    "SandboxDied",
+    "SandboxError",
+    "default_client",
+    "owner_labels",
+]

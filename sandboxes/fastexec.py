@@ -1,9 +1,11 @@
 """Client side of the fast-exec protocol (see `fastexec_server.py`).
 
-The server speaks JSON lines. Two transports carry them: a Docker attach socket (whose
+The server speaks JSON lines. Two byte streams carry them: a Docker attach socket (whose
 stdout arrives in 8-byte-header frames because the container has no TTY) and the pipes of
 a local subprocess. `ServerChannel` turns either into request → reply with a deadline, and
 `exec_result` turns an exec reply into an `ExecResult` with head+tail capping.
+`ServerSandbox` is the Sandbox API every backend shares on top of a `ServerTransport`
+(`sandboxes/transports.py`).
 """
 from __future__ import annotations
 
@@ -18,16 +20,18 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, Mapping, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, TypeVar
 
 from sandboxes.base import ExecResult, SandboxError, cap_text, truncation_marker
+
+if TYPE_CHECKING:
+    from sandboxes.transports import ServerTransport
 
 T = TypeVar("T")
 # How long past a command's own timeout we wait for the server before declaring it dead.
 REPLY_GRACE_S = 15.0
 FILE_OP_TIMEOUT_S = 60.0
 READ_LIMIT_BYTES = 64 * 1024 * 1024
-
 
 
 class FileTooLarge(SandboxError):
@@ -51,10 +55,16 @@ class ChannelClosed(SandboxError):
 
 
 class ChannelTimeout(SandboxError):
-    """No reply arrived before the deadline."""
+    """No reply arrived before the deadline (`timeout` seconds)."""
+
+    def __init__(self, timeout: float):
+        super().__init__(f"the command server did not answer within {timeout:.0f}s")
+        self.timeout = timeout
 
 
-class Transport(Protocol):
+class ByteStream(Protocol):
+    """The raw pipe to a command server: bytes in, bytes out."""
+
     def send(self, data: bytes) -> None: ...
 
     def receive(self, timeout: float) -> bytes:
@@ -79,7 +89,7 @@ def _close_quietly(*closables: Any) -> None:
             pass
 
 
-class AttachSocketTransport:
+class AttachSocketStream:
     """A container's attached stdin/stdout. Without a TTY Docker multiplexes the output
     streams: each frame is [stream, 0, 0, 0, size (u32 big-endian)] then `size` bytes."""
 
@@ -130,7 +140,7 @@ class AttachSocketTransport:
         _close_quietly(self._sock, self._holder)
 
 
-class PipeTransport:
+class PipeStream:
     """stdin/stdout pipes of a local server subprocess."""
 
     def __init__(self, stdin: Any, stdout: Any):
@@ -154,8 +164,8 @@ class PipeTransport:
 class ServerChannel:
     """One request at a time over a transport; replies matched by id."""
 
-    def __init__(self, transport: Transport):
-        self._transport = transport
+    def __init__(self, stream: ByteStream):
+        self._stream = stream
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._buffer = b""
@@ -163,23 +173,23 @@ class ServerChannel:
     def request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
         with self._lock:
             request_id = next(self._ids)
-            self._transport.send(json.dumps({**payload, "id": request_id}).encode() + b"\n")
+            self._stream.send(json.dumps({**payload, "id": request_id}).encode() + b"\n")
             deadline = time.monotonic() + timeout
             while True:
-                reply = self._read_line(deadline)
+                reply = self._read_line(deadline, timeout)
                 if reply.get("id") == request_id:
                     return check_reply(reply)
                 # A reply to an earlier request that timed out on our side: skip it.
 
-    def _read_line(self, deadline: float) -> dict[str, Any]:
+    def _read_line(self, deadline: float, timeout: float) -> dict[str, Any]:
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ChannelTimeout("no reply from the sandbox's command server")
+                raise ChannelTimeout(timeout)
             try:
-                chunk = self._transport.receive(remaining)
+                chunk = self._stream.receive(remaining)
             except TimeoutError:
-                raise ChannelTimeout("no reply from the sandbox's command server") from None
+                raise ChannelTimeout(timeout) from None
             if not chunk:
                 raise ChannelClosed("the sandbox's command server stream ended")
             self._buffer += chunk
@@ -190,7 +200,7 @@ class ServerChannel:
             raise SandboxError(f"garbled reply from the command server: {line[:200]!r}") from exc
 
     def close(self) -> None:
-        self._transport.close()
+        self._stream.close()
 
 
 def check_reply(reply: dict[str, Any]) -> dict[str, Any]:
@@ -240,17 +250,36 @@ async def run_blocking(fn: Callable[..., T], *args: Any) -> T:
 
 
 class ServerSandbox:
-    """The Sandbox methods every backend shares once it can send requests to a command server.
+    """The Sandbox methods every backend shares once a `ServerTransport` reaches its command server.
 
-    Subclasses provide `workdir`, `output_cap`, `default_timeout` and `_request`.
+    Subclasses set `workdir`, `output_cap`, `default_timeout` and `_transport` (chosen once,
+    when the sandbox starts), and say in `_failed` what a lost server means for them.
     """
 
     workdir: str
     output_cap: int
     default_timeout: float
+    _transport: "ServerTransport"
+
+    @property
+    def closed(self) -> bool:
+        raise NotImplementedError
+
+    def _failed(self, error: ChannelClosed | ChannelTimeout) -> SandboxError:
+        """The error to raise when the transport lost the server (normally SandboxDied)."""
+        raise NotImplementedError
+
+    def _call(self, operation: Callable[..., T], *args: Any) -> T:
+        """Run a transport operation; a lost server becomes the subclass's error."""
+        if self.closed:
+            raise SandboxError(f"{self!r} is closed")
+        try:
+            return operation(*args)
+        except (ChannelClosed, ChannelTimeout) as exc:
+            raise self._failed(exc) from None
 
     def _request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
-        raise NotImplementedError
+        return self._call(self._transport.request, payload, timeout)
 
     def ping(self, timeout: float = 5.0) -> None:
         """Round trip to the command server; raises SandboxDied if it is gone."""
@@ -279,8 +308,7 @@ class ServerSandbox:
     def read_bytes(self, path: str, max_bytes: int = READ_LIMIT_BYTES) -> bytes:
         """File contents; relative paths are relative to `workdir`. Raises FileTooLarge past
         `max_bytes`."""
-        reply = self._request({"op": "read", "path": path, "max_bytes": max_bytes}, FILE_OP_TIMEOUT_S)
-        return base64.b64decode(reply["data"])
+        return self._call(self._transport.read_bytes, path, max_bytes)
 
     def read_file(self, path: str, max_bytes: int = READ_LIMIT_BYTES) -> str:
         return self.read_bytes(path, max_bytes).decode("utf-8", errors="replace")
@@ -288,7 +316,7 @@ class ServerSandbox:
     def write_file(self, path: str, content: str | bytes) -> None:
         """Create or replace a file (and its parent directories) as the sandbox user."""
         data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
-        self._request({"op": "write", "path": path, "data": base64.b64encode(data).decode()}, FILE_OP_TIMEOUT_S)
+        self._call(self._transport.write_bytes, path, data)
 
     async def aread_file(self, path: str) -> str:
         return await run_blocking(self.read_file, path)

@@ -7,9 +7,12 @@ round trip over the already-open attach socket. `LocalSandbox` runs the same fil
 subprocess, and the `exec_run` fallback runs it once per command (`--request`), so all
 three paths share one set of semantics:
 
-* Each command runs as `bash -c` in its own session/process group, with stdin from
-  /dev/null (so it cannot eat our request stream) and stdout+stderr sent to an unlinked
-  temp file (so a background daemon that keeps the file open cannot block the reply).
+* Each command runs in a bash of its own (forked by a waiting "zygote" bash, see _ZYGOTE)
+  in its own process group, with stdin from /dev/null (so it cannot eat our request
+  stream) and stdout+stderr sent to a temp file that is unlinked once read (so a
+  background daemon that keeps the file open cannot block the reply). As in any bash
+  subshell, `$$` in a forked command is the pid of the shell that forked it (the zygote);
+  `$BASHPID` is the command's own.
 * A timeout SIGKILLs the whole process group and returns the output so far.
 * Like a shell session, the working directory and exported environment a command leaves
   behind (via `cd`, `export`) carry over to the next command. A bash EXIT trap dumps
@@ -25,49 +28,28 @@ Protocol: request  {"id": n, "op": "exec"|"read"|"write"|"ping", ...}
 import base64
 import json
 import os
-import select
-import signal
-import subprocess
 import sys
 import tempfile
 import time
+
+# The server runs as a script next to its one helper module; say so explicitly, since
+# PYTHONSAFEPATH (or -P) would keep the script's directory off the import path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fastexec_jobs import (  # noqa: E402
+    ZYGOTE_MAX_COMMAND_BYTES,
+    Zygote,
+    ZygoteJob,
+    group_alive,
+    have_pidfd,
+    kill_group,
+    signal_group,
+    spawn_shell,
+)
 
 # Variables bash manages itself; persisting them would make them drift (SHLVL grows by one
 # per command) or lie about the directory.
 _SHELL_OWNED = ("_", "SHLVL", "PWD")
 DEFAULT_MAX_BYTES = 256 * 1024
-# Runs the user's command with `eval` and, on any exit (normal end or `exit N`), saves the
-# directory and exported environment it leaves behind. The dump uses builtins only
-# (compgen to a file, read, printf): forking `env -0` or `$(...)` would add milliseconds to
-# every command. Our arguments are moved to unexported variables and `set --` clears them.
-_WRAPPER = r"""
-__agent_rl_cmd=$1 __agent_rl_cwd_file=$2 __agent_rl_names_file=$3 __agent_rl_env_file=$4
-set --
-__agent_rl_save() {
-    __agent_rl_rc=$?
-    pwd > "$__agent_rl_cwd_file" 2>/dev/null
-    compgen -e > "$__agent_rl_names_file" 2>/dev/null
-    while IFS= read -r __agent_rl_v; do
-        printf '%s=%s\0' "$__agent_rl_v" "${!__agent_rl_v}"
-    done < "$__agent_rl_names_file" > "$__agent_rl_env_file" 2>/dev/null
-    exit $__agent_rl_rc
-}
-trap __agent_rl_save EXIT
-eval "$__agent_rl_cmd"
-"""
-# Starting bash is most of what a trivial command costs: inside a container on
-# fuse-overlayfs, exec plus dynamic linking through FUSE takes ~6 ms. So after each command
-# the server starts the next command's shell ahead of time (after the reply is sent, off the
-# critical path); it waits blocked on a pipe for its command, NUL-terminated, then runs the
-# same wrapper. Reading with `read -d ''` costs a syscall per byte, so only short commands
-# take this path; long ones (file contents in a heredoc) start a shell as before.
-_PRESTARTED = r"""
-IFS= read -r -d '' __agent_rl_in
-exec 0</dev/null
-set -- "$__agent_rl_in" "$@"
-unset __agent_rl_in
-""" + _WRAPPER
-PRESTART_MAX_COMMAND_BYTES = 4096
 TIMEOUT_EXIT_CODE = 124
 
 
@@ -86,7 +68,8 @@ class ShellSession:
         # to a size-capped tmpfs like /dev/shm.
         self.output_dir = tempfile.gettempdir()
         self.prestart = prestart
-        self._ready = None  # (process, output file) of a shell waiting for its command
+        self._zygote = None  # the bash that forks short commands' shells (see _ZYGOTE)
+        self._unlink_later = []  # output files read already
         self.cwd = workdir
         self.env = {k: v for k, v in os.environ.items() if k not in _SHELL_OWNED}
         self._persisted = os.path.join(self.state_dir, "session.json")
@@ -126,86 +109,90 @@ class ShellSession:
                 os.unlink(stale)
         started = time.monotonic()
         try:
-            proc, out = self._start(cmd, cwd, env, start_dir)
+            job, out = self._start(cmd, cwd, env, start_dir)
         except OSError as exc:  # e.g. EAGAIN when a fork bomb holds every pid
             message = "agent-rl: could not start the command: %s\n" % exc
             return _exec_reply(126, False, message.encode(), time.monotonic() - started, max_bytes)
         with out:
             # Forget finished groups, so `kill_all` never signals a group id reused since.
-            self._groups = {pgid for pgid in self._groups if _group_alive(pgid)}
-            timed_out = not _wait_for(proc, timeout)
-            code = proc.wait()
+            self._groups = {pgid for pgid in self._groups if group_alive(pgid)}
+            self._groups.add(job.pid)
+            code, timed_out = job.finish(timeout)
             if timed_out:
-                _kill_group(proc.pid)  # members that outlived the leader
+                kill_group(job.pid)  # members that outlived the leader
                 code = TIMEOUT_EXIT_CODE
             duration = time.monotonic() - started
-            if code < 0:
-                code = 128 - code  # killed by a signal, shell convention
             if not timed_out:
                 self._absorb_state(cwd_file, env_file, cwd, env or {})
             return _exec_reply(code, timed_out, out, duration, max_bytes)
 
     def _start(self, cmd, cwd, env, start_dir):
-        """The command's shell and its output file: the pre-started shell when it fits."""
-        ready, self._ready = self._ready, None
+        """The command's job and its output file: forked by the zygote when it fits."""
         data = cmd.encode("utf-8", "surrogateescape")
-        if ready is not None and not cwd and not env and len(data) < PRESTART_MAX_COMMAND_BYTES:
-            proc, out = ready
-            try:
-                proc.stdin.write(data + b"\0")
-                proc.stdin.close()
-                return proc, out
-            except OSError:  # the waiting shell was killed (say, by `pkill bash`)
-                _signal_group(proc.pid)
-                proc.wait()
-                out.close()
-        elif ready is not None:
-            self._discard(ready)
+        zygote = self._zygote
+        # A zygote with another environment is replaced in `prepare_next`, after the reply.
+        if (zygote is not None and zygote.env == self.env and not cwd and not env
+                and len(data) < ZYGOTE_MAX_COMMAND_BYTES):
+            started = zygote.run(start_dir, data)
+            if started is not None:
+                pid, out, path = started
+                # Unlinked after the reply (another ~0.5 ms on fuse-overlayfs); unlinked, a
+                # background daemon that keeps the file open cannot block anything.
+                self._unlink_later.append(path)
+                return ZygoteJob(zygote, pid), out
+            self._stop_zygote()  # it was killed (say, by `pkill bash`): spawn a shell instead
         run_env = dict(self.env)
         run_env.update(env or {})
-        return self._spawn(_WRAPPER, [cmd], run_env, start_dir, stdin=subprocess.DEVNULL)
-
-    def _spawn(self, script, first_args, run_env, start_dir, stdin):
-        cwd_file, env_file = self._state_files()
         out = tempfile.TemporaryFile(dir=self.output_dir)
         try:
-            proc = subprocess.Popen(
-                ["bash", "-c", script, "agent-rl"] + first_args + [cwd_file, env_file + ".names", env_file],
-                stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
-                cwd=start_dir, env=run_env, start_new_session=True,
-            )
+            return spawn_shell(cmd, self._state_args(), run_env, start_dir, out), out
         except OSError:
             out.close()
             raise
-        self._groups.add(proc.pid)
-        return proc, out
 
     def _state_files(self):
         return os.path.join(self.state_dir, "cwd"), os.path.join(self.state_dir, "env")
 
-    def prepare_next(self):
-        """Start the next command's shell now, while nobody is waiting for a reply."""
-        if not self.prestart or self._ready is not None:
-            return
-        try:
-            self._ready = self._spawn(_PRESTARTED, [], dict(self.env), self._start_dir(None), stdin=subprocess.PIPE)
-        except OSError:
-            self._ready = None  # no pids left, say: the next command starts its own shell
+    def _state_args(self):
+        """Where a command's shell dumps the state it leaves behind: cwd, names, environment."""
+        cwd_file, env_file = self._state_files()
+        return [cwd_file, env_file + ".names", env_file]
 
-    def _discard(self, ready):
-        proc, out = ready
-        _signal_group(proc.pid)
-        proc.wait()
-        out.close()
+    def _unlink_outputs(self):
+        for path in self._unlink_later:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self._unlink_later = []
+
+    def prepare_next(self):
+        """Have a zygote for the current environment with a shell forked for the next command,
+        and remove used output files, while nobody waits for a reply."""
+        self._unlink_outputs()
+        if not self.prestart or not have_pidfd():
+            return
+        if self._zygote is not None and (self._zygote.env != self.env or not self._zygote.alive()):
+            self._stop_zygote()
+        try:
+            if self._zygote is None:
+                self._zygote = Zygote(self.env, self._start_dir(None), self._state_args())
+            self._zygote.fork_next(self.output_dir)
+        except OSError:  # no pids or disk left, say: the next command starts its own shell
+            self._stop_zygote()
+
+    def _stop_zygote(self):
+        if self._zygote is not None:
+            self._zygote.stop()
+            self._zygote = None
 
     def kill_all(self):
         """Kill what commands left running (background jobs). Outside a container nothing
         else would: the container's teardown is what normally does this."""
-        if self._ready is not None:
-            self._discard(self._ready)
-            self._ready = None
+        self._stop_zygote()
+        self._unlink_outputs()
         for pgid in self._groups:
-            _signal_group(pgid)
+            signal_group(pgid)
         self._groups.clear()
 
     def _absorb_state(self, cwd_file, env_file, cwd_override, env_override):
@@ -239,61 +226,6 @@ def _fast_tmp_dir():
     """A tmpfs for the small per-command state files: on fuse-overlayfs every file operation
     costs ~0.6 ms, on /dev/shm ~0.05 ms. None (the default temp dir) when it is not usable."""
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK) else None
-
-
-def _group_alive(pgid):
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-def _signal_group(pgid):
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-def _wait_for(proc, timeout):
-    """Wait for the command's shell to exit; on timeout kill its group. True if it exited.
-
-    Popen.wait(timeout) polls with sleeps of up to 50 ms, and a timer thread costs a thread
-    start (two context switches) per command; a pidfd lets one poll() wait with a deadline.
-    """
-    if timeout is None:
-        proc.wait()
-        return True
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):  # Python < 3.9 or kernel < 5.3
-        try:
-            proc.wait(timeout=timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            _signal_group(proc.pid)
-            return False
-    try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        if poller.poll(max(0, int(timeout * 1000))):
-            return True
-        _signal_group(proc.pid)
-        return False
-    finally:
-        os.close(pidfd)
-
-
-def _kill_group(pgid):
-    # A few rounds: a fork bomb can add members while a kill is delivered. Not "until the
-    # group is empty": orphans stay listed as zombies until init reaps them, which a bare
-    # host init may take its time over.
-    for _ in range(3):
-        if not _signal_group(pgid):
-            return
-        time.sleep(0.005)
 
 
 def _exec_reply(code, timed_out, out, duration, max_bytes):

@@ -39,6 +39,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
+from sandboxes import archive
+from sandboxes.archive import SERVER_DIR, SERVER_FILES
+
 if TYPE_CHECKING:
     import docker
 
@@ -68,9 +71,7 @@ BASE_PACKAGES: tuple[str, ...] = (
 )
 MIN_FREE_BYTES = 3 * 1024**3
 AGENT_UID = 1000
-FASTEXEC_IN_IMAGE = "/opt/agent-rl/fastexec_server.py"
 SERVER_DIGEST_LABEL = "agent-rl.fastexec-sha256"
-FASTEXEC_SOURCE = Path(__file__).with_name("fastexec_server.py")
 
 Progress = Callable[[str], None]
 
@@ -209,8 +210,8 @@ RUN groupadd --gid {AGENT_UID} agent \\
  && git config --system advice.detachedHead false
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 LANG=C.UTF-8 LC_ALL=C.UTF-8 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_BREAK_SYSTEM_PACKAGES=1
 WORKDIR /testbed
-COPY fastexec_server.py {FASTEXEC_IN_IMAGE}
-RUN chmod 0755 {FASTEXEC_IN_IMAGE}
+COPY {" ".join(SERVER_FILES)} {SERVER_DIR}/
+RUN chmod 0755 {" ".join(f"{SERVER_DIR}/{name}" for name in SERVER_FILES)}
 LABEL {SERVER_DIGEST_LABEL}={server_digest(server_source)}
 USER agent
 """
@@ -229,7 +230,7 @@ def base_image_tag(suite: str = DEFAULT_SUITE, mirror: str | None = None,
                    packages: Sequence[str] = BASE_PACKAGES) -> str:
     """The content-hashed tag `ensure_base_image` would produce for these inputs (no Docker call)."""
     rootfs_tag = _rootfs_tag(suite, mirror or debian_mirror(suite), packages)
-    server_source = FASTEXEC_SOURCE.read_bytes()
+    server_source = archive.server_source()
     return _base_tag(rootfs_tag, _base_dockerfile(rootfs_tag, server_source), server_source)
 
 
@@ -320,7 +321,7 @@ def ensure_base_image(client: "docker.DockerClient | None" = None, *, progress: 
     client = _client(client)
     mirror = mirror or debian_mirror(suite)
     rootfs_tag = _rootfs_tag(suite, mirror, packages)
-    server_source = FASTEXEC_SOURCE.read_bytes()  # read once: the tag must match what is copied in
+    server_source = archive.server_source()  # read once: the tag must match what is copied in
     dockerfile = _base_dockerfile(rootfs_tag, server_source)
     tag = _base_tag(rootfs_tag, dockerfile, server_source)
     if image_exists(client, tag):
@@ -340,7 +341,7 @@ def ensure_base_image(client: "docker.DockerClient | None" = None, *, progress: 
                 rootfs = _debootstrap_rootfs(Path(tmp), suite, mirror, packages, progress)
                 _import_rootfs(client, rootfs, rootfs_tag, progress)
         progress(f"building {tag} on {rootfs_tag}…")
-        context = _tar_context({"Dockerfile": dockerfile.encode(), "fastexec_server.py": server_source})
+        context = _tar_context({"Dockerfile": dockerfile.encode(), **archive.server_files()})
         with context:
             _docker_build(client, context, tag, {MANAGED_LABEL: "1", KIND_LABEL: "base"}, progress)
         _alias(client, tag, BASE_ALIAS)

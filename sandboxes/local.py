@@ -5,8 +5,9 @@ processes. Use it only for trusted code, tests without Docker, or debugging; it 
 and logs a warning every time one is created.
 
 It runs the same command server as the containers (`fastexec_server.py`) as a child
-process, so semantics match `DockerSandbox`: persistent cwd/env between commands, each
-command in its own process group, a timeout kills the group, head+tail output capping.
+process, reached through the same `ServerTransport` seam (`PipeTransport`), so semantics
+match `DockerSandbox`: persistent cwd/env between commands, each command in its own
+process group, a timeout kills the group, head+tail output capping.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from typing import Any, ClassVar, Mapping
 from pydantic import ConfigDict, Field, field_validator
 
 from sandboxes.base import DEFAULT_OUTPUT_CAP, SandboxDied, SandboxError
-from sandboxes.fastexec import ChannelClosed, ChannelTimeout, PipeTransport, ServerChannel, ServerSandbox
+from sandboxes.fastexec import ChannelClosed, ChannelTimeout, ServerSandbox
+from sandboxes.transports import PipeTransport
 from strictconfig import StrictModel
 
 log = logging.getLogger(__name__)
@@ -69,19 +71,18 @@ class LocalSandbox(ServerSandbox):
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=self.workdir, env=env,
         )
         assert self._server.stdin is not None and self._server.stdout is not None
-        self._channel = ServerChannel(PipeTransport(self._server.stdin, self._server.stdout))
+        self._transport = PipeTransport(self._server.stdin, self._server.stdout)
         self._closed = False
 
-    def _request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
-        if self._closed:
-            raise SandboxError("LocalSandbox is closed")
-        try:
-            return self._channel.request(payload, timeout)
-        except ChannelClosed:
-            raise SandboxDied(f"local command server exited (code {self._server.poll()})") from None
-        except ChannelTimeout:
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _failed(self, error: ChannelClosed | ChannelTimeout) -> SandboxDied:
+        if isinstance(error, ChannelTimeout):
             self._server.kill()
-            raise SandboxDied(f"local command server did not answer within {timeout:.0f}s; killed") from None
+            return SandboxDied(f"local command server did not answer within {error.timeout:.0f}s; killed")
+        return SandboxDied(f"local command server exited (code {self._server.poll()})")
 
     def upload(self, local_path: str, remote_path: str) -> None:
         source = Path(local_path)
@@ -99,7 +100,7 @@ class LocalSandbox(ServerSandbox):
             return
         self._closed = True
         # EOF makes the server kill the process groups of the commands it started, then exit.
-        self._channel.close()
+        self._transport.close()
         try:
             self._server.wait(timeout=10)
         except subprocess.TimeoutExpired:

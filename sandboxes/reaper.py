@@ -11,7 +11,7 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from sandboxes.docker import CREATED_LABEL, KIND_LABEL, MANAGED_LABEL, OWNER_HOST_LABEL, OWNER_PID_LABEL
+from sandboxes.deployment import CREATED_LABEL, KIND_LABEL, MANAGED_LABEL, OWNER_HOST_LABEL, OWNER_PID_LABEL
 
 if TYPE_CHECKING:
     import docker
@@ -63,7 +63,10 @@ def reap(client: "docker.DockerClient | None" = None, *, all_owners: bool = Fals
     removed = []
     # Only sandbox containers: build steps inherit `agent-rl.managed` from our images' labels
     # and must not be touched, even with all_owners.
-    sandboxes = client.containers.list(all=True, filters={"label": [f"{MANAGED_LABEL}=1", f"{KIND_LABEL}=sandbox"]})
+    # ignore_removed: containers that other processes remove between the listing and the
+    # per-container inspect that docker-py does would otherwise raise NotFound.
+    sandboxes = client.containers.list(all=True, ignore_removed=True,
+                                       filters={"label": [f"{MANAGED_LABEL}=1", f"{KIND_LABEL}=sandbox"]})
     for container in sandboxes:
         labels = container.labels or {}
         if not all_owners:

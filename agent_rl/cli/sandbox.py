@@ -30,7 +30,8 @@ def run_list(args: argparse.Namespace) -> int:
 
     client = docker.from_env()
     filters = {"label": [f"{MANAGED_LABEL}=1", f"{KIND_LABEL}=sandbox"]}
-    for container in client.containers.list(all=True, filters=filters):
+    # ignore_removed: another process may remove a container between the listing and its inspection.
+    for container in client.containers.list(all=True, ignore_removed=True, filters=filters):
         labels = container.labels
         print(f"{container.short_id}  {container.status:<8} owner {labels.get(OWNER_HOST_LABEL)}:"
               f"{labels.get(OWNER_PID_LABEL)}  {container.attrs['Config']['Image']}")
