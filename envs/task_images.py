@@ -1,6 +1,6 @@
 """Task → Docker image: the task's repository at its base commit, plus its setup commands.
 
-`sandboxes.images.build_repo_image` does the building and already names images by a
+`sandboxes.repo_images.build_repo_image` does the building and already names images by a
 content hash (so a rebuild is a no-op). This module adds what many concurrent episodes
 need on top: one build per task at a time across threads *and* processes, and an
 in-process memo so the hot path (every `reset`) is a dictionary lookup.
@@ -59,7 +59,7 @@ def task_image(task: Task, *, client: object | None = None) -> str:
         cached = _memo.get(key)
         if cached:
             return cached
-        from sandboxes.images import build_repo_image  # docker SDK: imported only when building
+        from sandboxes.repo_images import build_repo_image  # docker SDK: imported only when building
 
         try:
             repo_path = resolve_repo(task)

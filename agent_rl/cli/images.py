@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from sandboxes.images import ImageBuildError, build_repo_image, ensure_base_image
+    from sandboxes.images import ImageBuildError, ensure_base_image
+    from sandboxes.repo_images import build_repo_image
 
     try:
         tag = ensure_base_image()

@@ -408,7 +408,7 @@ def _timed(report: dict[str, Any], name: str, since: float) -> float:
 
 def _synthesize(config: SynthConfig, report: dict[str, Any], progress: Progress) -> list[Task]:
     from sandboxes.docker import DockerSandbox
-    from sandboxes.images import build_repo_image
+    from sandboxes.repo_images import build_repo_image
 
     t = time.monotonic()
     name = _repo_name(config.repo)

@@ -9,10 +9,10 @@ from sandboxes.images import (
     MANAGED_LABEL,
     _mirror_from_deb822,
     _mirror_from_sources_list,
-    build_repo_image,
     ensure_base_image,
     prune_images,
 )
+from sandboxes.repo_images import build_repo_image
 
 
 def test_mirror_from_deb822_and_sources_list():
