@@ -18,51 +18,30 @@ base commit and never enter FAIL_TO_PASS or PASS_TO_PASS.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 from pydantic import Field, field_validator
 
 from envs import pytest_protocol as protocol
-from envs.pytest_protocol import Outcome
+from envs.synth.candidates import LAUNCHER_PATH, WORKDIR, CheckedCandidate, check_candidate, run_suite
 from envs.synth.detect import DetectError, ProjectSetup, detect_project, missing_dependencies_cmd
+from envs.synth.gitrepo import SynthError, cached_repo, checkout_tree, run_git, write_files
 from envs.synth.mutations import STRATEGIES, Mutation, check_strategies, enumerate_mutations, select_candidates
-from envs.tasks import Task, cache_dir, is_git_url
+from envs.tasks import Task
 from sandboxes.docker import DockerSandboxConfig
 from strictconfig import StrictModel
 
 log = logging.getLogger(__name__)
-
-WORKDIR = "/testbed"
-JUNIT_PATH = "/tmp/agent-rl-synth-junit.xml"
-LAUNCHER_PATH = "/tmp/agent-rl-synth-pytest-launcher.py"
-_FIXED_GIT_ENV = {
-    "GIT_AUTHOR_NAME": "agent-rl synth",
-    "GIT_AUTHOR_EMAIL": "synth@agent-rl.invalid",
-    "GIT_AUTHOR_DATE": "2024-01-01T00:00:00+0000",
-    "GIT_COMMITTER_NAME": "agent-rl synth",
-    "GIT_COMMITTER_EMAIL": "synth@agent-rl.invalid",
-    "GIT_COMMITTER_DATE": "2024-01-01T00:00:00+0000",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_TERMINAL_PROMPT": "0",
-    "LC_ALL": "C",
-}
-
-
-class SynthError(RuntimeError):
-    """The repository cannot be used for synthesis; the message is the reason for the report."""
 
 
 class SynthConfig(StrictModel):
@@ -102,164 +81,6 @@ class SynthConfig(StrictModel):
     @property
     def report_path(self) -> str:
         return self.report or os.path.join(os.path.dirname(os.path.abspath(self.out)), "synth_report.json")
-
-
-# --------------------------------------------------------------------------- git helpers
-
-
-def _git(args: list[str], cwd: Path, ok: tuple[int, ...] = (0,)) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(_FIXED_GIT_ENV)
-    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    if proc.returncode not in ok:
-        raise SynthError(f"git {' '.join(args)} failed (exit {proc.returncode}): {proc.stderr.strip()[:500]}")
-    return proc.stdout
-
-
-def checkout_tree(repo: str, commit: str, dest: Path) -> tuple[dict[str, bytes], str]:
-    """The tracked files of `repo` at `commit` (path → bytes) and the full commit id."""
-    if not is_git_url(repo) and not (Path(repo).expanduser() / ".git").exists():
-        raise SynthError(f"{repo!r} is neither a git URL nor a local git repository")
-    source = repo if is_git_url(repo) else str(Path(repo).expanduser().resolve())
-    clone = dest / "clone"
-    _git(["clone", "--quiet", "--no-hardlinks", source, str(clone)], dest)
-    full = _git(["rev-parse", "--verify", f"{commit}^{{commit}}"], clone).strip()
-    files: dict[str, bytes] = {}
-    listing = _git(["ls-tree", "-r", "-z", "--full-tree", full], clone)
-    for entry in filter(None, listing.split("\0")):
-        meta, path = entry.split("\t", 1)
-        mode, kind, sha = meta.split()
-        if kind != "blob" or mode == "120000":
-            continue  # submodules and symlinks are not part of a task's source
-        files[path] = subprocess.run(["git", "cat-file", "blob", sha], cwd=clone, capture_output=True,
-                                     check=True).stdout
-    return files, full
-
-
-def _write_files(root: Path, files: dict[str, bytes]) -> None:
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        path.chmod(0o644)
-
-
-def single_commit_repo(dest: Path, files: dict[str, bytes], message: str) -> str:
-    """A fresh repository holding `files` in one commit (deterministic hash); returns it."""
-    dest.mkdir(parents=True)
-    _write_files(dest, files)
-    _git(["init", "-q", "-b", "main", "--template="], dest)
-    _git(["add", "-A"], dest)
-    _git(["commit", "-q", "--no-verify", "-m", message], dest)
-    return _git(["rev-parse", "HEAD"], dest).strip()
-
-
-def _content_key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def cached_repo(name: str, files: dict[str, bytes], message: str) -> tuple[Path, str]:
-    """A single-commit repo under the cache, built once per content and renamed into place."""
-    key = _content_key(name, message, sorted((p, hashlib.sha256(d).hexdigest()) for p, d in files.items()))
-    root = cache_dir() / "synth"
-    final = root / f"{name}-{key}"
-    if (final / ".git").is_dir():
-        return final, _git(["rev-parse", "HEAD"], final).strip()
-    root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
-    try:
-        commit = single_commit_repo(work / "repo", files, message)
-        try:
-            os.rename(work / "repo", final)
-        except OSError:
-            if not (final / ".git").is_dir():
-                raise
-        return final, commit
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------- test runs
-
-
-@dataclass
-class SuiteRun:
-    """One run of the whole suite in a container."""
-
-    outcomes: dict[str, Outcome]  # node id → outcome
-    messages: dict[str, str]  # node id → failure (or skip) message
-    collection_errors: list[str]
-    timed_out: bool = False
-    output: str = ""
-
-    def passed(self, test: str) -> bool:
-        """Did `test` plainly pass (not skipped, not xfail-marked)?"""
-        return self.outcomes.get(test) is Outcome.PASSED
-
-
-def suite_command(test_cmd: str) -> str:
-    """The shell command that runs the whole suite in /testbed as the grader would."""
-    run = protocol.shell_command(protocol.python_of(test_cmd), LAUNCHER_PATH, None, WORKDIR, JUNIT_PATH)
-    return f"cd {WORKDIR} && rm -f {JUNIT_PATH} && {run}"
-
-
-def run_suite(box: Any, test_cmd: str, timeout: float) -> SuiteRun:
-    """Run the suite in `box` (which holds the launcher: `protocol.install_launcher(box, LAUNCHER_PATH)`)
-    and parse its JUnit XML."""
-    result = box.exec(suite_command(test_cmd), timeout=timeout)
-    if result.timed_out:
-        return SuiteRun({}, {}, [], timed_out=True, output=result.output[-2000:])
-    junit = protocol.read_junit(box, JUNIT_PATH)
-    if junit is None:  # pytest died before writing it
-        return SuiteRun({}, {}, ["<no junit report>"], output=result.output[-2000:])
-    return SuiteRun(junit.outcomes(), junit.messages(), junit.collection_errors, output=result.output[-2000:])
-
-
-# --------------------------------------------------------------------------- candidates
-
-
-@dataclass
-class CheckedCandidate:
-    """One mutation after its suite runs: the verdict and, when kept, its lists and failure messages."""
-
-    mutation: Mutation
-    outcome: str  # kept | no_failing_test | breaks_everything | collection_error | timeout | flaky | error
-    fail_to_pass: list[str] = field(default_factory=list)
-    pass_to_pass: list[str] = field(default_factory=list)
-    messages: dict[str, str] = field(default_factory=dict)
-
-
-def check_candidate(box: Any, mutation: Mutation, original: str, baseline: set[str], config: SynthConfig,
-                    test_cmd: str) -> CheckedCandidate:
-    """Apply `mutation` in `box`, run the suite (plus flaky re-runs), restore the tree, judge.
-
-    Kept when some baseline test fails (FAIL_TO_PASS) and some still passes (PASS_TO_PASS);
-    a baseline test the mutation turns skipped or xfail-marked is in neither list."""
-    path = f"{WORKDIR}/{mutation.path}"
-    try:
-        box.write_file(path, mutation.apply(original))
-        runs = [run_suite(box, test_cmd, config.test_timeout_s)]
-        first = runs[0]
-        if not first.timed_out and not first.collection_errors:
-            for _ in range(config.flaky_reruns):
-                runs.append(run_suite(box, test_cmd, config.test_timeout_s))
-    except Exception as exc:  # a sandbox hiccup costs one candidate, not the run
-        return CheckedCandidate(mutation, "error", messages={"": f"{type(exc).__name__}: {exc}"})
-    finally:
-        box.exec(f"cd {WORKDIR} && git checkout -q -- . && git clean -fdq", timeout=60)
-    if first.timed_out:
-        return CheckedCandidate(mutation, "timeout")
-    if first.collection_errors:
-        return CheckedCandidate(mutation, "collection_error")
-    f2p, p2p = protocol.split_lists(first.outcomes, dict.fromkeys(baseline, Outcome.PASSED))
-    if not f2p:
-        return CheckedCandidate(mutation, "no_failing_test")
-    if not p2p:
-        return CheckedCandidate(mutation, "breaks_everything")
-    for rerun in runs[1:]:
-        if rerun.timed_out or any(rerun.outcomes.get(t) != first.outcomes.get(t) for t in baseline):
-            return CheckedCandidate(mutation, "flaky")
-    return CheckedCandidate(mutation, "kept", f2p, p2p, {t: first.messages.get(t, "") for t in f2p})
 
 
 # --------------------------------------------------------------------------- task writing
@@ -315,10 +136,10 @@ def _diff_in_scratch(repo: Path, changes: dict[str, bytes], new_files: bool) -> 
     with tempfile.TemporaryDirectory(prefix="agent-rl-synth-diff-") as tmp:
         scratch = Path(tmp) / "repo"
         shutil.copytree(repo, scratch)
-        _write_files(scratch, changes)
+        write_files(scratch, changes)
         if new_files:
-            _git(["add", "-N", "--", *changes], scratch)
-        return _git(["diff", "--no-color", "--no-ext-diff", "--binary"], scratch)
+            run_git(["add", "-N", "--", *changes], scratch)
+        return run_git(["diff", "--no-color", "--no-ext-diff", "--binary"], scratch)
 
 
 def write_task(checked: CheckedCandidate, repo_name: str, clean: dict[str, bytes], setup: ProjectSetup,
@@ -414,7 +235,7 @@ def _synthesize(config: SynthConfig, report: dict[str, Any], progress: Progress)
     name = _repo_name(config.repo)
     with tempfile.TemporaryDirectory(prefix="agent-rl-synth-") as tmp:
         clean, full_commit = checkout_tree(config.repo, config.commit, Path(tmp))
-        _write_files(Path(tmp) / "tree", clean)
+        write_files(Path(tmp) / "tree", clean)
         setup = detect_project(Path(tmp) / "tree", install_cmd=config.install_cmd, test_cmd=config.test_cmd)
     report["commit"] = full_commit
     report["setup"] = {"install_cmds": setup.install_cmds, "test_cmd": setup.test_cmd,
