@@ -371,7 +371,7 @@ def grade(
 
 async def agrade(task: Task, patch: str | None, **kwargs: Any) -> GradeReport:
     """`grade` without blocking the event loop (Docker calls run in a worker thread)."""
-    from envs.blocking import run_blocking
+    from sandboxes.executor import run_blocking
 
     return await run_blocking(lambda: grade(task, patch, **kwargs))
 

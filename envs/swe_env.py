@@ -39,7 +39,7 @@ from envs.actions import (
     numbered_lines,
     parse_action,
 )
-from envs.blocking import run_blocking
+from sandboxes.executor import run_blocking
 from envs.grading import GradeReport, GradingConfig, default_sandbox_factory, grade
 from envs.task_images import task_image
 from envs.tasks import Task, TaskError, TaskStore
