@@ -41,13 +41,12 @@ import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
+from envs.episode_sandboxes import SandboxFactory
 from envs.tasks import Task
 from sandboxes.base import Sandbox
 from sandboxes.strict import ConfigError, from_mapping
-
-SandboxFactory = Callable[[str, Task], Sandbox]
 
 RUNNER_SOURCE = Path(__file__).with_name("grading_runner.py")
 
@@ -268,18 +267,12 @@ def scan_patch(patch: str) -> list[str]:
 
 
 def default_sandbox_factory(sandbox_config: Mapping[str, Any] | None = None) -> SandboxFactory:
-    """Hardened Docker sandboxes from DockerSandboxConfig keys (validated now, not at first
-    use); the workdir follows each task unless the keys pin it."""
-    from sandboxes.docker import DockerSandbox, DockerSandboxConfig
+    """Hardened Docker sandboxes started on demand from DockerSandboxConfig keys (validated
+    now, not at first use); the workdir follows each task unless the keys pin it. Used when
+    `grade` is called without a factory; an episode runner passes its pool of pristine ones."""
+    from envs.episode_sandboxes import EpisodeSandboxes
 
-    data = dict(sandbox_config or {})
-    base = from_mapping(DockerSandboxConfig, data, "sandbox")
-
-    def make(image: str, task: Task) -> Sandbox:
-        config = base if "workdir" in data else dataclasses.replace(base, workdir=task.workdir)
-        return DockerSandbox(image, config)
-
-    return make
+    return EpisodeSandboxes(grading_sandbox=sandbox_config).grader
 
 
 def junit_key(nodeid: str) -> tuple[str, str]:
