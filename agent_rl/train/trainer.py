@@ -102,6 +102,7 @@ class Trainer:
         self.reference_is_initial = True
         self.last_reset_step = 0
         self._closed = False
+        self.runner: Any = None  # the EpisodeRunner: made at the first rollout, reused every step, closed in close()
         self._setup()
 
     # ------------------------------------------------------------------ setup
@@ -315,18 +316,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ 2. rollout
     def _collect(self, task_ids: list[str], seed: int) -> list[Trajectory]:
-        from agent_rl.rollout.runner import collect
+        from agent_rl.rollout.runner import EpisodeRunner
         from envs.swe_env import EnvConfig
 
-        env_config = from_mapping(EnvConfig, self.config.env, "env")
+        if self.runner is None:
+            # One runner for the whole run: its sandbox pools stay warm from one step to the next.
+            env_config = from_mapping(EnvConfig, self.config.env, "env")
+            self.runner = EpisodeRunner(env_config, concurrency=self.config.rollout.concurrency)
         self.model.eval()
-        result = collect(
+        result = self.runner.collect(
             [self.tasks[t] for t in task_ids],
             self.engine,
             self.tokenizer,
             group_size=self.config.rollout.group_size,
-            concurrency=self.config.rollout.concurrency,
-            env_config=env_config,
             agent_config=self.agent_config,
             policy_version=self.policy_version,
             seed=seed % (2**31 - 1),
@@ -567,6 +569,8 @@ class Trainer:
             return
         self._closed = True
         self.metrics.close()
+        if self.runner is not None:
+            self.runner.close()
         close = getattr(self.engine, "close", None)
         if close is not None:
             result = close()
