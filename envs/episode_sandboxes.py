@@ -44,7 +44,7 @@ class EpisodeSandboxes:
         grading_sandbox: Mapping[str, Any] | None = None,
         *,
         use_pool: bool = False,
-        pool_size: int = 2,
+        pool_size: int = 2,  # warm target of a pool made on first use; `prepare` sizes them instead
         max_concurrency: int = 32,
         fill_threads: int = 2,
     ) -> None:
@@ -67,9 +67,10 @@ class EpisodeSandboxes:
 
     @classmethod
     def for_env(cls, config: Any, **kwargs: Any) -> "EpisodeSandboxes":
-        """From an `EnvConfig` (its sandbox keys, grading sandbox keys, use_pool and pool_size)."""
-        return cls(config.sandbox, config.grading.sandbox, use_pool=config.use_pool, pool_size=config.pool_size,
-                   **kwargs)
+        """From an `EnvConfig` (its sandbox keys, grading sandbox keys, use_pool and pool_size);
+        `kwargs` override the rest."""
+        params = {"use_pool": config.use_pool, "pool_size": config.pool_size, **kwargs}
+        return cls(config.sandbox, config.grading.sandbox, **params)
 
     # ------------------------------------------------------------------ the factories
 

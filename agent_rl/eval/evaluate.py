@@ -330,6 +330,7 @@ async def run_eval(config: EvalConfig, *, progress: bool = True) -> dict[str, An
             tokenizer = load_tokenizer(engine_config.tokenizer or config.model)
         check_template(tokenizer, agent_config)
         async with EpisodeRunner(env_config, concurrency=config.workers) as episodes:
+            await episodes.aprepare(tasks, config.samples)  # warm pools (use_pool) for the first tasks, within budget
             runner = AgentSampleRunner(engine, tokenizer, agent_config, episodes)
             return await evaluate(config, tasks, runner, progress=progress)
     finally:

@@ -111,7 +111,10 @@ class EpisodeRunner:
         self.concurrency = concurrency
         self.env_config = from_mapping(EnvConfig, env_config, "env") if env_factory is None else env_config
         self.sandboxes = (
-            EpisodeSandboxes.for_env(self.env_config, max_concurrency=concurrency, fill_threads=min(4, concurrency))
+            # pool_size=0: only `prepare` keeps containers warm, so warm containers never exceed
+            # the budget prepare hands out (the run's concurrency per role), however many images.
+            EpisodeSandboxes.for_env(self.env_config, pool_size=0, max_concurrency=concurrency,
+                                     fill_threads=min(4, concurrency))
             if env_factory is None else None
         )
         self._env_factory = env_factory
