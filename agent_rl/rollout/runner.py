@@ -10,6 +10,7 @@ configuration error that no episode should be spent on.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import statistics
 import threading
@@ -21,7 +22,7 @@ from agent_rl.rollout.agent import AgentConfig, check_template, run_episode
 from agent_rl.rollout.chat_template import ChatTokenizer
 from agent_rl.engines.base import Engine
 from agent_rl.rollout.trajectory import Trajectory
-from sandboxes.executor import run_blocking
+from sandboxes.executor import blocking_executor, run_blocking
 from sandboxes.strict import ConfigError, from_mapping
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class EpisodeRunner:
         )
         self._env_factory = env_factory
         self._idle: list[Any] = []
+        self._prefetching: concurrent.futures.Future[None] | None = None
         self._lock = threading.Lock()
         self._closed = False
 
@@ -222,11 +224,23 @@ class EpisodeRunner:
                 log.warning("no warm sandboxes for %s: %s", _task_id(task), exc)
         self.sandboxes.prepare(demand)
 
+    def prefetch(self, tasks: Sequence[Any], episodes_per_task: int = 1) -> None:
+        """`prepare` in the background and return at once: the trainer names the next step's
+        tasks before its update, so their containers start while the GPU works. The next
+        `collect` waits for it before sizing the pools itself."""
+        if self.sandboxes is None or not self.sandboxes.use_pool or self._closed:
+            return
+        self._prefetching = blocking_executor().submit(self.prepare, list(tasks), episodes_per_task)
+
     async def aprepare(self, tasks: Sequence[Any], episodes_per_task: int = 1) -> None:
         """`prepare` with the images built concurrently, off the event loop."""
         if self.sandboxes is None or not self.sandboxes.use_pool:
             return
         from envs.task_images import task_image
+
+        pending, self._prefetching = self._prefetching, None
+        if pending is not None:
+            await asyncio.wrap_future(pending)  # a late prefetch must not resize after us
 
         # Builds run side by side (task_image serializes per task); failures surface in prepare.
         await asyncio.gather(*(run_blocking(task_image, t) for t in tasks), return_exceptions=True)
@@ -244,6 +258,9 @@ class EpisodeRunner:
 
     def _take_idle(self) -> list[Any]:
         self._closed = True
+        pending, self._prefetching = self._prefetching, None
+        if pending is not None:
+            concurrent.futures.wait([pending])  # it may be resizing pools: let it finish first
         with self._lock:
             idle, self._idle = self._idle, []
         return idle

@@ -283,6 +283,7 @@ class Trainer:
             enabled=alg.dynamic_sampling,
         )
         rollout_s = time.monotonic() - rollout_started
+        self._prefetch_next_rollout()
         write_jsonl(all_trajectories, str(self._rollout_dir() / f"step-{step:06d}.jsonl"))
 
         # 4. advantages on shaped rewards, then 5. the updates.
@@ -335,6 +336,12 @@ class Trainer:
             progress=False,
         )
         return list(asyncio.run(result))
+
+    def _prefetch_next_rollout(self) -> None:
+        """Start the next step's containers now, so they are warm when its rollout begins."""
+        if self.runner is not None and self.step + 1 < self.config.max_steps:
+            upcoming = self.sampler.peek(self.config.rollout.tasks_per_step)
+            self.runner.prefetch([self.tasks[t] for t in upcoming], self.config.rollout.group_size)
 
     @staticmethod
     def _group(trajectories: list[Trajectory], task_ids: list[str]) -> list[list[Trajectory]]:

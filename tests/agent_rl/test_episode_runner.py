@@ -71,3 +71,23 @@ def test_collect_without_a_runner_closes_what_it_made(tokenizer, easy_task):
                                 env_config={"use_pool": True, "max_turns": 3}, progress=False))
     assert [t.error for t in trajs] == [None, None]
     assert _my_containers() == []
+
+
+def test_prefetch_warms_the_next_steps_new_image(tokenizer, easy_task):
+    from envs.task_images import task_image
+    from envs.tasks import load_tasks
+
+    other = next(t for t in load_tasks("builtin:easy") if task_image(t) != task_image(easy_task))
+    with EpisodeRunner({"use_pool": True, "max_turns": 3}, concurrency=2) as runner:
+        asyncio.run(runner.collect([easy_task], ScriptedEngine(tokenizer, POLICY), tokenizer, group_size=2,
+                                   agent_config=AGENT, progress=False))
+        runner.prefetch([other], 2)  # what the trainer does before its update
+        runner._prefetching.result(timeout=300)
+        assert runner.wait_warm(timeout=180)
+        before = runner.stats()
+        trajs = asyncio.run(runner.collect([other], ScriptedEngine(tokenizer, POLICY), tokenizer, group_size=2,
+                                           agent_config=AGENT, progress=False))
+        assert [t.error for t in trajs] == [None, None]
+        assert runner.stats()["cold_starts"] == before["cold_starts"]  # the new image's containers were warm
+        old_pools = [p for p in runner.sandboxes._pools.values() if p.image == task_image(easy_task)]
+        assert old_pools and all(p.size == 0 and p.warm_count() == 0 for p in old_pools)  # last step's image let go
