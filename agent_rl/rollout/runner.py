@@ -79,7 +79,7 @@ async def _close_env(env: Any) -> None:
         if hasattr(env, "aclose"):
             await env.aclose()
         else:
-            await asyncio.to_thread(env.close)
+            await run_blocking(env.close)
     except Exception as exc:  # closing a broken env must not break the run
         log.warning("closing environment failed: %s: %s", type(exc).__name__, exc)
 
