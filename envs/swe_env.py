@@ -42,7 +42,7 @@ from envs.grading import GradeReport, GradingConfig, grade
 from envs.info import ResetInfo, StepInfo
 from envs.task_images import task_image
 from envs.tasks import Task, TaskError, TaskStore
-from envs.text_space import MAX_TEXT_LENGTH, text_space, to_space_text
+from envs.text_space import MAX_TEXT_LENGTH, text_space, to_space_text  # noqa: F401  (re-exported)
 from sandboxes.base import Sandbox, SandboxDied, cap_text
 from sandboxes.executor import run_blocking
 from sandboxes.strict import ConfigError, from_mapping
@@ -72,8 +72,8 @@ class EnvConfig:
     reward: str = "binary"  # "binary" | "fraction" (of target tests passing)
     command_timeout_s: float | None = None  # None → the task's exec_timeout_s
     sandbox: dict[str, Any] = field(default_factory=dict)  # DockerSandboxConfig keys
-    use_pool: bool = False  # pre-started workspace and grading containers per image (envs.episode_sandboxes)
-    pool_size: int = 2  # warm containers per image for a standalone env; the episode runner sizes by concurrency
+    use_pool: bool = False  # pre-started containers per image (sandboxes.pool.SandboxPool)
+    pool_size: int = 2
     instructions: str | None = None  # template: {problem_statement} {action_instructions} {workdir} {max_turns}
     grading: GradingConfig = field(default_factory=GradingConfig)
 
