@@ -92,7 +92,7 @@ def bench_grading(task: Any, n: int) -> list[dict[str, Any]]:
     rows = [{"what": "grade", "mode": "baseline: pytest in a running container", **naive}]
     reports: list[Any] = []
     cold = percentiles(timed(lambda: reports.append(grade(task, task.patch, image=image)), n))
-    with EpisodeSandboxes(use_pool=True, max_concurrency=1) as sandboxes:
+    with EpisodeSandboxes(use_pool=True, max_concurrency=1, background_close=True) as sandboxes:  # as the runner
         sandboxes.prepare([(image, task, 1)])
         pooled_samples = []
         for _ in range(n):

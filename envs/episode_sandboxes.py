@@ -11,18 +11,23 @@ run, sizes its pools to the work ahead with `prepare`, and closes it at the end.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from envs.tasks import Task
 from sandboxes.base import Sandbox
+from sandboxes.executor import blocking_executor
 from sandboxes.strict import from_mapping
 
 if TYPE_CHECKING:
     from sandboxes.docker import DockerSandboxConfig
     from sandboxes.pool import SandboxPool
+
+log = logging.getLogger(__name__)
 
 SandboxFactory = Callable[[str, Task], Sandbox]
 
@@ -31,11 +36,67 @@ GRADER = "grader"
 ROLES = (WORKSPACE, GRADER)
 
 
+class _ClosesInBackground:
+    """A sandbox whose `close()` returns at once: the container is destroyed on the shared
+    executor, off the episode's and the grade's critical path. It is never handed out again
+    either way; the owner waits for every pending removal when it closes."""
+
+    def __init__(self, sandbox: Sandbox, removals: "_Removals") -> None:
+        self._sandbox = sandbox
+        self._removals = removals
+        self._released = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sandbox, name)
+
+    def close(self) -> None:
+        if not self._released:
+            self._released = True
+            self._removals.submit(self._sandbox.close)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def __enter__(self) -> "_ClosesInBackground":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Removals:
+    """Container removals in flight, so that closing the owner can wait for all of them."""
+
+    def __init__(self) -> None:
+        self._pending: set[concurrent.futures.Future[None]] = set()
+        self._lock = threading.Lock()
+
+    def submit(self, close: Callable[[], None]) -> None:
+        future = blocking_executor().submit(close)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: "concurrent.futures.Future[None]") -> None:
+        with self._lock:
+            self._pending.discard(future)
+        if future.exception() is not None:  # the label reaper removes what is left
+            log.warning("removing a sandbox failed: %s", future.exception())
+
+    def wait(self) -> None:
+        with self._lock:
+            pending = list(self._pending)
+        concurrent.futures.wait(pending)
+
+
 class EpisodeSandboxes:
     """Workspace and grader sandboxes per task image, pooled or started on demand.
 
     `workspace` and `grader` are `SandboxFactory` callables (image, task) -> Sandbox. The
-    container's workdir follows the task unless the sandbox keys pin it.
+    container's workdir follows the task unless the sandbox keys pin it. With
+    `background_close` (the episode runner's choice), closing a sandbox they handed out
+    returns at once and the container is destroyed in the background; `close()` waits for
+    those removals.
     """
 
     def __init__(
@@ -47,6 +108,7 @@ class EpisodeSandboxes:
         pool_size: int = 2,  # warm target of a pool made on first use; `prepare` sizes them instead
         max_concurrency: int = 32,
         fill_threads: int = 2,
+        background_close: bool = False,
     ) -> None:
         from sandboxes.docker import DockerSandboxConfig
 
@@ -63,6 +125,7 @@ class EpisodeSandboxes:
         self._pools: dict[tuple[str, str, str], "SandboxPool"] = {}
         self._lock = threading.Lock()
         self._unpooled_starts = 0
+        self._removals = _Removals() if background_close else None
         self._closed = False
 
     @classmethod
@@ -88,13 +151,16 @@ class EpisodeSandboxes:
 
             raise PoolClosed("the episode sandboxes were closed")
         if self.use_pool:
-            return self._pool(role, image, task, self.pool_size).acquire()
-        from sandboxes.docker import DockerSandbox
+            sandbox: Sandbox = self._pool(role, image, task, self.pool_size).acquire()
+        else:
+            from sandboxes.docker import DockerSandbox
 
-        sandbox = DockerSandbox(image, self._config(role, task))
-        with self._lock:
-            self._unpooled_starts += 1
-        return sandbox
+            sandbox = DockerSandbox(image, self._config(role, task))
+            with self._lock:
+                self._unpooled_starts += 1
+        if self._removals is None:
+            return sandbox
+        return _ClosesInBackground(sandbox, self._removals)  # type: ignore[return-value]
 
     def _config(self, role: str, task: Task) -> "DockerSandboxConfig":
         base = self._configs[role]
@@ -170,6 +236,8 @@ class EpisodeSandboxes:
             pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             pool.close()
+        if self._removals is not None:
+            self._removals.wait()
 
     def __enter__(self) -> "EpisodeSandboxes":
         return self

@@ -114,8 +114,9 @@ class EpisodeRunner:
         self.sandboxes = (
             # pool_size=0: only `prepare` keeps containers warm, so warm containers never exceed
             # the budget prepare hands out (the run's concurrency per role), however many images.
+            # Removal of used containers runs in the background; close() waits for it.
             EpisodeSandboxes.for_env(self.env_config, pool_size=0, max_concurrency=concurrency,
-                                     fill_threads=min(4, concurrency))
+                                     fill_threads=min(4, concurrency), background_close=True)
             if env_factory is None else None
         )
         self._env_factory = env_factory

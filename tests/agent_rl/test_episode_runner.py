@@ -88,6 +88,7 @@ def test_prefetch_warms_the_next_steps_new_image(tokenizer, easy_task):
         trajs = asyncio.run(runner.collect([other], ScriptedEngine(tokenizer, POLICY), tokenizer, group_size=2,
                                            agent_config=AGENT, progress=False))
         assert [t.error for t in trajs] == [None, None]
-        assert runner.stats()["cold_starts"] == before["cold_starts"]  # the new image's containers were warm
+        # The new image's containers were warm.
+        assert runner.stats()["cold_starts"] == before["cold_starts"], (before, runner.stats())
         old_pools = [p for p in runner.sandboxes._pools.values() if p.image == task_image(easy_task)]
         assert old_pools and all(p.size == 0 and p.warm_count() == 0 for p in old_pools)  # last step's image let go
