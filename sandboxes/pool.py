@@ -100,12 +100,12 @@ class SandboxPool:
             with self._state:
                 self._starting -= 1
                 self._started += 1
-                keep = not self._closed.is_set()
+                # A resize() down while this one was starting makes it surplus.
+                keep = not self._closed.is_set() and self._ready.qsize() < self.size
                 if keep:
                     self._ready.put(sandbox)
             if not keep:
                 sandbox.close()
-                return
 
     def _start(self) -> DockerSandbox:
         return DockerSandbox(self.image, self.config, client=self._client)
