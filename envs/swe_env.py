@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import gymnasium
 
+from envs import file_actions
 from envs.actions import (
     ACTION_FORMATS,
     Bash,
@@ -32,9 +33,7 @@ from envs.actions import (
     StrReplace,
     Submit,
     View,
-    apply_str_replace,
     format_instructions,
-    numbered_lines,
     parse_action,
 )
 from envs.episode_sandboxes import EpisodeSandboxes, SandboxFactory
@@ -366,10 +365,10 @@ class SWEEnv(gymnasium.Env[str, str]):
             if isinstance(action, Bash):
                 return self._run_bash(action.command)
             if isinstance(action, View):
-                return self._view(action)
+                return file_actions.view(self.sandbox, self._resolve(action.path), action.view_range)
             if isinstance(action, Create):
-                return self._create(action)
-            return self._str_replace(action)
+                return file_actions.create(self.sandbox, self._resolve(action.path), action.content)
+            return file_actions.str_replace(self.sandbox, self._resolve(action.path), action.old, action.new)
         except EditError as exc:
             return f"Error: {exc}"
         except SandboxDied:
@@ -386,43 +385,6 @@ class SWEEnv(gymnasium.Env[str, str]):
             parts.append(f"[command timed out after {timeout:g}s and was killed]")
         parts.append(f"[exit code {result.exit_code}]")
         return "\n".join(parts)
-
-    def _read(self, path: str) -> str:
-        assert self.sandbox is not None
-        check = self.sandbox.exec(f"test -f {shlex.quote(path)} && test -r {shlex.quote(path)}", timeout=30)
-        if not check.ok:
-            listing = self.sandbox.exec(f"ls -la {shlex.quote(path)} 2>&1 | head -n 200", timeout=30)
-            if listing.ok and "No such file" not in listing.output:
-                raise EditError(f"{path} is not a readable file:\n{listing.output.rstrip()}")
-            raise EditError(f"{path} does not exist")
-        return self.sandbox.read_file(path)
-
-    def _view(self, action: View) -> str:
-        path = self._resolve(action.path)
-        return numbered_lines(self._read(path), action.view_range, path=path)
-
-    def _write(self, path: str, content: str) -> None:
-        assert self.sandbox is not None
-        parent = posixpath.dirname(path)
-        made = self.sandbox.exec(f"mkdir -p {shlex.quote(parent)}", timeout=30)
-        if not made.ok:
-            raise EditError(f"cannot create directory {parent}: {made.output.strip()}")
-        self.sandbox.write_file(path, content)
-
-    def _create(self, action: Create) -> str:
-        path = self._resolve(action.path)
-        self._write(path, action.content)
-        return f"Wrote {len(action.content.splitlines())} lines to {path}."
-
-    def _str_replace(self, action: StrReplace) -> str:
-        path = self._resolve(action.path)
-        content = self._read(path)
-        updated = apply_str_replace(content, action.old, action.new, path=path)
-        self._write(path, updated)
-        start = updated[: updated.find(action.new)].count("\n") + 1 if action.new else 1
-        end = start + max(action.new.count("\n"), 1)
-        snippet = numbered_lines(updated, (max(1, start - 3), end + 3), path=path)
-        return f"Edited {path}. The changed region now reads:\n{snippet}"
 
     def _end(self, reason: str, *, terminated: bool, info: StepInfo) -> tuple[str, float, bool, bool, StepInfo]:
         assert self.task is not None and self.sandbox is not None
