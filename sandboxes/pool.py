@@ -137,7 +137,8 @@ class SandboxPool:
         """A started sandbox; close it when done (that frees the slot and destroys it)."""
         if self._closed.is_set():
             raise PoolClosed("sandbox pool is closed")
-        if not self._slots.acquire(timeout=-1 if timeout is None else timeout):
+        # Semaphore.acquire waits forever only with timeout=None (-1 would mean "do not wait").
+        if not self._slots.acquire(timeout=timeout):
             raise TimeoutError(f"no sandbox slot free within {timeout}s (max_concurrency reached)")
         try:
             sandbox = self._take_ready() or self._cold_start()

@@ -74,3 +74,13 @@ def test_resize_and_start_counters(docker_client, base_image):
         pool.resize(0)  # surplus warm sandboxes are destroyed now
         assert pool.warm_count() == 0 and not any(_exists(docker_client, cid) for cid in warm)
         assert pool.stats()["started"] == 4
+
+
+def test_acquire_without_timeout_waits_for_a_slot(docker_client, base_image):
+    import threading
+
+    with SandboxPool(base_image, size=0, max_concurrency=1, client=docker_client, reap_leaked=False) as pool:
+        first = pool.acquire()
+        threading.Timer(0.5, first.close).start()  # e.g. a removal finishing in the background
+        with pool.sandbox() as second:  # no timeout: waits for the slot instead of failing at once
+            assert second.container_id != first.container_id
