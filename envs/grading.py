@@ -40,17 +40,16 @@ import shlex
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 from pydantic import Field
 
 from envs import pytest_protocol as protocol
+from envs.episode_sandboxes import SandboxFactory
 from envs.tasks import Task
 from sandboxes.base import Sandbox
 from sandboxes.docker import DockerSandboxConfig
 from strictconfig import StrictModel
-
-SandboxFactory = Callable[[str, Task], Sandbox]
 
 
 class GradingConfig(StrictModel):
@@ -275,16 +274,12 @@ def scan_patch(patch: str) -> list[str]:
 
 
 def default_sandbox_factory(sandbox_config: DockerSandboxConfig | Mapping[str, Any] | None = None) -> SandboxFactory:
-    """Hardened Docker sandboxes from a DockerSandboxConfig (or its keys, validated now, not at
-    first use); the workdir follows each task unless the config sets it."""
-    from sandboxes.docker import DockerSandbox
+    """Hardened Docker sandboxes started on demand from a DockerSandboxConfig (or its keys,
+    validated now, not at first use); the workdir follows each task unless the config pins it.
+    Used when `grade` is called without a factory; an episode runner passes its pool of pristine ones."""
+    from envs.episode_sandboxes import EpisodeSandboxes
 
-    base = DockerSandboxConfig.from_config(sandbox_config)
-
-    def make(image: str, task: Task) -> Sandbox:
-        return DockerSandbox(image, base.for_task_workdir(task.workdir))
-
-    return make
+    return EpisodeSandboxes(grading_sandbox=sandbox_config).grader
 
 
 def _test_command(task: Task, launcher: str, control: str, junit: str, files: list[str]) -> str:
@@ -339,7 +334,7 @@ def grade(
 
 async def agrade(task: Task, patch: str | None, **kwargs: Any) -> GradeReport:
     """`grade` without blocking the event loop (Docker calls run in a worker thread)."""
-    from envs.blocking import run_blocking
+    from sandboxes.executor import run_blocking
 
     return await run_blocking(lambda: grade(task, patch, **kwargs))
 

@@ -13,7 +13,6 @@ a worker thread so that one event loop can drive dozens of episodes at once.
 """
 from __future__ import annotations
 
-import copy
 import functools
 import posixpath
 import shlex
@@ -22,9 +21,9 @@ import uuid
 from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence, get_args
 
 import gymnasium
-from gymnasium import spaces
 from pydantic import Field, field_validator
 
+from envs import file_actions
 from envs.actions import (
     ACTION_FORMATS,
     Bash,
@@ -34,24 +33,22 @@ from envs.actions import (
     StrReplace,
     Submit,
     View,
-    apply_str_replace,
     format_instructions,
-    numbered_lines,
     parse_action,
 )
-from envs.blocking import run_blocking
-from envs.grading import GradeReport, GradingConfig, default_sandbox_factory, grade
+from envs.episode_sandboxes import EpisodeSandboxes, SandboxFactory
+from envs.grading import GradeReport, GradingConfig, grade
+from envs.info import ResetInfo, StepInfo
 from envs.task_images import task_image
 from envs.tasks import Task, TaskError, TaskStore
+from envs.text_space import MAX_TEXT_LENGTH, text_space, to_space_text  # noqa: F401  (re-exported)
 from sandboxes.base import Sandbox, SandboxDied, cap_text
 from sandboxes.docker import DockerSandboxConfig
+from sandboxes.executor import run_blocking
 from strictconfig import StrictModel
-
-SandboxFactory = Callable[[str, Task], Sandbox]
 
 RewardKind = Literal["binary", "fraction"]
 REWARD_KINDS: tuple[str, ...] = get_args(RewardKind)
-MAX_TEXT_LENGTH = 1 << 20  # characters; observations are capped far below this
 
 DEFAULT_INSTRUCTIONS = """\
 You are a software engineer working in the repository at {workdir}. Fix the issue below
@@ -105,40 +102,25 @@ class EnvConfig(StrictModel):
 
 
 # --------------------------------------------------------------------------------------
-# Spaces: text over the whole Basic Multilingual Plane
-# --------------------------------------------------------------------------------------
-
-_SURROGATES = range(0xD800, 0xE000)
-
-
-@functools.lru_cache(maxsize=1)
-def _bmp_text_space() -> spaces.Text:
-    charset = "".join(chr(c) for c in range(0x10000) if c not in _SURROGATES)
-    return spaces.Text(max_length=MAX_TEXT_LENGTH, min_length=0, charset=charset)
-
-
-def text_space() -> spaces.Text:
-    # Building the 63k-character index costs ~50 ms and megabytes; copies share it but
-    # each gets its own RNG.
-    return copy.copy(_bmp_text_space())
-
-
-def to_space_text(text: str) -> str:
-    """Characters outside the BMP (emoji in output, say) become U+FFFD so observations
-    always belong to the observation space."""
-    if text.isascii():
-        return text[:MAX_TEXT_LENGTH]
-    return "".join(c if ord(c) < 0x10000 and not 0xD800 <= ord(c) < 0xE000 else "\ufffd" for c in text)[
-        :MAX_TEXT_LENGTH
-    ]
-
-
-# --------------------------------------------------------------------------------------
 # The environment
 # --------------------------------------------------------------------------------------
 
 
 class SWEEnv(gymnasium.Env[str, str]):
+    """One SWE task per episode; see the module docstring for the episode's shape.
+
+    Args:
+        tasks: a task spec for `TaskStore.from_spec` ("builtin", a path, a list of Tasks…).
+        config: an `EnvConfig` or its keys.
+        sandbox_factory: (image, task) -> Sandbox for the agent's workspace. Default: the
+            env's own `EpisodeSandboxes` (pooled with `use_pool`), closed by `close()`. The
+            episode runner passes its long-lived one here.
+        grading_factory: (image, task) -> Sandbox for the grader; it must hand out a fresh,
+            never-used container from the clean image each call. Default: `sandbox_factory`
+            when one is given, else the env's own `EpisodeSandboxes.grader`.
+        render_mode: None or "ansi" (`render()` returns the last observation).
+    """
+
     metadata = {"render_modes": ["ansi"]}
 
     def __init__(
@@ -147,6 +129,7 @@ class SWEEnv(gymnasium.Env[str, str]):
         config: EnvConfig | Mapping[str, Any] | None = None,
         sandbox_factory: SandboxFactory | None = None,
         render_mode: str | None = None,
+        grading_factory: SandboxFactory | None = None,
     ) -> None:
         self.config = EnvConfig.from_config(config)
         self.tasks = TaskStore.from_spec("builtin" if tasks is None else tasks)
@@ -157,12 +140,14 @@ class SWEEnv(gymnasium.Env[str, str]):
         self.render_mode = render_mode
         self.observation_space = text_space()
         self.action_space = text_space()
-        self._sandbox_factory = sandbox_factory
-        if sandbox_factory is None:
-            # Built now so that a bad sandbox key fails here, not at the first reset or grade.
-            self._docker_factory = default_sandbox_factory(self.config.sandbox)
-            self._grader_factory = default_sandbox_factory(self.config.grading.sandbox)
-        self._pools: dict[str, Any] = {}
+        # Sandboxes the env made itself are its to close; a caller's factory belongs to the caller.
+        self._own_sandboxes = EpisodeSandboxes.for_env(self.config) if sandbox_factory is None else None
+        if self._own_sandboxes is not None:
+            sandbox_factory = self._own_sandboxes.workspace
+            grading_factory = grading_factory or self._own_sandboxes.grader
+        self._sandbox_factory: SandboxFactory = sandbox_factory
+        # A caller-supplied factory serves grading too unless told otherwise (same backend, same hardening).
+        self._grading_factory: SandboxFactory = grading_factory or sandbox_factory
         self.task: Task | None = None
         self.sandbox: Sandbox | None = None
         self.image: str | None = None
@@ -176,16 +161,31 @@ class SWEEnv(gymnasium.Env[str, str]):
 
     # ---------------------------------------------------------------- Gymnasium API
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[str, dict[str, Any]]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, ResetInfo]:
+        """Start an episode: a new workspace sandbox with the task's repository at its base commit.
+
+        Any previous episode's sandbox is released first (an unfinished episode is dropped
+        ungraded). Builds the task's image on first use, which can take minutes.
+
+        Args:
+            seed: seeds `np_random`, which picks the task when `options` names none.
+            options: {"task": task id or `Task`} picks the task; otherwise a random one.
+
+        Returns:
+            observation: the instructions: problem statement, how to act, the turn limit.
+            info: `ResetInfo`: the task id and the episode's limits.
+
+        Raises:
+            TaskError: unknown task id; TaskImageError: the image could not be built;
+            SandboxError: no container could be started.
+        """
         super().reset(seed=seed)
         self._active = False
         self._release_sandbox()
         task = self._pick_task((options or {}).get("task"))
         self.task = task
         self.image = task_image(task)
-        self.sandbox = self._start_sandbox(self.image, task)
+        self.sandbox = self._sandbox_factory(self.image, task)
         self.last_grade = None
         self._final_patch = None
         self._active = True
@@ -194,7 +194,7 @@ class SWEEnv(gymnasium.Env[str, str]):
         self._started = time.monotonic()
         observation = to_space_text(self._instructions(task))
         self._last_observation = observation
-        info = {
+        info: ResetInfo = {
             "task_id": task.instance_id,
             "max_turns": self.config.max_turns,
             "max_time_s": self.config.max_time_s,
@@ -204,11 +204,32 @@ class SWEEnv(gymnasium.Env[str, str]):
         }
         return observation, info
 
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+    def step(self, action: str) -> tuple[str, float, bool, bool, StepInfo]:
+        """Parse one action from the model's raw text and run it in the workspace.
+
+        A malformed action, a failed edit or a command error becomes the observation (the
+        episode goes on); the step never raises for anything the model wrote.
+
+        Args:
+            action: the model's text for this turn; one action in `config.action_format`.
+
+        Returns:
+            observation: what the action printed (capped to `max_observation_chars`, head
+                and tail kept), or the end-of-episode message.
+            reward: 0.0 until the episode ends; then the grade's reward (`config.reward`).
+            terminated: True after a submit (the agent chose to stop).
+            truncated: True when a limit ended the episode (turns, wall time, observation
+                budget) or the workspace died. On either end the patch was graded in a
+                fresh container and `info["grade"]` holds the report.
+            info: `StepInfo`.
+
+        Raises:
+            RuntimeError: no episode is running (call `reset` first).
+        """
         self._require_active()
         self._turns += 1
         parsed = parse_action(action if isinstance(action, str) else str(action), self.config.action_format)
-        info: dict[str, Any] = {"turn": self._turns, "action": type(parsed).__name__}
+        info: StepInfo = {"turn": self._turns, "action": type(parsed).__name__}
         if isinstance(parsed, Submit):
             return self._end("submitted", terminated=True, info=info)
         if isinstance(parsed, FormatError):
@@ -228,32 +249,37 @@ class SWEEnv(gymnasium.Env[str, str]):
             return observation + "\n\n" + obs, reward, terminated, truncated, end_info
         return observation, 0.0, False, False, info
 
-    def finish(self, reason: str = "truncated") -> tuple[str, float, bool, bool, dict[str, Any]]:
-        """End the episode from outside (e.g. the agent's context is full): graded, truncated."""
+    def finish(self, reason: str = "truncated") -> tuple[str, float, bool, bool, StepInfo]:
+        """End the episode from outside (e.g. the agent's context is full): graded, truncated.
+
+        Returns what a truncating `step` returns, with `info["end_reason"] == reason`.
+
+        Raises:
+            RuntimeError: no episode is running.
+        """
         self._require_active()
         return self._end(reason, terminated=False, info={"turn": self._turns})
 
     def render(self) -> str | None:
+        """The last observation in "ansi" mode, else None."""
         return self._last_observation if self.render_mode == "ansi" else None
 
     def close(self) -> None:
+        """Release the workspace; close the env's own sandbox pools (a caller's factory stays open)."""
         self._release_sandbox()
-        for pool in self._pools.values():
-            pool.close()
-        self._pools.clear()
+        if self._own_sandboxes is not None:
+            self._own_sandboxes.close()
         self._active = False
 
     # ---------------------------------------------------------------- async twins
 
-    async def areset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[str, dict[str, Any]]:
+    async def areset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, ResetInfo]:
         return await run_blocking(lambda: self.reset(seed=seed, options=options))
 
-    async def astep(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+    async def astep(self, action: str) -> tuple[str, float, bool, bool, StepInfo]:
         return await run_blocking(lambda: self.step(action))
 
-    async def afinish(self, reason: str = "truncated") -> tuple[str, float, bool, bool, dict[str, Any]]:
+    async def afinish(self, reason: str = "truncated") -> tuple[str, float, bool, bool, StepInfo]:
         return await run_blocking(lambda: self.finish(reason))
 
     async def aclose(self) -> None:
@@ -300,25 +326,6 @@ class SWEEnv(gymnasium.Env[str, str]):
         ids = self.tasks.ids()
         return self.tasks.get(ids[int(self.np_random.integers(len(ids)))])
 
-    def _start_sandbox(self, image: str, task: Task) -> Sandbox:
-        if self._sandbox_factory is not None:
-            return self._sandbox_factory(image, task)
-        if self.config.use_pool:
-            return self._pool_for(image, task).acquire()
-        return self._docker_factory(image, task)
-
-    def _pool_for(self, image: str, task: Task) -> Any:
-        if image not in self._pools:
-            from sandboxes.pool import SandboxPool
-
-            sandbox_config = self.config.sandbox.for_task_workdir(task.workdir)
-            self._pools[image] = SandboxPool(image, sandbox_config, size=self.config.pool_size)
-        return self._pools[image]
-
-    def _grading_factory(self) -> SandboxFactory:
-        # A caller-supplied factory serves grading too (same backend, same hardening).
-        return self._sandbox_factory or self._grader_factory
-
     def _instructions(self, task: Task) -> str:
         template = self.config.instructions or DEFAULT_INSTRUCTIONS
         return template.format(
@@ -364,10 +371,10 @@ class SWEEnv(gymnasium.Env[str, str]):
             if isinstance(action, Bash):
                 return self._run_bash(action.command)
             if isinstance(action, View):
-                return self._view(action)
+                return file_actions.view(self.sandbox, self._resolve(action.path), action.view_range)
             if isinstance(action, Create):
-                return self._create(action)
-            return self._str_replace(action)
+                return file_actions.create(self.sandbox, self._resolve(action.path), action.content)
+            return file_actions.str_replace(self.sandbox, self._resolve(action.path), action.old, action.new)
         except EditError as exc:
             return f"Error: {exc}"
         except SandboxDied:
@@ -385,44 +392,7 @@ class SWEEnv(gymnasium.Env[str, str]):
         parts.append(f"[exit code {result.exit_code}]")
         return "\n".join(parts)
 
-    def _read(self, path: str) -> str:
-        assert self.sandbox is not None
-        check = self.sandbox.exec(f"test -f {shlex.quote(path)} && test -r {shlex.quote(path)}", timeout=30)
-        if not check.ok:
-            listing = self.sandbox.exec(f"ls -la {shlex.quote(path)} 2>&1 | head -n 200", timeout=30)
-            if listing.ok and "No such file" not in listing.output:
-                raise EditError(f"{path} is not a readable file:\n{listing.output.rstrip()}")
-            raise EditError(f"{path} does not exist")
-        return self.sandbox.read_file(path)
-
-    def _view(self, action: View) -> str:
-        path = self._resolve(action.path)
-        return numbered_lines(self._read(path), action.view_range, path=path)
-
-    def _write(self, path: str, content: str) -> None:
-        assert self.sandbox is not None
-        parent = posixpath.dirname(path)
-        made = self.sandbox.exec(f"mkdir -p {shlex.quote(parent)}", timeout=30)
-        if not made.ok:
-            raise EditError(f"cannot create directory {parent}: {made.output.strip()}")
-        self.sandbox.write_file(path, content)
-
-    def _create(self, action: Create) -> str:
-        path = self._resolve(action.path)
-        self._write(path, action.content)
-        return f"Wrote {len(action.content.splitlines())} lines to {path}."
-
-    def _str_replace(self, action: StrReplace) -> str:
-        path = self._resolve(action.path)
-        content = self._read(path)
-        updated = apply_str_replace(content, action.old, action.new, path=path)
-        self._write(path, updated)
-        start = updated[: updated.find(action.new)].count("\n") + 1 if action.new else 1
-        end = start + max(action.new.count("\n"), 1)
-        snippet = numbered_lines(updated, (max(1, start - 3), end + 3), path=path)
-        return f"Edited {path}. The changed region now reads:\n{snippet}"
-
-    def _end(self, reason: str, *, terminated: bool, info: dict[str, Any]) -> tuple[str, float, bool, bool, dict[str, Any]]:
+    def _end(self, reason: str, *, terminated: bool, info: StepInfo) -> tuple[str, float, bool, bool, StepInfo]:
         assert self.task is not None and self.sandbox is not None
         try:
             patch = self.get_patch()
@@ -436,13 +406,13 @@ class SWEEnv(gymnasium.Env[str, str]):
             self.task,
             patch,
             config=self.config.grading,
-            sandbox_factory=self._grading_factory(),
+            sandbox_factory=self._grading_factory,
             image=self.image,
         )
         self.last_grade = report
         reward = report.reward(self.config.reward)
         info = {
-            **info,
+            **info,  # type: ignore[typeddict-item]
             "task_id": self.task.instance_id,
             "end_reason": reason,
             "grade": report.to_dict(),

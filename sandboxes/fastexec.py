@@ -9,9 +9,7 @@ a local subprocess. `ServerChannel` turns either into request → reply with a d
 """
 from __future__ import annotations
 
-import asyncio
 import base64
-import concurrent.futures
 import itertools
 import json
 import os
@@ -23,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, TypeVar
 
 from sandboxes.base import ExecResult, SandboxError, cap_text, truncation_marker
+from sandboxes.executor import blocking_executor, run_blocking  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from sandboxes.transports import ServerTransport
@@ -231,22 +230,8 @@ def exec_result(reply: dict[str, Any], cap: int) -> ExecResult:
     return ExecResult(output=head_text + truncation_marker(dropped) + tail_text, truncated=True, **common)
 
 
-_executor: concurrent.futures.ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
-
-
-def sandbox_executor() -> concurrent.futures.ThreadPoolExecutor:
-    """Threads for the async twins. The default asyncio executor has min(32, cpus+4) threads,
-    which would serialize dozens of sandboxes waiting on long commands."""
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = concurrent.futures.ThreadPoolExecutor(max_workers=256, thread_name_prefix="sandbox")
-        return _executor
-
-
-async def run_blocking(fn: Callable[..., T], *args: Any) -> T:
-    return await asyncio.get_running_loop().run_in_executor(sandbox_executor(), lambda: fn(*args))
+# The one executor lives in sandboxes.executor; these names stay importable from here.
+sandbox_executor = blocking_executor
 
 
 class ServerSandbox:

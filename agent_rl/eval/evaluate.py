@@ -284,29 +284,22 @@ class _ProgressBar:
 
 
 class AgentSampleRunner:
-    """The real sample: one SWEEnv episode of the agent, graded by the env's tamper-proof grader.
+    """The real sample: one agent episode played by the shared `EpisodeRunner` (so eval uses
+    the same environments, warm pools and tamper-proof grader as rollout and training).
 
-    Every sample gets its own environment (and so its own sandbox and grading container),
-    created from the task object itself: nothing here touches host paths inside containers,
-    so the evaluator can run in a container that drives sibling containers via the socket.
+    Tasks travel as objects: nothing here touches host paths inside containers, so the
+    evaluator can run in a container that drives sibling containers via the socket.
     """
 
-    def __init__(self, engine: Any, tokenizer: Any, agent_config: Any, env_config: Any) -> None:
+    def __init__(self, engine: Any, tokenizer: Any, agent_config: Any, episodes: Any) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
         self.agent_config = agent_config
-        self.env_config = env_config
+        self.episodes = episodes  # agent_rl.rollout.runner.EpisodeRunner; its owner closes it
 
     async def run(self, task: Any, sample: int, seed: int) -> dict[str, Any]:
-        from agent_rl.rollout.agent import run_episode
-        from envs.swe_env import SWEEnv
-
-        env = SWEEnv(tasks=[task], config=self.env_config)
-        try:
-            traj = await run_episode(env, self.engine, self.tokenizer, self.agent_config, task=task, seed=seed,
-                                     group_index=sample)
-        finally:
-            await env.aclose()
+        traj = await self.episodes.episode(task, self.engine, self.tokenizer, self.agent_config, seed=seed,
+                                           group_index=sample)
         grade = dict(traj.grade or {})
         return result_row(
             task=task.instance_id,
@@ -336,6 +329,7 @@ async def run_eval(config: EvalConfig, *, progress: bool = True) -> dict[str, An
     from agent_rl.rollout.agent import check_template
     from agent_rl.engines.capabilities import EVALUATION, require
     from agent_rl.engines.factory import make_engine
+    from agent_rl.rollout.runner import EpisodeRunner
     from envs.tasks import load_tasks
 
     tasks = load_tasks(config.tasks)
@@ -350,7 +344,9 @@ async def run_eval(config: EvalConfig, *, progress: bool = True) -> dict[str, An
             # A served model's name need not be loadable here: engine.tokenizer names the tokenizer.
             tokenizer = load_tokenizer(engine_config.tokenizer or config.model)
         check_template(tokenizer, agent_config)
-        runner = AgentSampleRunner(engine, tokenizer, agent_config, env_config)
-        return await evaluate(config, tasks, runner, progress=progress)
+        async with EpisodeRunner(env_config, concurrency=config.workers) as episodes:
+            await episodes.aprepare(tasks, config.samples)  # warm pools (use_pool) for the first tasks, within budget
+            runner = AgentSampleRunner(engine, tokenizer, agent_config, episodes)
+            return await evaluate(config, tasks, runner, progress=progress)
     finally:
         await engine.close()

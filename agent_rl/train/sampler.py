@@ -35,6 +35,14 @@ class TaskSampler:
                 self.epoch, self.index = self.epoch + 1, 0
         return out
 
+    def peek(self, n: int) -> list[str]:
+        """What the next `take(n)` will return, without drawing it (to warm sandboxes ahead)."""
+        epoch, index = self.epoch, self.index
+        try:
+            return self.take(n)
+        finally:
+            self.epoch, self.index = epoch, index
+
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "index": self.index, "num_tasks": len(self.task_ids), "seed": self.seed}
 

@@ -95,6 +95,7 @@ class Trainer:
         self._closed = False
         # The engine's async calls (weight sync, close) run here; never inside a running loop.
         self._loop = asyncio.new_event_loop()
+        self.runner: Any = None  # the EpisodeRunner: made at the first rollout, reused every step, closed in close()
         try:
             self._setup()
         except BaseException:
@@ -298,6 +299,7 @@ class Trainer:
             enabled=alg.dynamic_sampling,
         )
         rollout_s = time.monotonic() - rollout_started
+        self._prefetch_next_rollout()
         write_jsonl(all_trajectories, str(self._rollout_dir() / f"step-{step:06d}.jsonl"))
 
         # 4. advantages on shaped rewards, then 5. the updates.
@@ -334,22 +336,29 @@ class Trainer:
 
     # ------------------------------------------------------------------ 2. rollout
     def _collect(self, task_ids: list[str], seed: int) -> list[Trajectory]:
-        from agent_rl.rollout.runner import collect
+        from agent_rl.rollout.runner import EpisodeRunner
 
+        if self.runner is None:
+            # One runner for the whole run: its sandbox pools stay warm from one step to the next.
+            self.runner = EpisodeRunner(self.config.env, concurrency=self.config.rollout.concurrency)
         self.model.eval()
-        result = collect(
+        result = self.runner.collect(
             [self.tasks[t] for t in task_ids],
             self.engine,
             self.tokenizer,
             group_size=self.config.rollout.group_size,
-            concurrency=self.config.rollout.concurrency,
-            env_config=self.config.env,
             agent_config=self.agent_config,
             policy_version=self.policy_version,
             seed=seed % (2**31 - 1),
             progress=False,
         )
-        return list(asyncio.run(result))
+        return list(self._run(result))
+
+    def _prefetch_next_rollout(self) -> None:
+        """Start the next step's containers now, so they are warm when its rollout begins."""
+        if self.runner is not None and self.step + 1 < self.config.max_steps:
+            upcoming = self.sampler.peek(self.config.rollout.tasks_per_step)
+            self.runner.prefetch([self.tasks[t] for t in upcoming], self.config.rollout.group_size)
 
     @staticmethod
     def _group(trajectories: list[Trajectory], task_ids: list[str]) -> list[list[Trajectory]]:
@@ -430,6 +439,8 @@ class Trainer:
         self._closed = True
         try:
             self.metrics.close()
+            if self.runner is not None:
+                self.runner.close()
             if has(self.engine, Closes):
                 self._run(self.engine.close())
         finally:
