@@ -9,12 +9,8 @@ from envs.grading import (
     GradingConfig,
     GradingError,
     _test_command,
-    filter_patch,
-    patch_paths,
-    protection_reason,
-    scan_patch,
-    split_patch,
 )
+from envs.patch_screen import filter_patch, patch_paths, protection_reason, scan_patch, split_patch
 from envs.pytest_protocol import results_from_output
 from envs.tasks import Task
 from strictconfig import ConfigError
