@@ -196,14 +196,19 @@ def _check_unique(tasks: Iterable[Task], source: str) -> None:
 def load_tasks(spec: "str | os.PathLike[str] | Iterable[Task | Mapping[str, Any]]") -> list[Task]:
     """One entry point for every task source.
 
-    `builtin`, `builtin:easy`, `builtin:<suite>`, `builtin:<suite>:<difficulty>`,
-    a `.jsonl` / `.json` file, `hf:<name>[:<split>]`, or an iterable of Tasks/dicts.
+    `builtin`, `builtin:easy`, `builtin:<suite>`, `builtin:<suite>:<difficulty>`, the splits
+    `builtin:train` / `builtin:heldout` (combinable with a difficulty), the floor tier
+    `builtin:floor[:train|heldout|<suite>]`, a `.jsonl` / `.json` file, `hf:<name>[:<split>]`,
+    `floor:<any of these>` (their floor variants, e.g. of synthesized tasks), or an iterable
+    of Tasks/dicts.
     """
     if not isinstance(spec, (str, os.PathLike)):
         tasks = [t if isinstance(t, Task) else Task.from_dict(t, source="task list") for t in spec]
         _check_unique(tasks, "task list")
         return tasks
     text = os.fspath(spec)
+    if text.startswith("floor:"):
+        return _load_floor(text[len("floor:"):])
     if text == "builtin" or text.startswith("builtin:"):
         return _load_builtin(text)
     if text.startswith("hf:"):
@@ -215,36 +220,27 @@ def load_tasks(spec: "str | os.PathLike[str] | Iterable[Task | Mapping[str, Any]
     if path.suffix == ".json":
         return load_json(path)
     raise TaskError(
-        f"unknown task spec {text!r}: expected builtin[:suite][:difficulty], builtin:<difficulty>, "
-        "hf:<dataset>[:split], or a .jsonl/.json file"
+        f"unknown task spec {text!r}: expected builtin[:suite|split][:difficulty], builtin:<difficulty>, "
+        "hf:<dataset>[:split], floor:<spec>, or a .jsonl/.json file"
     )
 
 
-DIFFICULTIES = ("easy", "medium", "hard")
-
-
 def _load_builtin(spec: str) -> list[Task]:
+    # The grammar (suites, splits, tiers) lives with the suites; see envs.suites.parse_builtin_spec.
     try:
-        from envs.suites import list_suites, load_suite
+        from envs.suites import load_builtin
     except ImportError as exc:
         raise TaskError(f"builtin suites are unavailable: {exc}") from exc
-    parts = spec.split(":")[1:]
-    if len(parts) > 2 or any(not p for p in parts):
-        raise TaskError(f"bad builtin spec {spec!r}: expected builtin[:suite][:difficulty]")
-    suite: str | None = None
-    difficulty: str | None = None
-    if len(parts) == 2:
-        suite, difficulty = parts
-    elif len(parts) == 1:
-        if parts[0] in DIFFICULTIES:
-            difficulty = parts[0]
-        else:
-            suite = parts[0]
-    if difficulty is not None and difficulty not in DIFFICULTIES:
-        raise TaskError(f"bad builtin spec {spec!r}: difficulty must be one of {', '.join(DIFFICULTIES)}")
-    if suite is not None and suite not in list_suites():
-        raise TaskError(f"unknown builtin suite {suite!r}; available: {', '.join(list_suites()) or 'none'}")
-    return list(load_suite(suite, difficulty=difficulty))
+    return load_builtin(spec)
+
+
+def _load_floor(inner: str) -> list[Task]:
+    """`floor:SPEC`: the floor variant of every task SPEC names (e.g. a synthesized tasks.jsonl)."""
+    from envs.suites.floor import floor_variant
+
+    if not inner:
+        raise TaskError("task spec 'floor:': name the tasks after the colon, e.g. floor:tasks.jsonl")
+    return [floor_variant(task) for task in load_tasks(inner)]
 
 
 class TaskStore:

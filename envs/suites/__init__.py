@@ -8,13 +8,16 @@ under the cache (`$AGENT_RL_CACHE/suites`, default `~/.cache/agent-rl/suites`) a
 
     load_suite("semvertools", difficulty="easy")
     load_builtin("builtin:lrukit:hard")
+    load_builtin("builtin:floor:train")   # floor variants of the train split's libraries
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Mapping
 
+from envs.suites.floor import FLOOR, floor_variant
 from envs.suites.materialize import default_cache_dir, materialize
+from envs.suites.splits import SPLITS, split_of, split_suites
 from envs.suites.spec import (
     DIFFICULTIES,
     SuiteError,
@@ -29,11 +32,16 @@ from envs.suites.spec import (
 )
 from envs.tasks import Task
 
-__all__ = ["SuiteError", "list_suites", "load_suite", "load_builtin", "suite_spec", "SUITES_DIR"]
+__all__ = [
+    "SuiteError", "list_suites", "load_suite", "load_builtin", "parse_builtin_spec", "suite_spec", "SUITES_DIR",
+    "SPLITS", "TIERS", "split_of", "floor_variant",
+]
 
 SUITES_DIR = Path(__file__).resolve().parent
 TEST_CMD = "python3 -m pytest"
 VERSION = "1.0"
+# The difficulties a spec may name: the three of tasks.yaml plus the generated floor tier.
+TIERS = (*DIFFICULTIES, FLOOR)
 
 
 def list_suites() -> list[str]:
@@ -98,42 +106,66 @@ def load_suite(
     *,
     difficulty: str | None = None,
     cache_dir: str | None = None,
+    split: str | None = None,
 ) -> list[Task]:
-    """Tasks of one library (or of all when `name` is None), optionally of one difficulty.
+    """Tasks of one library (or of a split's, or of all when both are None), optionally of one tier.
 
+    `difficulty="floor"` gives the floor variant of every task (see envs/suites/floor.py).
     `cache_dir` replaces `$AGENT_RL_CACHE/suites` as the place materialized repos go.
     """
-    if difficulty is not None and difficulty not in DIFFICULTIES:
-        raise SuiteError(f"unknown difficulty {difficulty!r}; expected one of {', '.join(DIFFICULTIES)}")
+    if difficulty is not None and difficulty not in TIERS:
+        raise SuiteError(f"unknown difficulty {difficulty!r}; expected one of {', '.join(TIERS)}")
+    if name is not None and split is not None:
+        raise SuiteError(f"give a suite or a split, not both (suite {name!r}, split {split!r})")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    names = [name] if name is not None else list_suites()
+    names = [name] if name is not None else list(split_suites(split)) if split is not None else list_suites()
     tasks: list[Task] = []
     for suite_name in names:
         suite = suite_spec(suite_name)
         clean = read_tree(suite.repo_dir)
         lists = read_lists(suite)
         for spec in suite.tasks:
-            if difficulty is None or spec.difficulty == difficulty:
+            if difficulty == FLOOR:
+                buggy = apply_bug(clean, spec, suite.tasks_file)
+                tasks.append(floor_variant(build_task(suite, spec, clean, cache, lists=lists), buggy.__getitem__))
+            elif difficulty is None or spec.difficulty == difficulty:
                 tasks.append(build_task(suite, spec, clean, cache, lists=lists))
     return tasks
 
 
-def load_builtin(spec: str, *, cache_dir: str | None = None) -> list[Task]:
-    """Tasks named by a spec string: "builtin", "builtin:easy", "builtin:semvertools",
-    "builtin:semvertools:hard" (the parts after "builtin" in any order)."""
+def parse_builtin_spec(spec: str) -> tuple[str | None, str | None, str | None]:
+    """(suite, split, difficulty) of "builtin[:PART[:PART]]"; parts in any order, each kind once.
+
+    A part is a library name, a split (train, heldout) or a tier (easy, medium, hard, floor).
+    """
     head, *parts = spec.split(":")
     if head != "builtin":
         raise SuiteError(f"task spec {spec!r}: must start with 'builtin'")
+    if len(parts) > 2 or any(not p for p in parts):
+        raise SuiteError(f"bad builtin spec {spec!r}: a task spec is builtin[:SUITE|SPLIT][:DIFFICULTY]")
     suites = list_suites()
-    name = difficulty = None
+    name = split = difficulty = None
     for part in parts:
-        if part in DIFFICULTIES and difficulty is None:
+        if part in TIERS:
+            if difficulty is not None:
+                raise SuiteError(f"task spec {spec!r}: two difficulties ({difficulty!r}, {part!r}); give one")
             difficulty = part
-        elif part in suites and name is None:
-            name = part
+        elif part in suites or part in SPLITS:
+            if name is not None or split is not None:
+                raise SuiteError(f"task spec {spec!r}: give one suite or one split, not {name or split!r} and {part!r}")
+            name, split = (part, None) if part in suites else (None, part)
         else:
             raise SuiteError(
-                f"task spec {spec!r}: {part!r} is neither a difficulty ({', '.join(DIFFICULTIES)}) "
-                f"nor a suite ({', '.join(suites)}), or is given twice"
+                f"task spec {spec!r}: unknown builtin suite {part!r}, nor a split or a difficulty "
+                f"(suites: {', '.join(suites)}; splits: {', '.join(SPLITS)}; "
+                f"difficulty must be one of {', '.join(TIERS)})"
             )
-    return load_suite(name, difficulty=difficulty, cache_dir=cache_dir)
+    return name, split, difficulty
+
+
+def load_builtin(spec: str, *, cache_dir: str | None = None) -> list[Task]:
+    """Tasks named by a spec string: "builtin", "builtin:easy", "builtin:semvertools:hard",
+    "builtin:train", "builtin:heldout:medium", "builtin:floor", "builtin:floor:train"
+    (the parts after "builtin" in any order; see `parse_builtin_spec`)."""
+    name, split, difficulty = parse_builtin_spec(spec)
+    return load_suite(name, difficulty=difficulty, cache_dir=cache_dir, split=split)
