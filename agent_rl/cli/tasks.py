@@ -1,4 +1,4 @@
-"""`agent-rl tasks list|show|validate`: look at task sets and check that they are well-posed."""
+"""`agent-rl tasks list|show|validate|splits`: look at task sets and check that they are well-posed."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,11 @@ import sys
 def _add_source(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--suite", help="a builtin suite name (same as --tasks builtin:SUITE)")
-    source.add_argument("--tasks", help="task spec: builtin, builtin:easy, builtin:SUITE[:DIFFICULTY], tasks.jsonl, …")
+    source.add_argument(
+        "--tasks",
+        help="task spec: builtin, builtin:easy, builtin:SUITE|SPLIT[:DIFFICULTY] (splits: train, heldout; "
+        "difficulty: easy, medium, hard, floor), tasks.jsonl, floor:SPEC, …",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,12 +44,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate.add_argument("--out", default="validation", help="output directory (default ./validation)")
     validate.set_defaults(func=run_validate)
 
+    splits = sub.add_parser("splits", help="the built-in train / held-out splits: libraries and tasks per tier")
+    splits.set_defaults(func=run_splits)
+
 
 def _load(args: argparse.Namespace):  # -> list[Task]
     from envs.tasks import load_tasks
 
     spec = f"builtin:{args.suite}" if args.suite else (args.tasks or "builtin")
     return load_tasks(spec)
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 def _fail(command: str, exc: Exception) -> int:
@@ -68,9 +81,7 @@ def run_list(args: argparse.Namespace) -> int:
         (t.instance_id, t.suite or "-", t.difficulty or "-", str(len(t.FAIL_TO_PASS)), str(len(t.PASS_TO_PASS)))
         for t in tasks
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    _print_table(rows)
     print(f"{len(tasks)} tasks")
     return 0
 
@@ -121,3 +132,21 @@ def run_validate(args: argparse.Namespace) -> int:
     print(f"{len(results) - len(invalid)}/{len(results)} valid" + (f"; flaky: {', '.join(flaky)}" if flaky else ""))
     print(f"wrote {path}")
     return 1 if invalid else 0
+
+
+def run_splits(args: argparse.Namespace) -> int:
+    """Print each split's libraries and task counts per tier (from tasks.yaml; nothing is built)."""
+    from collections import Counter
+
+    from envs.suites import SPLITS, suite_spec
+    from envs.suites.spec import DIFFICULTIES
+
+    header = ("SPLIT", "SPEC", *DIFFICULTIES, "all", "floor", "LIBRARIES")
+    rows = [header]
+    for name, members in SPLITS.items():
+        tiers = Counter(task.difficulty for lib in members for task in suite_spec(lib).tasks)
+        total = sum(tiers.values())
+        rows.append((name, f"builtin:{name}", *(str(tiers[d]) for d in DIFFICULTIES), str(total), str(total),
+                     ", ".join(members)))
+    _print_table(rows)
+    return 0

@@ -118,6 +118,18 @@ def test_both_splits_hold_every_difficulty(originals: dict[str, Task]) -> None:
         assert all(tiers[d] >= 4 if d != "hard" else tiers[d] >= 2 for d in ("easy", "medium", "hard")), (split, tiers)
 
 
+def test_split_table_in_the_readme_matches_the_suites(capsys: pytest.CaptureFixture[str]) -> None:
+    from agent_rl.cli import main
+
+    assert main(["tasks", "splits"]) == 0
+    printed = capsys.readouterr().out.splitlines()[1:]
+    readme = (Path(__file__).resolve().parents[2] / "envs" / "suites" / "README.md").read_text()
+    for line in printed:
+        name, spec, easy, medium, hard, total, floor_count, libraries = re.split(r"\s{2,}", line.strip())
+        row = f"| `{spec}` | {libraries} | {easy} | {medium} | {hard} | {total} | {floor_count} |"
+        assert row in readme, row
+
+
 # --- the floor tier on every built-in task ---------------------------------------------------
 
 
