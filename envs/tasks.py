@@ -53,7 +53,7 @@ class Task:
     test_timeout_s: float = 300.0
     # --- metadata ---------------------------------------------------------------------
     suite: str = ""
-    difficulty: str = ""  # easy | medium | hard
+    difficulty: str = ""  # easy | medium | hard | floor (a generated variant, see envs/suites/floor.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     _REQUIRED = ("instance_id", "repo", "base_commit", "problem_statement")

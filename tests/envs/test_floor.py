@@ -176,6 +176,13 @@ def test_floor_fixes_replayed_as_edits_give_the_gold_state(floor: list[Task]) ->
             assert text == clean_trees[task.suite][path], (task.instance_id, path)
 
 
+def test_floor_prefix_on_builtin_equals_the_floor_tier() -> None:
+    # Read from git (the `floor:` path) or from the in-memory tree (the tier): the same tasks.
+    via_prefix = load_tasks("floor:builtin:lrukit")
+    via_tier = load_tasks("builtin:lrukit:floor")
+    assert [t.to_dict() for t in via_prefix] == [t.to_dict() for t in via_tier]
+
+
 def test_pure_insertions_anchor_on_a_neighbouring_line() -> None:
     buggy = "def f(x):\n    y = x\n    return y\n"
     patch = (
