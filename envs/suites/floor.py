@@ -55,38 +55,48 @@ def _diff_path(line: str) -> str:
     return path[2:] if path.startswith(("a/", "b/")) else path
 
 
+def _lines(text: str) -> list[str]:
+    """Lines with their "\n", split on "\n" only (str.splitlines also splits on \f, \x1c, …)."""
+    return re.findall(r"[^\n]*\n|[^\n]+$", text)
+
+
 def parse_blocks(patch: str) -> list[_Block]:
     """The change blocks of a unified diff that only modifies existing text files."""
     blocks: list[_Block] = []
     path = ""
-    buggy_line = 0
+    buggy_line = old_left = new_left = 0  # position in the buggy file; lines the current hunk still holds
     current: _Block | None = None
-    for line in patch.splitlines(keepends=True):
-        if line.startswith("--- "):
+    for line in _lines(patch):
+        if old_left or new_left:  # inside a hunk every line is content, even one reading "--- x"
+            if line.startswith("\\"):
+                continue  # "\ No newline at end of file"
+            kind, text = line[:1], line[1:]
+            if kind == " " or line == "\n":
+                buggy_line, old_left, new_left, current = buggy_line + 1, old_left - 1, new_left - 1, None
+                continue
+            if current is None:
+                current = _Block(path, buggy_line, [], [])
+                blocks.append(current)
+            if kind == "-":
+                current.removed.append(text)
+                buggy_line, old_left = buggy_line + 1, old_left - 1
+            else:
+                current.added.append(text)
+                new_left -= 1
+        elif line.startswith("--- "):
             if _diff_path(line) == "/dev/null":
                 raise TaskError("the gold patch creates a file; a floor statement needs an edit to an existing one")
-            path, current = _diff_path(line), None
+            path = _diff_path(line)
         elif line.startswith("+++ "):
             if _diff_path(line) == "/dev/null":
                 raise TaskError(f"the gold patch deletes {path}; a floor statement needs an edit, not a deletion")
         elif line.startswith("GIT binary patch"):
             raise TaskError("the gold patch is binary; a floor statement needs a text edit")
-        elif (match := _HUNK.match(line)) is not None:
-            buggy_line, current = int(match.group(1)) - 1, None
-            if match.group(2) == "0":  # an empty old range starts *after* the named line
-                buggy_line += 1
-        elif line.startswith(("-", "+")) and path:
-            if current is None:
-                current = _Block(path, buggy_line, [], [])
-                blocks.append(current)
-            (current.removed if line[0] == "-" else current.added).append(line[1:])
-            if line[0] == "-":
-                buggy_line += 1
-        elif line.startswith(" ") and path:
-            buggy_line, current = buggy_line + 1, None
-        elif line.startswith("\\"):
-            continue  # "\ No newline at end of file"
-        else:
+        elif (match := _HUNK.match(line)) is not None and path:
+            old_left = int(match.group(2) or 1)
+            new_left = int(match.group(4) or 1)
+            # An empty old range names the line *after* which the new lines go.
+            buggy_line = int(match.group(1)) - (1 if old_left else 0)
             current = None
     if not blocks:
         raise TaskError("the gold patch changes no lines")
@@ -134,7 +144,7 @@ def locate_fixes(patch: str, read_buggy: Callable[[str], str]) -> list[Fix]:
     fixes: list[Fix] = []
     for block in parse_blocks(patch):
         source = read_buggy(block.path)
-        lines = source.splitlines(keepends=True)
+        lines = _lines(source)
         if lines[block.start: block.start + len(block.removed)] != block.removed:
             raise TaskError(f"the gold patch does not match {block.path} at line {block.start + 1}")
         a, b = _widen(lines, block)

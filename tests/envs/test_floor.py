@@ -202,6 +202,13 @@ def test_repeated_lines_grow_until_unique() -> None:
     assert buggy.count(fix.wrong) == 1 and fix.wrong == "b = 2\na = 1\n" and fix.right == "b = 2\na = 9\n"
 
 
+def test_hunk_lines_that_look_like_headers_are_content() -> None:
+    buggy = "x = 1\n-- sql comment\ny = 2\n"
+    patch = "--- a/m.sql\n+++ b/m.sql\n@@ -1,3 +1,3 @@\n x = 1\n--- sql comment\n+-- SQL comment\n y = 2\n"
+    [fix] = locate_fixes(patch, {"m.sql": buggy}.__getitem__)
+    assert (fix.path, fix.line, fix.wrong, fix.right) == ("m.sql", 2, "-- sql comment\n", "-- SQL comment\n")
+
+
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
