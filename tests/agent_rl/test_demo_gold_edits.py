@@ -159,3 +159,10 @@ async def test_scripted_engine_returns_the_script_then_refuses():
         await engine.generate([1], SamplingParams(max_tokens=1))
     with pytest.raises(EngineError, match="only 2 replies"):
         await engine.generate([1], SamplingParams(max_tokens=10))
+
+
+def test_cli_refuses_a_missing_task_file(tmp_path, capsys):
+    from agent_rl.cli import main
+
+    assert main(["demos", "--tasks", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o")]) == 2
+    assert "agent-rl demos: error" in capsys.readouterr().err
