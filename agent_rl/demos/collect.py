@@ -81,7 +81,7 @@ def _row(task: Task, traj: Trajectory) -> DemoRow:
     status = "error" if traj.error else ("kept" if traj.resolved else "unresolved")
     failing = [t for kind in ("FAIL_TO_PASS", "PASS_TO_PASS")
                for t in traj.grade.get("tests_status", {}).get(kind, {}).get("failure", [])]
-    reason = traj.error or (traj.grade.get("error") or "" if status == "unresolved" else "") or traj.finish_reason
+    reason = traj.error or str(traj.grade.get("error") or "") or traj.finish_reason
     return DemoRow(task.instance_id, status, traj.num_turns, reason, failing[:10])
 
 
@@ -95,8 +95,10 @@ async def collect_demos(
     `on_done(row)` is called as each task finishes (progress lines)."""
     started = time.monotonic()
     env_cfg = EnvConfig.from_config(env_config)
-    agent_cfg = AgentConfig.from_config({**DEMO_AGENT_DEFAULTS, **(agent_config or {})}
-                                        if not isinstance(agent_config, AgentConfig) else agent_config)
+    if isinstance(agent_config, AgentConfig):
+        agent_cfg = agent_config
+    else:
+        agent_cfg = AgentConfig.from_config({**DEMO_AGENT_DEFAULTS, **(agent_config or {})})
     check_template(tokenizer, agent_cfg)
     rows: dict[str, DemoRow] = {}
     scripts: dict[str, list[str]] = {}
