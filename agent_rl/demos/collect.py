@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import posixpath
+import shlex
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,18 +25,21 @@ from agent_rl.rollout.agent import AgentConfig, check_template
 from agent_rl.rollout.chat_template import ChatTokenizer
 from agent_rl.rollout.runner import EpisodeRunner
 from agent_rl.rollout.trajectory import Trajectory, write_jsonl, write_sft_jsonl
+from envs.episode_sandboxes import EpisodeSandboxes
 from envs.swe_env import EnvConfig
 from envs.tasks import Task
+from sandboxes.executor import run_blocking
 
 # Demonstrations view whole regions and write whole edits: give them room by default.
 DEMO_AGENT_DEFAULTS: dict[str, Any] = {"max_turns": 30, "max_total_tokens": 16384, "max_tokens_per_turn": 4096}
 
 
-def base_files(task: Task, paths: Sequence[str]) -> dict[str, str]:
-    """The base-commit text of `paths` (those that exist) from the task's local git repository."""
+def base_files(task: Task, paths: Sequence[str], sandboxes: EpisodeSandboxes | None = None) -> dict[str, str]:
+    """The base-commit text of `paths` (those that exist): from the task's git repository when
+    it is local (built-in, synthesized), else read in a fresh workspace container of its image."""
     repo = Path(task.repo)
     if not (repo / ".git").exists():
-        raise GoldPatchError(f"task {task.instance_id!r}: the expert reads base files from a local git repo; {task.repo!r} is not one")
+        return base_files_from_image(task, paths, sandboxes)
     files = {}
     for path in paths:
         shown = subprocess.run(["git", "-C", str(repo), "show", f"{task.base_commit}:{path}"],
@@ -44,12 +49,31 @@ def base_files(task: Task, paths: Sequence[str]) -> dict[str, str]:
     return files
 
 
-def plan(task: Task, action_format: str) -> list[str]:
+def base_files_from_image(task: Task, paths: Sequence[str], sandboxes: EpisodeSandboxes | None = None) -> dict[str, str]:
+    """`base_files` read in a workspace container of the task's image (what the agent starts from)."""
+    from envs.task_images import task_image
+
+    own = sandboxes is None
+    sandboxes = sandboxes or EpisodeSandboxes()
+    try:
+        with sandboxes.workspace(task_image(task), task) as box:
+            files = {}
+            for path in paths:
+                full = posixpath.join(task.workdir, path)
+                if box.exec(f"test -f {shlex.quote(full)}", timeout=30).ok:
+                    files[path] = box.read_file(full)
+            return files
+    finally:
+        if own:
+            sandboxes.close()
+
+
+def plan(task: Task, action_format: str, sandboxes: EpisodeSandboxes | None = None) -> list[str]:
     """The expert's replies for `task`; GoldPatchError when it has none it can play."""
     if not task.patch.strip():
         raise GoldPatchError(f"task {task.instance_id!r} has no gold patch")
     paths = [d.old_path for d in parse_patch(task.patch) if d.old_path]
-    return expert_replies(task, base_files(task, paths), action_format)
+    return expert_replies(task, base_files(task, paths, sandboxes), action_format)
 
 
 @dataclass
@@ -101,27 +125,25 @@ async def collect_demos(
         agent_cfg = AgentConfig.from_config({**DEMO_AGENT_DEFAULTS, **(agent_config or {})})
     check_template(tokenizer, agent_cfg)
     rows: dict[str, DemoRow] = {}
-    scripts: dict[str, list[str]] = {}
-    for task in tasks:
-        try:
-            scripts[task.instance_id] = plan(task, env_cfg.action_format)
-        except (GoldPatchError, UnicodeDecodeError, OSError, subprocess.SubprocessError) as exc:
-            rows[task.instance_id] = DemoRow(task.instance_id, "skipped", reason=str(exc))
     kept: dict[str, Trajectory] = {}
     gate = asyncio.Semaphore(concurrency)
     async with EpisodeRunner(env_cfg, concurrency=concurrency) as runner:
 
         async def one(task: Task) -> None:
             async with gate:
-                engine = ScriptedEngine(scripts[task.instance_id], tokenizer)
-                traj = await runner.episode(task, engine, tokenizer, agent_cfg)
-            rows[task.instance_id] = _row(task, traj)
-            if rows[task.instance_id].status == "kept":
-                kept[task.instance_id] = traj
+                try:
+                    replies = await run_blocking(plan, task, env_cfg.action_format, runner.sandboxes)
+                except Exception as exc:  # no playable script (or its image would not start): say why, go on
+                    rows[task.instance_id] = DemoRow(task.instance_id, "skipped", reason=f"{type(exc).__name__}: {exc}")
+                else:
+                    traj = await runner.episode(task, ScriptedEngine(replies, tokenizer), tokenizer, agent_cfg)
+                    rows[task.instance_id] = _row(task, traj)
+                    if rows[task.instance_id].status == "kept":
+                        kept[task.instance_id] = traj
             if on_done is not None:
                 on_done(rows[task.instance_id])
 
-        await asyncio.gather(*(one(t) for t in tasks if t.instance_id in scripts))
+        await asyncio.gather(*(one(t) for t in tasks))
     ordered = [kept[t.instance_id] for t in tasks if t.instance_id in kept]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from agent_rl.demos.collect import collect_demos, plan
+from agent_rl.demos.collect import base_files, base_files_from_image, collect_demos, plan
 from agent_rl.engines.models import DEFAULT_MODEL, load_tokenizer
 from agent_rl.rollout.chat_template import encode, end_of_turn_ids
 from agent_rl.rollout.trajectory import read_jsonl
@@ -51,3 +51,12 @@ async def test_demos_resolve_and_mask_only_the_experts_tokens(tmp_path):
         assert [m["content"] for m in traj.messages if m["role"] == "assistant"] == replies
         # The env's diff is the gold change made by edits, never the patch file: regrade it.
         assert grade(task, traj.patch).resolved
+
+
+@pytest.mark.docker
+def test_base_files_of_a_non_local_repo_are_read_from_the_task_image():
+    task = next(t for t in load_suite("semvertools") if t.instance_id == "semvertools-010")
+    paths = ["semvertools/version.py", "semvertools/ranges.py", "no/such/file.py"]
+    from_git = base_files(task, paths)
+    assert sorted(from_git) == sorted(paths[:2])
+    assert base_files_from_image(task, paths) == from_git
