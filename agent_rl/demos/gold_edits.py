@@ -73,10 +73,16 @@ def parse_patch(patch: str) -> list[FileDiff]:
             elif text.startswith(("rename from ", "rename to ")):
                 renamed[text.split(" ")[1]] = text.split(" ", 2)[2]
             i += 1
-        if renamed and diff.old_path is None and diff.new_path is None:  # a pure rename, no hunks
-            diff.old_path, diff.new_path = renamed.get("from"), renamed.get("to")
-        if diff.old_path is None and diff.new_path is None:
-            continue  # a mode change only
+        if diff.old_path is None and diff.new_path is None:  # no ---/+++ lines: git says what in its header
+            header = section.text.split("@@", 1)[0]
+            if renamed:
+                diff.old_path, diff.new_path = renamed.get("from"), renamed.get("to")
+            elif "\nnew file mode " in header and section.paths:
+                diff.new_path = section.paths[0]  # an empty new file
+            elif "\ndeleted file mode " in header and section.paths:
+                diff.old_path = section.paths[0]  # an empty file deleted
+            else:
+                continue  # a mode change only
         diff.hunks = _parse_hunks(lines[i:], diff.path)
         diffs.append(diff)
     return diffs
@@ -191,12 +197,12 @@ def edit_actions(diff: FileDiff, base: Mapping[str, str]) -> list[Action]:
     if diff.old_path is None:
         assert diff.new_path is not None
         return [Create(diff.new_path, apply_hunks("", diff.hunks, diff.new_path))]
-    if diff.old_path not in base:
-        raise GoldPatchError(f"{diff.old_path}: no base content to edit")
-    content = base[diff.old_path]
     rm = Bash(f"rm {shlex.quote(diff.old_path)}")
     if diff.new_path is None:
         return [rm]
+    if diff.old_path not in base:
+        raise GoldPatchError(f"{diff.old_path}: no base content to edit")
+    content = base[diff.old_path]
     if diff.new_path != diff.old_path:
         return [Create(diff.new_path, apply_hunks(content, diff.hunks, diff.old_path)), rm]
     edits = str_replace_edits(content, diff.hunks, diff.old_path)

@@ -85,10 +85,18 @@ def test_new_file_deleted_file_and_deleted_lines(tmp_path):
     assert Bash("rm old.py") in actions
 
 
+def test_empty_files_created_and_deleted(tmp_path):
+    actions = check(tmp_path, {"a.py": "x = 1\n", "gone/__init__.py": ""}, {"a.py": "x = 1\n", "pkg/__init__.py": ""})
+    assert sorted(map(repr, actions)) == sorted(map(repr, [Create("pkg/__init__.py", ""), Bash("rm gone/__init__.py")]))
+
+
 def test_insertion_rename_and_missing_final_newline(tmp_path):
     body = "".join(f"line {i}\n" for i in range(30))
-    before = {"a.py": "a\nb\nc", "big.py": body}
-    after = {"a.py": "a\nB\nc", "moved.py": body.replace("line 12\n", "line 12\ninserted\n")}
+    other = "".join(f"other {i}\n" for i in range(10))
+    before = {"a.py": "a\nb\nc", "big.py": body, "keep.py": other}
+    after = {"a.py": "a\nB\nc", "moved.py": body.replace("line 12\n", "line 12\ninserted\n"), "kept.py": other}
+    patch = git_diff(tmp_path / "p", before, after)
+    assert "rename from keep.py" in patch and "similarity index 100%" in patch  # a pure rename has no hunk
     check(tmp_path, before, after)
 
 
