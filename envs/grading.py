@@ -79,7 +79,7 @@ class GradeReport:
     tests_status: dict[str, dict[str, list[str]]] = field(
         default_factory=lambda: {k: {"success": [], "failure": []} for k in ("FAIL_TO_PASS", "PASS_TO_PASS")}
     )
-    fraction_passed: float = 0.0
+    fraction_passed: float = 0.0  # every target test, F2P and P2P together: a diagnostic, not the reward
     error: str = ""
     dropped_files: list[str] = field(default_factory=list)
     tamper: list[str] = field(default_factory=list)
@@ -91,12 +91,25 @@ class GradeReport:
         return dataclasses.asdict(self)
 
     def reward(self, kind: str = "binary") -> float:
-        """1.0 when resolved; otherwise 0.0 ("binary") or the fraction of target tests passed ("fraction")."""
+        """1.0 when resolved; otherwise 0.0 ("binary") or `partial_credit()` ("fraction")."""
         if kind == "binary":
             return 1.0 if self.resolved else 0.0
         if kind == "fraction":
-            return 1.0 if self.resolved else self.fraction_passed
+            return 1.0 if self.resolved else self.partial_credit()
         raise ValueError(f"unknown reward kind {kind!r}; expected 'binary' or 'fraction'")
+
+    def partial_credit(self) -> float:
+        """The fraction of FAIL_TO_PASS tests that pass, or 0.0 when any PASS_TO_PASS test fails.
+
+        PASS_TO_PASS tests pass before any change, so counting them would pay an empty patch
+        nearly full credit (63/66 on semvertools-001): only progress on the bug earns reward,
+        and breaking working code forfeits it.
+        """
+        if self.tests_status["PASS_TO_PASS"]["failure"]:
+            return 0.0
+        f2p = self.tests_status["FAIL_TO_PASS"]
+        total = len(f2p["success"]) + len(f2p["failure"])
+        return len(f2p["success"]) / total if total else 0.0
 
 
 # --------------------------------------------------------------------------------------

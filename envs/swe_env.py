@@ -79,7 +79,7 @@ class EnvConfig(StrictModel):
     observation_budget: int = Field(200_000, ge=1)
     """Total observation characters per episode."""
     reward: RewardKind = "binary"
-    """"binary" (resolved or not) or "fraction" (of target tests passing)."""
+    """"binary" (1 if resolved, else 0) or "fraction" (partial credit: the fraction of FAIL_TO_PASS tests passing, 0 if any PASS_TO_PASS test fails)."""
     command_timeout_s: float | None = Field(None, gt=0)
     """Seconds per command; None: the task's exec_timeout_s."""
     sandbox: DockerSandboxConfig = Field(default_factory=DockerSandboxConfig)

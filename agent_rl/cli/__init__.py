@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "tasks",
     "serve",
     "rollout",
+    "demos",
     "train",
     "eval",
     "grade",

@@ -338,3 +338,10 @@ def _end_of_turn_ids(tokenizer: ChatTokenizer, conv: TokenConversation) -> list[
         return leading[:1]
     eos = getattr(tokenizer, "eos_token_id", None)
     return [eos] if isinstance(eos, int) else []
+
+
+def end_of_turn_ids(tokenizer: ChatTokenizer) -> list[int]:
+    """The token a model samples to end its reply under this chat template (e.g. `<|im_end|>`),
+    or the tokenizer's EOS; what a scripted engine appends to a reply to end it the same way."""
+    conv = TokenConversation.start(tokenizer, [{"role": "user", "content": "x"}])
+    return _end_of_turn_ids(tokenizer, conv)

@@ -144,8 +144,10 @@ def test_grading_config_and_rewards():
         GradingConfig.from_config({"scan_patches": False})
     with pytest.raises(ConfigError, match="test_timeout_s must be positive"):
         GradingConfig(test_timeout_s=0)
-    report = GradeReport("t", fraction_passed=0.5)
-    assert report.reward("binary") == 0.0 and report.reward("fraction") == 0.5
+    report = GradeReport("t", fraction_passed=0.75)  # 3 of 4 target tests, 1 of 2 FAIL_TO_PASS
+    report.tests_status["FAIL_TO_PASS"] = {"success": ["a"], "failure": ["b"]}
+    report.tests_status["PASS_TO_PASS"] = {"success": ["c", "d"], "failure": []}
+    assert report.reward("binary") == 0.0 and report.reward("fraction") == 0.5  # FAIL_TO_PASS only
     report.resolved = True
     assert report.reward("binary") == report.reward("fraction") == 1.0
     with pytest.raises(ValueError, match="unknown reward kind"):

@@ -170,7 +170,7 @@ def test_json_tools_timeouts_and_edit_errors(task):
         assert "GIT binary patch" in patch and "pkg2/data.bin.txt" in patch
         _, reward, terminated, _, info = env.step(tool("submit"))
         assert terminated and info["grade"]["patch_successfully_applied"]
-        assert reward == pytest.approx(2 / 3)  # fraction reward: the P2P tests still pass
+        assert reward == 0.0  # fraction reward counts FAIL_TO_PASS only: the bug is not fixed
 
 
 @pytest.mark.docker
