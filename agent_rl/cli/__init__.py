@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "tasks",
     "serve",
     "rollout",
+    "sft",
     "train",
     "eval",
     "grade",
