@@ -12,7 +12,8 @@ import logging
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -112,3 +113,34 @@ def make_optimizer(model: Any, optim: Any, total_steps: int) -> tuple[torch.opti
     optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay, betas=tuple(optim.betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim.warmup_steps, total_steps, optim.scheduler))
     return optimizer, scheduler
+
+
+class SteppedRun(Protocol):
+    """What `run_to_max_steps` drives: the DAPO Trainer and the SFTTrainer."""
+
+    step: int
+    config: Any
+    metrics: Any
+    output_dir: Any
+
+    def train_step(self) -> dict[str, Any]: ...
+
+    def save_checkpoint(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def run_to_max_steps(run: SteppedRun, curves: Sequence[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Step `run` to `config.max_steps`, save a final checkpoint unless the last step just did,
+    plot training_curves.png (`curves`: the panels; None: the RL ones), close; returns the history."""
+    from agent_rl.train.metrics import CURVES, plot_training_curves
+
+    try:
+        while run.step < run.config.max_steps:
+            run.train_step()
+        if run.config.checkpoint.every == 0 or run.step % run.config.checkpoint.every:
+            run.save_checkpoint()
+        plot_training_curves(run.metrics.history, Path(run.output_dir) / "training_curves.png", curves or CURVES)
+        return run.metrics.history
+    finally:
+        run.close()

@@ -26,9 +26,9 @@ import yaml
 from agent_rl.algo.logprobs import token_scores
 from agent_rl.algo.loss import sft_loss
 from agent_rl.algo.sft_batch import SFTExample, length_buckets, pad_examples
-from agent_rl.train.checkpoint import CheckpointContents, CheckpointManager, LoadedCheckpoint, restore_rng_state
-from agent_rl.train.metrics import MetricsLogger, plot_training_curves
-from agent_rl.train.policy import find_resume_checkpoint, load_policy, make_optimizer, seed_everything
+from agent_rl.train.checkpoint import CheckpointContents, CheckpointManager, LoadedCheckpoint, restore_training_state
+from agent_rl.train.metrics import MetricsLogger
+from agent_rl.train.policy import find_resume_checkpoint, load_policy, make_optimizer, run_to_max_steps, seed_everything
 from agent_rl.train.sampler import TaskSampler
 from agent_rl.train.sft_config import SFTConfig
 from agent_rl.train.sft_data import load_sft_examples
@@ -109,26 +109,12 @@ class SFTTrainer:
         self._closed = False
 
     def _restore(self, loaded: LoadedCheckpoint) -> list[dict[str, Any]]:
-        state = loaded.state
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.sampler.load_state_dict(state["sampler"])
         self.step = loaded.step
-        restore_rng_state(state["rng"])
-        log.info("resumed from %s at step %d", loaded.path, self.step)
-        return list(state.get("metrics_history", []))
+        return restore_training_state(loaded, self.optimizer, self.scheduler, self.sampler)
 
     def train(self) -> list[dict[str, Any]]:
         """Train to `max_steps`, checkpoint and plot at the end, close; returns the metrics history."""
-        try:
-            while self.step < self.config.max_steps:
-                self.train_step()
-            if self.config.checkpoint.every == 0 or self.step % self.config.checkpoint.every:
-                self.save_checkpoint()
-            plot_training_curves(self.metrics.history, self.output_dir / "training_curves.png", SFT_CURVES)
-            return self.metrics.history
-        finally:
-            self.close()
+        return run_to_max_steps(self, SFT_CURVES)
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer step over `batch_size` rows; returns its metrics row."""

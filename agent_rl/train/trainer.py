@@ -33,10 +33,10 @@ from agent_rl.algo.batch import ShapingSettings, build_train_batch
 from agent_rl.engines.capabilities import TRAINING, Closes, has, require
 from agent_rl.rollout.trajectory import Trajectory, write_jsonl
 from agent_rl.train.checkpoint import CheckpointContents, CheckpointManager, LoadedCheckpoint
-from agent_rl.train.checkpoint import optimizer_fingerprint, restore_rng_state
+from agent_rl.train.checkpoint import optimizer_fingerprint, restore_training_state
 from agent_rl.train.config import TrainConfig
-from agent_rl.train.metrics import MetricsLogger, mean, plot_training_curves, step_metrics
-from agent_rl.train.policy import find_resume_checkpoint, load_policy, make_optimizer, seed_everything
+from agent_rl.train.metrics import MetricsLogger, mean, step_metrics
+from agent_rl.train.policy import find_resume_checkpoint, load_policy, make_optimizer, run_to_max_steps, seed_everything
 from agent_rl.train.policy import lr_lambda as _lr_lambda  # noqa: F401  (tests import it from here)
 from agent_rl.train.sampler import TaskSampler
 from agent_rl.train.update import UpdateSettings, update_step
@@ -180,30 +180,18 @@ class Trainer:
         return engine
 
     def _restore(self, loaded: LoadedCheckpoint) -> list[dict[str, Any]]:
+        history = restore_training_state(loaded, self.optimizer, self.scheduler, self.sampler)
         state = loaded.state
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.sampler.load_state_dict(state["sampler"])
         self.step = loaded.step
         self.policy_version = int(state.get("policy_version", loaded.step))
         self.reference_is_initial = bool(state.get("reference_is_initial", True))
         self.last_reset_step = int(state.get("last_reset_step", 0))
-        restore_rng_state(state["rng"])
-        log.info("resumed from %s at step %d", loaded.path, self.step)
-        return list(state.get("metrics_history", []))
+        return history
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> list[dict[str, Any]]:
         """Train to `max_steps`, checkpoint and plot at the end, close; returns the metrics history."""
-        try:
-            while self.step < self.config.max_steps:
-                self.train_step()
-            if self.config.checkpoint.every == 0 or self.step % self.config.checkpoint.every:
-                self.save_checkpoint()
-            plot_training_curves(self.metrics.history, self.output_dir / "training_curves.png")
-            return self.metrics.history
-        finally:
-            self.close()
+        return run_to_max_steps(self)
 
     def train_step(self) -> dict[str, Any]:
         """One training step (roll out, filter, update, sync, log, checkpoint); returns its metrics row.
