@@ -15,6 +15,7 @@ starts RL from an SFT checkpoint.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -97,7 +98,7 @@ class SFTTrainer:
             cfg.data.paths, self.policy.tokenizer, only_resolved=cfg.data.only_resolved, max_tokens=cfg.data.max_tokens)
         if not self.examples:
             raise ValueError(f"no usable rows in {', '.join(cfg.data.paths)}: {self.data_stats.as_dict()}")
-        (self.output_dir / "data_stats.json").write_text(yaml.safe_dump(self.data_stats.as_dict()), encoding="utf-8")
+        (self.output_dir / "data_stats.json").write_text(json.dumps(self.data_stats.as_dict()), encoding="utf-8")
         log.info("sft data: %s", self.data_stats.as_dict())
         self.sampler = TaskSampler([str(i) for i in range(len(self.examples))], seed=cfg.seed)
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, cfg.max_steps)

@@ -227,6 +227,7 @@ def test_cli_runs_a_couple_of_steps(tmp_path, capsys):
     assert [r["step"] for r in rows] == [1, 2] and all(r["loss"] > 0 and r["grad_norm"] > 0 for r in rows)
     assert (out / "training_curves.png").is_file() and (out / "checkpoints" / "step-000002" / "COMPLETE").is_file()
     assert list((out / "tensorboard").iterdir())
+    assert json.loads((out / "data_stats.json").read_text())["unresolved"] == 1
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": []}\n')
     assert main(["sft", "--data", str(bad), f"output_dir={tmp_path / 'bad'}", "model.device=cpu"]) == 2
