@@ -249,3 +249,16 @@ def dapo_loss(
         entropy_sum=entropy_sum,
         num_tokens=float(maskf.sum().item()),
     )
+
+
+def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """Masked cross-entropy for supervised fine-tuning: −Σ mask·log π(x_t | x_<t) / num_tokens.
+
+    `logprobs` and `mask` are [B, T] (mask 1 on the tokens to learn: the assistant's / the
+    policy's own tokens, never the environment's). `num_tokens` is the masked-token count of the
+    whole optimizer batch, not of this micro-batch, so the micro-batch losses of a step sum to
+    the token-mean over the batch (and bucketing the batch into micro-batches changes nothing).
+    """
+    if num_tokens < 1:
+        raise ValueError(f"num_tokens must be >= 1, got {num_tokens}")
+    return -(logprobs * mask).sum() / num_tokens

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "serve",
     "rollout",
     "demos",
+    "sft",
     "train",
     "eval",
     "grade",

@@ -325,19 +325,21 @@ def _end_of_turn_ids(tokenizer: ChatTokenizer, conv: TokenConversation) -> list[
     _, closing = TokenConversation(
         tokenizer=tokenizer, messages=list(conv.messages), prompt_ids=[], rendered=conv.rendered
     )._close_turn("x")
+    leading = sampled_end_of_turn(tokenizer, closing)
+    if leading:
+        return leading
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return [eos] if isinstance(eos, int) else []
+
+
+def sampled_end_of_turn(tokenizer: ChatTokenizer, closing: Sequence[int]) -> list[int]:
+    """The part of a turn's closing ids the model itself samples: the first token, when it is
+    special (`<|im_end|>`, `<|eot_id|>`); what follows it (a newline) is the template's."""
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
     if hasattr(tokenizer, "get_added_vocab"):
         # GGUF-converted tokenizers may list <|im_end|> only as an added (control) token.
         special |= set(tokenizer.get_added_vocab().values())
-    leading = []
-    for tok in closing:
-        if tok not in special:
-            break
-        leading.append(tok)
-    if leading:
-        return leading[:1]
-    eos = getattr(tokenizer, "eos_token_id", None)
-    return [eos] if isinstance(eos, int) else []
+    return list(closing[:1]) if closing and closing[0] in special else []
 
 
 def end_of_turn_ids(tokenizer: ChatTokenizer) -> list[int]:

@@ -213,3 +213,16 @@ def export_checkpoint(source: str | os.PathLike[str], target: str | os.PathLike[
     torch.save(state, tmp / STATE_FILE)
     os.rename(tmp, target)
     return target
+
+
+def restore_training_state(loaded: LoadedCheckpoint, optimizer: torch.optim.Optimizer, scheduler: Any,
+                           sampler: Any) -> list[dict[str, Any]]:
+    """Put a resumable checkpoint's optimizer, scheduler, sampler position and RNG states back
+    (what `train` and `sft` both keep); returns its metrics history."""
+    state = loaded.state
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    sampler.load_state_dict(state["sampler"])
+    restore_rng_state(state["rng"])
+    log.info("resumed from %s at step %d", loaded.path, loaded.step)
+    return list(state.get("metrics_history", []))

@@ -176,15 +176,17 @@ class MetricsLogger:
         self.close()
 
 
-def plot_training_curves(history: list[Mapping[str, Any]], path: str | Path) -> Path:
-    """Reward, solve rate, entropy and response length against step, one panel each."""
+def plot_training_curves(history: list[Mapping[str, Any]], path: str | Path,
+                         curves: Sequence[tuple[str, str]] = CURVES) -> Path:
+    """Four metrics against step, one panel each: by default reward, solve rate, entropy and
+    response length (`curves` names others, e.g. SFT's loss)."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on training machines
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
-    for ax, (key, title) in zip(axes.flat, CURVES):
+    for ax, (key, title) in zip(axes.flat, curves):
         points = [(row["step"], row[key]) for row in history if isinstance(row.get(key), (int, float))]
         if points:
             steps, values = zip(*points)

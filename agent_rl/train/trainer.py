@@ -20,14 +20,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import math
-import random
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Coroutine, Sequence, TypeVar
 
-import numpy as np
 import torch
 import yaml
 
@@ -36,9 +33,11 @@ from agent_rl.algo.batch import ShapingSettings, build_train_batch
 from agent_rl.engines.capabilities import TRAINING, Closes, has, require
 from agent_rl.rollout.trajectory import Trajectory, write_jsonl
 from agent_rl.train.checkpoint import CheckpointContents, CheckpointManager, LoadedCheckpoint
-from agent_rl.train.checkpoint import optimizer_fingerprint, restore_rng_state
+from agent_rl.train.checkpoint import optimizer_fingerprint, restore_training_state
 from agent_rl.train.config import TrainConfig
-from agent_rl.train.metrics import MetricsLogger, mean, plot_training_curves, step_metrics
+from agent_rl.train.metrics import MetricsLogger, mean, step_metrics
+from agent_rl.train.policy import find_resume_checkpoint, load_policy, make_optimizer, run_to_max_steps, seed_everything
+from agent_rl.train.policy import lr_lambda as _lr_lambda  # noqa: F401  (tests import it from here)
 from agent_rl.train.sampler import TaskSampler
 from agent_rl.train.update import UpdateSettings, update_step
 from agent_rl.train.weight_sync import sync_weights
@@ -56,18 +55,6 @@ def reward_plateaued(rewards: Sequence[float], window: int, min_delta: float) ->
     recent = sum(rewards[-window:]) / window
     before = sum(rewards[-2 * window : -window]) / window
     return recent - before < min_delta
-
-
-def _lr_lambda(warmup: int, total: int, kind: str) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if kind == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 1.0 - progress if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
 
 
 class Trainer:
@@ -108,39 +95,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
-        from agent_rl.engines.models import load_model, resolve_device, resolve_dtype
-
         cfg = self.config
         self.output_dir = Path(cfg.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self._seed_everything(cfg.seed)
+        seed_everything(cfg.seed)
         self.agent_config = cfg.agent
         self.temperature = float(self.agent_config.sampling.temperature)
-        self.device = resolve_device(cfg.model.device)
-        self.dtype = resolve_dtype(None if cfg.model.dtype == "auto" else cfg.model.dtype, self.device)
 
         self.checkpoints = CheckpointManager(cfg.checkpoint_dir, cfg.checkpoint.keep_last)
-        loaded = self._find_resume_checkpoint()
-        model_source = cfg.model.name
-        if loaded is not None and loaded.adapter_dir is None:
-            model_source = str(loaded.model_dir)  # full fine-tuning: the checkpoint is the model
-        self.model, self.tokenizer = load_model(model_source, device=self.device, dtype=self.dtype)
-        if cfg.lora.enabled:
-            self.model = self._wrap_lora(self.model, loaded)
-        if cfg.model.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            if cfg.lora.enabled:
-                self.model.enable_input_require_grads()
+        loaded = find_resume_checkpoint(self.checkpoints, self.resume)
+        policy = load_policy(cfg.model, cfg.lora, loaded)
+        self.model, self.tokenizer = policy.model, policy.tokenizer
+        self.device, self.dtype, self.pad_id = policy.device, policy.dtype, policy.pad_id
         self.engine = self._make_engine()
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=tuple(cfg.optim.betas)
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_lambda(cfg.optim.warmup_steps, cfg.max_steps, cfg.optim.scheduler)
-        )
+        self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, cfg.max_steps)
         self.reference = self._make_reference(loaded)
         self.tasks = self._load_tasks()
         self.sampler = TaskSampler(sorted(self.tasks), seed=cfg.seed, shuffle=cfg.tasks.shuffle)
@@ -160,36 +128,6 @@ class Trainer:
             self.metrics.event(self.step, "resumed", checkpoint=str(loaded.path),
                                optimizer_fingerprint=optimizer_fingerprint(self.optimizer))
         (self.output_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-
-    @staticmethod
-    def _seed_everything(seed: int) -> None:
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-
-    def _find_resume_checkpoint(self) -> LoadedCheckpoint | None:
-        if not self.resume:
-            return None
-        path = None if self.resume is True else self.resume
-        if path is None and self.checkpoints.latest() is None:
-            log.warning("--resume: no checkpoint under %s yet, starting fresh", self.checkpoints.root)
-            return None
-        loaded = self.checkpoints.load(path)
-        if not loaded.has_optimizer:
-            raise ValueError(f"{loaded.path} is an export checkpoint without optimizer state: it cannot be resumed")
-        return loaded
-
-    def _wrap_lora(self, model: Any, loaded: LoadedCheckpoint | None) -> Any:
-        from peft import LoraConfig, PeftModel, get_peft_model
-
-        if loaded is not None and loaded.adapter_dir is not None:
-            return PeftModel.from_pretrained(model, str(loaded.adapter_dir), is_trainable=True)
-        lcfg = self.config.lora
-        peft_config = LoraConfig(
-            r=lcfg.r, lora_alpha=lcfg.alpha, lora_dropout=lcfg.dropout,
-            target_modules=list(lcfg.target_modules), task_type="CAUSAL_LM",
-        )
-        return get_peft_model(model, peft_config)
 
     def _make_reference(self, loaded: LoadedCheckpoint | None) -> torch.nn.Module | None:
         """A frozen copy of the policy for the KL term; None when no KL is used or logged."""
@@ -242,30 +180,18 @@ class Trainer:
         return engine
 
     def _restore(self, loaded: LoadedCheckpoint) -> list[dict[str, Any]]:
+        history = restore_training_state(loaded, self.optimizer, self.scheduler, self.sampler)
         state = loaded.state
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.sampler.load_state_dict(state["sampler"])
         self.step = loaded.step
         self.policy_version = int(state.get("policy_version", loaded.step))
         self.reference_is_initial = bool(state.get("reference_is_initial", True))
         self.last_reset_step = int(state.get("last_reset_step", 0))
-        restore_rng_state(state["rng"])
-        log.info("resumed from %s at step %d", loaded.path, self.step)
-        return list(state.get("metrics_history", []))
+        return history
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> list[dict[str, Any]]:
         """Train to `max_steps`, checkpoint and plot at the end, close; returns the metrics history."""
-        try:
-            while self.step < self.config.max_steps:
-                self.train_step()
-            if self.config.checkpoint.every == 0 or self.step % self.config.checkpoint.every:
-                self.save_checkpoint()
-            plot_training_curves(self.metrics.history, self.output_dir / "training_curves.png")
-            return self.metrics.history
-        finally:
-            self.close()
+        return run_to_max_steps(self)
 
     def train_step(self) -> dict[str, Any]:
         """One training step (roll out, filter, update, sync, log, checkpoint); returns its metrics row.

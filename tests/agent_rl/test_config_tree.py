@@ -15,6 +15,7 @@ from agent_rl.recipes import dump_yaml, json_schema, load_config, parse_override
 from agent_rl.rollout.agent import AgentConfig
 from agent_rl.rollout.run_config import RolloutRunConfig
 from agent_rl.train.config import TrainConfig, load_train_config
+from agent_rl.train.sft_config import SFTConfig
 from envs.swe_env import EnvConfig
 from sandboxes.docker import DockerSandboxConfig
 from strictconfig import ConfigError
@@ -22,7 +23,7 @@ from strictconfig import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "configs").glob("*.yaml"))
 SMOKE = ROOT / "configs" / "smoke-cpu.yaml"
-TREES = {"train": TrainConfig, "eval": EvalConfig, "rollout": RolloutRunConfig}
+TREES = {"train": TrainConfig, "eval": EvalConfig, "rollout": RolloutRunConfig, "sft": SFTConfig}
 
 
 @pytest.mark.parametrize(
@@ -122,7 +123,7 @@ PRINT_ARGV = {
 }
 
 
-@pytest.mark.parametrize("command", sorted(TREES))
+@pytest.mark.parametrize("command", sorted(PRINT_ARGV))  # the agent commands; sft: test_sft.py
 def test_print_config_shows_the_resolved_tree_which_loads_back(command, capsys):
     assert main([*PRINT_ARGV[command], "agent.max_tokens_per_turn=77", "--print-config"]) == 0
     out = capsys.readouterr().out
