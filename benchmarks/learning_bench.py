@@ -135,7 +135,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     times["rl"] = agent_rl(
         ["train", "--config", str(REPO / "configs" / "smoke-cpu.yaml"), f"model.name={models['sft']}",
          f"tasks.source={files['train']}", f"max_steps={args.rl_steps}", f"output_dir={out / 'rl'}",
-         f"rollout.group_size={args.group_size}", f"rollout.tasks_per_step={min(2, args.tasks_limit)}", f"optim.lr={args.rl_lr:.6e}"  # YAML reads 1e-5 as a string,
+         f"rollout.group_size={args.group_size}", f"rollout.tasks_per_step={min(2, args.tasks_limit)}",
+         f"optim.lr={args.rl_lr:.6e}",  # written 1.000000e-05: YAML reads a bare 1e-5 as a string
          f"agent.max_turns={args.max_turns}", f"env.max_turns={args.max_turns}",
          f"agent.max_tokens_per_turn={args.max_tokens_per_turn}", f"agent.max_total_tokens={args.max_total_tokens}",
          # The reward is the grader's: no length shaping on top of it here.
