@@ -123,19 +123,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                       out / f"eval-{stage.replace('+', '-')}-{split}.log")
 
     evaluate("base")
-    times["demos"] = agent_rl(["demos", "--tasks", files["train"], "--out", str(out / "demos"),
-                               "--model", args.model, "--concurrency", "2"], out / "demos.log")
-    times["sft"] = agent_rl(
-        ["sft", "--data", str(out / "demos" / "trajectories.jsonl"), f"model.name={args.model}",
-         "model.dtype=float32", f"optim.lr={args.sft_lr:.6e}", f"batch_size={min(args.tasks_limit, 4)}",
-         f"max_steps={args.sft_steps}", f"output_dir={out / 'sft'}", "checkpoint.every=0",
-         "checkpoint.save_optimizer=false", "logging.tensorboard=false", "logging.progress=false"], out / "sft.log")
+    if not (out / "demos" / "report.json").exists():  # a re-run with the same --out reuses finished stages
+        times["demos"] = agent_rl(["demos", "--tasks", files["train"], "--out", str(out / "demos"),
+                                   "--model", args.model, "--concurrency", "2"], out / "demos.log")
+    if not list((out / "sft" / "checkpoints").glob("step-*")):
+        times["sft"] = agent_rl(
+            ["sft", "--data", str(out / "demos" / "trajectories.jsonl"), f"model.name={args.model}",
+             "model.dtype=float32", f"optim.lr={args.sft_lr:.6e}", f"batch_size={min(args.tasks_limit, 4)}",
+             f"max_steps={args.sft_steps}", f"output_dir={out / 'sft'}", "checkpoint.every=0",
+             "checkpoint.save_optimizer=false", "logging.tensorboard=false", "logging.progress=false"], out / "sft.log")
     models["sft"] = latest_checkpoint(out / "sft")
     evaluate("sft")
+    tasks_per_step = min(2, args.tasks_limit)
+    rollout_batch = tasks_per_step * args.group_size  # one optimizer step per rollout batch
     times["rl"] = agent_rl(
         ["train", "--config", str(REPO / "configs" / "smoke-cpu.yaml"), f"model.name={models['sft']}",
          f"tasks.source={files['train']}", f"max_steps={args.rl_steps}", f"output_dir={out / 'rl'}",
-         f"rollout.group_size={args.group_size}", f"rollout.tasks_per_step={min(2, args.tasks_limit)}",
+         f"rollout.group_size={args.group_size}", f"rollout.tasks_per_step={tasks_per_step}",
+         f"algorithm.mini_batch_size={rollout_batch}", f"algorithm.micro_batch_size={2 if rollout_batch % 2 == 0 else 1}",
          f"optim.lr={args.rl_lr:.6e}",  # written 1.000000e-05: YAML reads a bare 1e-5 as a string
          f"agent.max_turns={args.max_turns}", f"env.max_turns={args.max_turns}",
          f"agent.max_tokens_per_turn={args.max_tokens_per_turn}", f"agent.max_total_tokens={args.max_total_tokens}",
