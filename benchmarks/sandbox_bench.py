@@ -25,7 +25,7 @@ import time
 from typing import Any, Callable
 
 from sandboxes.docker import DockerSandbox
-from sandboxes.fastexec import run_blocking
+from sandboxes.executor import run_blocking
 from sandboxes.images import ensure_base_image
 from sandboxes.pool import SandboxPool
 

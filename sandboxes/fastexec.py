@@ -21,7 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, TypeVar
 
 from sandboxes.base import ExecResult, SandboxError, cap_text, truncation_marker
-from sandboxes.executor import blocking_executor, run_blocking  # noqa: F401  (re-exported)
+from sandboxes.executor import run_blocking
 
 if TYPE_CHECKING:
     from sandboxes.transports import ServerTransport
@@ -229,9 +229,6 @@ def exec_result(reply: dict[str, Any], cap: int) -> ExecResult:
     dropped = int(reply["size"]) - len(head_text.encode()) - len(tail_text.encode())
     return ExecResult(output=head_text + truncation_marker(dropped) + tail_text, truncated=True, **common)
 
-
-# The one executor lives in sandboxes.executor; these names stay importable from here.
-sandbox_executor = blocking_executor
 
 
 class ServerSandbox:

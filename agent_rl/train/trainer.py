@@ -37,7 +37,6 @@ from agent_rl.train.checkpoint import optimizer_fingerprint, restore_training_st
 from agent_rl.train.config import TrainConfig
 from agent_rl.train.metrics import MetricsLogger, mean, step_metrics
 from agent_rl.train.policy import find_resume_checkpoint, load_policy, make_optimizer, run_to_max_steps, seed_everything
-from agent_rl.train.policy import lr_lambda as _lr_lambda  # noqa: F401  (tests import it from here)
 from agent_rl.train.sampler import TaskSampler
 from agent_rl.train.update import UpdateSettings, update_step
 from agent_rl.train.weight_sync import sync_weights

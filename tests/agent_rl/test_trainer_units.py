@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from agent_rl.algo.batch import ShapingSettings, build_train_batch
-from agent_rl.train.trainer import Trainer, _lr_lambda, reward_plateaued
+from agent_rl.train.policy import lr_lambda as _lr_lambda
+from agent_rl.train.trainer import Trainer, reward_plateaued
 from agent_rl.rollout.trajectory import Trajectory
 
 

@@ -232,7 +232,7 @@ def test_missing_image_is_a_clear_error(docker_client):
 
 @docker_test
 async def test_32_sandboxes_concurrently(make_sandbox):
-    from sandboxes.fastexec import run_blocking
+    from sandboxes.executor import run_blocking
 
     sandboxes = await asyncio.gather(*(run_blocking(make_sandbox, {"mem_limit": "256m"}) for _ in range(32)))
 
