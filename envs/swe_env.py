@@ -41,7 +41,7 @@ from envs.grading import GradeReport, GradingConfig, grade
 from envs.info import ResetInfo, StepInfo
 from envs.task_images import task_image
 from envs.tasks import Task, TaskError, TaskStore
-from envs.text_space import MAX_TEXT_LENGTH, text_space, to_space_text  # noqa: F401  (re-exported)
+from envs.text_space import text_space, to_space_text
 from sandboxes.base import Sandbox, SandboxDied, cap_text
 from sandboxes.docker import DockerSandboxConfig
 from sandboxes.executor import run_blocking

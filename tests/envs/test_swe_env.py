@@ -10,7 +10,8 @@ from gymnasium.utils.env_checker import check_env
 from tinytask import F2P, make_tiny_task
 
 import envs  # noqa: F401  (registers agent_rl/SWE-v0)
-from envs.swe_env import EnvConfig, SWEEnv, text_space, to_space_text
+from envs.swe_env import EnvConfig, SWEEnv
+from envs.text_space import text_space, to_space_text
 from envs.tasks import TaskError
 from strictconfig import ConfigError
 
