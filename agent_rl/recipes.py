@@ -10,6 +10,7 @@ once. Errors are `ConfigError`s naming the dotted path of each bad key.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
@@ -18,6 +19,22 @@ import yaml
 from strictconfig import ConfigError, StrictModel
 
 M = TypeVar("M", bound=StrictModel)
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML 1.1's float pattern needs a dot, so PyYAML reads `1e-5` as the string "1e-5" and
+    `lr: 1e-5` fails validation as "not a number". Recipes read it as the float anyone means."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -29,7 +46,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"override {text!r} has an empty key")
     try:
-        return key, yaml.safe_load(raw) if raw.strip() else ""
+        return key, _yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: the value is not valid YAML: {exc}") from exc
 
@@ -49,7 +66,7 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """A YAML recipe's top-level mapping (an empty file is an empty mapping)."""
     try:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        loaded = _yaml(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:

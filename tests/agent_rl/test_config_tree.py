@@ -174,3 +174,15 @@ def test_every_recipe_validates_against_the_exported_schema_and_the_model():
     bad = yaml.safe_load(SMOKE.read_text())
     bad["env"]["sandbox"] = {"netwrok": "bridge"}
     assert any("netwrok" in e.message for e in validator.iter_errors(bad))
+
+
+def test_exponent_floats_without_a_dot_are_numbers_in_overrides_and_files(tmp_path):
+    # YAML 1.1 reads `1e-4` as a string; a recipe must not fail with "must be a number".
+    assert parse_override("optim.lr=1e-4") == ("optim.lr", 1e-4)
+    assert parse_override("optim.lr=-2E+3") == ("optim.lr", -2000.0)
+    assert parse_override("x=1.5e-5")[1] == 1.5e-5
+    assert parse_override("x=e5") == ("x", "e5")  # not a number: stays text
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("optim:\n  lr: 3e-5\n")
+    assert load_config(TrainConfig, recipe, ["algorithm.kl_beta=1e-3"]).optim.lr == 3e-5
+    assert load_config(SFTConfig, None, ["optim.lr=1e-4"]).optim.lr == 1e-4
