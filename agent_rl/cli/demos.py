@@ -29,6 +29,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="use only the first N tasks")
     p.add_argument("--concurrency", type=int, default=4, help="episodes in flight (default 4)")
     p.add_argument("--action-format", choices=("fenced", "json"), default="fenced", help="the env's action syntax (default fenced)")
+    p.add_argument("--style", choices=("thorough", "direct"), default="thorough",
+                   help="thorough: view, edit, run the visible tests, submit; direct: edit, submit (default thorough)")
     p.add_argument("--max-total-tokens", type=int, default=16384, help="context budget per episode (default 16384)")
     p.add_argument("--max-tokens-per-turn", type=int, default=4096, help="most tokens per expert reply (default 4096)")
     p.set_defaults(func=run)
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(collect_demos(
             tasks, tokenizer, args.out, concurrency=args.concurrency,
-            env_config={"action_format": args.action_format}, agent_config=agent, on_done=done,
+            env_config={"action_format": args.action_format}, agent_config=agent, on_done=done, style=args.style,
         ))
     except ConfigError as exc:
         print(f"agent-rl demos: error: {exc}", file=sys.stderr)

@@ -68,12 +68,13 @@ def base_files_from_image(task: Task, paths: Sequence[str], sandboxes: EpisodeSa
             sandboxes.close()
 
 
-def plan(task: Task, action_format: str, sandboxes: EpisodeSandboxes | None = None) -> list[str]:
+def plan(task: Task, action_format: str, sandboxes: EpisodeSandboxes | None = None,
+         style: str = "thorough") -> list[str]:
     """The expert's replies for `task`; GoldPatchError when it has none it can play."""
     if not task.patch.strip():
         raise GoldPatchError(f"task {task.instance_id!r} has no gold patch")
     paths = [d.old_path for d in parse_patch(task.patch) if d.old_path]
-    return expert_replies(task, base_files(task, paths, sandboxes), action_format)
+    return expert_replies(task, base_files(task, paths, sandboxes), action_format, style)
 
 
 @dataclass
@@ -112,9 +113,10 @@ def _row(task: Task, traj: Trajectory) -> DemoRow:
 async def collect_demos(
     tasks: Sequence[Task], tokenizer: ChatTokenizer, out: str | Path, *, concurrency: int = 4,
     env_config: EnvConfig | dict[str, Any] | None = None, agent_config: AgentConfig | dict[str, Any] | None = None,
-    on_done: Any = None,
+    on_done: Any = None, style: str = "thorough",
 ) -> DemoReport:
-    """Play the expert on every task, write the kept demonstrations and `report.json` under `out`.
+    """Play the expert (script `style`, see `expert_replies`) on every task, write the kept
+    demonstrations and `report.json` under `out`.
 
     `on_done(row)` is called as each task finishes (progress lines)."""
     started = time.monotonic()
@@ -132,7 +134,7 @@ async def collect_demos(
         async def one(task: Task) -> None:
             async with gate:
                 try:
-                    replies = await run_blocking(plan, task, env_cfg.action_format, runner.sandboxes)
+                    replies = await run_blocking(plan, task, env_cfg.action_format, runner.sandboxes, style)
                 except Exception as exc:  # no playable script (or its image would not start): say why, go on
                     rows[task.instance_id] = DemoRow(task.instance_id, "skipped", reason=f"{type(exc).__name__}: {exc}")
                 else:

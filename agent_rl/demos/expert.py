@@ -122,21 +122,30 @@ def visible_test_command(task: Task) -> str | None:
     return f"PYTHONDONTWRITEBYTECODE=1 {task.test_cmd} -q -p no:cacheprovider {chosen} 2>&1 | tail -n 15"
 
 
-def expert_replies(task: Task, base: Mapping[str, str], fmt: str) -> list[str]:
-    """The expert's whole episode for `task`: views, edits, the visible tests, submit."""
+STYLES = ("thorough", "direct")
+
+
+def expert_replies(task: Task, base: Mapping[str, str], fmt: str, style: str = "thorough") -> list[str]:
+    """The expert's whole episode for `task`.
+
+    `thorough`: view the code, edit, run the visible tests, submit (what a careful agent does on
+    an issue). `direct`: edit, submit. The direct script suits tasks whose statement already
+    shows the code (the floor tier): half the turns, so SFT and rollouts on it cost half."""
+    if style not in STYLES:
+        raise ValueError(f"unknown demo style {style!r}; expected one of {STYLES}")
     if not task.patch.strip():
         raise GoldPatchError(f"task {task.instance_id!r} has no gold patch")
     diffs = parse_patch(task.patch)
     if not diffs:
         raise GoldPatchError("the gold patch changes no file")
     replies = []
-    for diff in diffs:
+    for diff in diffs if style == "thorough" else ():
         if diff.old_path is not None and diff.hunks:
             view = _view(diff)
             replies.append(render_action(view, fmt, _thought(view)) or "")
     for diff in diffs:
         replies += _file_replies(diff, base, fmt)
-    command = visible_test_command(task)
+    command = visible_test_command(task) if style == "thorough" else None
     if command:
         replies.append(render_action(Bash(command), fmt, _thought(Bash(command))) or "")
     replies.append(render_action(Submit(), fmt, "The fix is done; submitting.") or "")

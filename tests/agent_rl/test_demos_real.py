@@ -60,3 +60,21 @@ def test_base_files_of_a_non_local_repo_are_read_from_the_task_image():
     from_git = base_files(task, paths)
     assert sorted(from_git) == sorted(paths[:2])
     assert base_files_from_image(task, paths) == from_git
+
+
+@pytest.mark.docker
+@pytest.mark.timeout(300)
+async def test_direct_demos_edit_then_submit_and_still_resolve(tmp_path):
+    from envs.tasks import load_tasks
+
+    tasks = [t for t in load_tasks("builtin:floor:train") if t.instance_id in ("datekit-001-floor", "lrukit-010-floor")]
+    assert len(tasks) == 2
+    report = await collect_demos(tasks, load_tokenizer(DEFAULT_MODEL), tmp_path, concurrency=2, style="direct")
+    assert (report.resolved, report.kept) == (2, 2), report.rows
+    for traj in read_jsonl(str(tmp_path / "trajectories.jsonl")):
+        replies = [m["content"] for m in traj.messages if m["role"] == "assistant"]
+        # No view, no test run: only edits, then the submit.
+        assert all("```edit " in r for r in replies[:-1]) and replies[-1].endswith("```submit\n```")
+        assert traj.num_turns == len(replies) < 4 + 1
+    with pytest.raises(ValueError, match="unknown demo style"):
+        plan(tasks[0], "fenced", style="quick")
