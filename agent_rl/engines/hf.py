@@ -5,9 +5,12 @@ Requests from many concurrent episodes land in one queue. A worker thread takes 
 the prompts and decodes them together with a KV cache. Each row keeps its own temperature,
 top_p, stop criteria, max_tokens and `torch.Generator`, so a fixed seed reproduces the same
 tokens whether the request ran alone or in a batch (up to float noise between batch shapes).
-Rows that finish are dropped from the batch and its cache. A request that arrives while a
-batch runs waits for the next batch (static batching: simple, and enough for a CPU/small-GPU
-engine; vLLM is the engine for throughput).
+Batching is continuous: a row that finishes is answered at once and dropped from the batch and
+its cache, and a request that arrives while a batch runs is prefilled between two decode steps
+and merged into it (its cache left-padded to the batch's length, masked out). Agent episodes
+reach the engine out of step (one is in the env while another samples), so static batches ran
+mostly half-empty. Models whose cache cannot be merged (sliding-window or hybrid layers) keep
+static batches. vLLM remains the engine for throughput.
 
 Logprobs follow the convention in `agent_rl.engines.sampling` (the trainer's rule too).
 
@@ -58,6 +61,63 @@ class _Row:
     finish_reason: str | None = None
     stop_reason: str | int | None = None
     text: str | None = None
+    started_at: float = 0.0
+    answered: bool = False
+
+
+@dataclass
+class _Batch:
+    """The running batch: rows aligned with the batch dimension of the KV cache; `attention`
+    covers the cached positions, `positions` and `pending` are each row's next input."""
+
+    rows: list[_Row]
+    cache: Any
+    attention: torch.Tensor
+    positions: torch.Tensor
+    pending: list[int]
+
+
+def _joinable_cache(model: Any) -> bool:
+    """Whether new rows can be merged into a running batch: needs the plain per-layer
+    key/value cache (a sliding-window or hybrid cache is not merged; such models keep
+    static batches)."""
+    from transformers import DynamicCache
+
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(DynamicCache, "from_legacy_cache"):
+        return False
+    if getattr(config, "cache_implementation", None) not in (None, "dynamic"):
+        return False
+    if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
+        return False
+    return not (getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True))
+
+
+def _legacy(cache: Any) -> tuple:
+    return cache.to_legacy_cache() if hasattr(cache, "to_legacy_cache") else cache
+
+
+def _merge(a: _Batch, b: _Batch) -> _Batch:
+    """One batch of `a`'s rows then `b`'s: the shorter cache is left-padded (masked out)."""
+    from transformers import DynamicCache
+
+    width = max(a.attention.shape[1], b.attention.shape[1])
+
+    def pad(t: torch.Tensor, dim_from_end: int) -> torch.Tensor:
+        missing = width - t.shape[-dim_from_end]
+        return torch.nn.functional.pad(t, (0, 0) * (dim_from_end - 1) + (missing, 0)) if missing else t
+
+    layers = tuple(
+        tuple(torch.cat([pad(x, 2), pad(y, 2)], dim=0) for x, y in zip(la, lb))
+        for la, lb in zip(_legacy(a.cache), _legacy(b.cache))
+    )
+    return _Batch(
+        rows=a.rows + b.rows,
+        cache=DynamicCache.from_legacy_cache(layers),
+        attention=torch.cat([pad(a.attention, 1), pad(b.attention, 1)], dim=0),
+        positions=torch.cat([a.positions, b.positions], dim=0),
+        pending=a.pending + b.pending,
+    )
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
@@ -127,6 +187,9 @@ class HFEngine:
         self._last_logits_only = _last_logits_kwarg(model)
         self.policy_version = 0
         self.weights_lock = threading.RLock()
+        self._writers_lock = threading.Lock()
+        self._writers_waiting = 0
+        self._joinable = _joinable_cache(model)
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
@@ -166,19 +229,31 @@ class HFEngine:
             self._worker.join(timeout=60)
 
     @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        # While a writer waits, a running batch admits no new requests, so it ends and lets the writer in.
+        with self._writers_lock:
+            self._writers_waiting += 1
+        try:
+            with self.weights_lock:
+                yield
+        finally:
+            with self._writers_lock:
+                self._writers_waiting -= 1
+
+    @contextlib.contextmanager
     def weights_locked(self) -> Iterator[None]:
         """Hold while changing weights in place: no batch decodes meanwhile."""
-        with self.weights_lock:
+        with self._writing():
             yield
 
     def weights_updated(self, version: int | None = None) -> int:
         """The trainer changed `model`'s weights in place; record the new policy version."""
-        with self.weights_lock:
+        with self._writing():
             self.policy_version = self.policy_version + 1 if version is None else int(version)
             return self.policy_version
 
     def load_state_dict(self, state_dict: dict[str, torch.Tensor], version: int | None = None) -> int:
-        with self.weights_lock:
+        with self._writing():
             self.model.load_state_dict(state_dict, strict=True)
             return self.weights_updated(version)
 
@@ -257,18 +332,60 @@ class HFEngine:
             if batch is None:
                 return
             batch = [r for r in batch if not r.future.cancelled()]
-            if not batch:
-                continue
+            if batch:
+                self._run_session(batch)
+
+    def _admit(self, active: int) -> list[_Request]:
+        """Requests waiting in the queue that may join the running batch now: none while a
+        weight update waits (it would otherwise starve behind a stream of new requests) or
+        when joining is unsupported for this model's cache."""
+        if self._writers_waiting or not self._joinable:
+            return []
+        taken: list[_Request] = []
+        while active + len(taken) < self.max_batch_size:
             try:
-                results = self._run_batch(batch)
-            except Exception as exc:  # a failed forward fails these requests, never the engine
-                log.exception("HFEngine batch of %d failed", len(batch))
-                error = EngineError(f"generation failed: {type(exc).__name__}: {exc}")
-                for request in batch:
-                    _resolve(request, exception=error)
-                continue
-            for request, generation in zip(batch, results):
-                _resolve(request, result=generation)
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # keep the shutdown signal for the worker loop
+                break
+            if not item.future.cancelled():
+                taken.append(item)
+        return taken
+
+    def _run_session(self, first: list[_Request]) -> None:
+        """Decode `first` and every request that joins while it runs (continuous batching):
+        between decode steps, waiting requests are prefilled and merged into the batch, and
+        each row is answered the moment it finishes, so a short reply never waits for the
+        batch's longest one. The session holds `weights_lock` throughout: one policy version."""
+        session: list[_Row] = []
+        try:
+            with self.weights_lock, torch.inference_mode(), _eval_mode(self.model):
+                version = self.policy_version
+                batch: _Batch | None = None
+                incoming = first
+                while incoming or (batch is not None and batch.rows):
+                    if incoming:
+                        rows = [self._make_row(r) for r in incoming]
+                        session += rows
+                        joined = self._prefill(rows, version)
+                        if batch is None or not batch.rows:
+                            batch = joined
+                        elif joined.rows:  # (rows that finished on their first token are answered already)
+                            batch = _merge(batch, joined)
+                        self.stats["batches"] += 1
+                    if batch.rows:
+                        self.stats["max_batch"] = max(self.stats["max_batch"], len(batch.rows))
+                        self._step(batch, version)
+                    incoming = self._admit(len(batch.rows))
+        except Exception as exc:  # a failed forward fails these requests, never the engine
+            log.exception("HFEngine batch of %d failed", len(session))
+            error = EngineError(f"generation failed: {type(exc).__name__}: {exc}")
+            for row in session:
+                if not row.answered:
+                    row.answered = True
+                    _resolve(row.request, exception=error)
 
     def _make_row(self, request: _Request) -> _Row:
         sampling = request.sampling
@@ -285,90 +402,78 @@ class HFEngine:
             generator=generator,
             stop_token_ids=self.eos_token_ids | frozenset(sampling.stop_token_ids),
             max_new_tokens=max_new,
+            started_at=time.monotonic(),
         )
 
-    def _run_batch(self, batch: list[_Request]) -> list[Generation]:
-        started = time.monotonic()
-        rows = [self._make_row(r) for r in batch]
-        with self.weights_lock, torch.inference_mode(), _eval_mode(self.model):
-            version = self.policy_version
-            self._decode(rows)
-        elapsed = time.monotonic() - started
-        self.stats["batches"] += 1
-        self.stats["requests"] += len(rows)
-        self.stats["max_batch"] = max(self.stats["max_batch"], len(rows))
-        self.stats["generated_tokens"] += sum(len(r.token_ids) for r in rows)
-        return [
-            Generation(
-                token_ids=row.token_ids,
-                logprobs=row.logprobs,
-                finish_reason=row.finish_reason or "length",  # type: ignore[arg-type]
-                text=row.text if row.text is not None else self._decode_text(row.token_ids),
-                info={
-                    "policy_version": version,
-                    "prompt_tokens": len(row.request.prompt_ids),
-                    "stop_reason": row.stop_reason,
-                    "batch_size": len(rows),
-                    "queue_s": started - row.request.enqueued_at,
-                    "decode_s": elapsed,
-                },
-            )
-            for row in rows
-        ]
-
-    def _decode(self, rows: list[_Row]) -> None:
-        """Left-padded batched decoding with a KV cache; fills each row's tokens in place."""
+    def _prefill(self, rows: list[_Row], version: int) -> "_Batch":
+        """Left-padded prefill of new rows; samples their first token."""
         lengths = [len(r.request.prompt_ids) for r in rows]
         width = max(lengths)
-        pad = 0
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        input_ids = torch.zeros((len(rows), width), dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
-            input_ids[i, width - lengths[i] :] = torch.tensor(row.request.prompt_ids)
-            attention[i, width - lengths[i] :] = 1
+            input_ids[i, width - lengths[i]:] = torch.tensor(row.request.prompt_ids)
+            attention[i, width - lengths[i]:] = 1
         input_ids, attention = input_ids.to(self.device), attention.to(self.device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                         use_cache=True, **self._last_logits_only)
+        batch = _Batch(rows=list(rows), cache=out.past_key_values, attention=attention,
+                       positions=positions[:, -1:] + 1, pending=[])
+        self._sample(batch, out.logits[:, -1, :], version)
+        return batch
 
-        active = list(range(len(rows)))  # indices into rows, aligned with the batch dimension
-        cache = None
-        step_input, step_positions = input_ids, positions
-        while active:
-            out = self.model(
-                input_ids=step_input,
-                attention_mask=attention,
-                position_ids=step_positions,
-                past_key_values=cache,
-                use_cache=True,
-                **self._last_logits_only,
-            )
-            cache = out.past_key_values
-            last_logits = out.logits[:, -1, :]
-            next_tokens = []
-            still_active = []
-            for slot, index in enumerate(active):
-                row = rows[index]
-                token, logprob = sample_next_token(
-                    last_logits[slot], row.request.sampling.temperature,
-                    row.request.sampling.top_p, row.generator,
-                )
-                row.token_ids.append(token)
-                row.logprobs.append(logprob)
-                self._check_finished(row, token)
-                next_tokens.append(token)
-                if row.finish_reason is None:
-                    still_active.append(slot)
-            if not still_active:
-                break
-            keep = torch.tensor(still_active, device=self.device)
-            if len(still_active) < len(active):
-                cache = _select_rows(cache, keep)
-                attention = attention.index_select(0, keep)
-                step_positions = step_positions.index_select(0, keep)
-            next_ids = torch.tensor(next_tokens, device=self.device).index_select(0, keep)
-            step_input = next_ids[:, None]
-            step_positions = step_positions[:, -1:] + 1
-            attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=-1)
-            active = [active[s] for s in still_active]
+    def _step(self, batch: "_Batch", version: int) -> None:
+        """One decode step for every row of `batch` (each feeds its pending token)."""
+        attention = torch.cat([batch.attention, batch.attention.new_ones((len(batch.rows), 1))], dim=-1)
+        out = self.model(
+            input_ids=torch.tensor(batch.pending, device=self.device)[:, None],
+            attention_mask=attention, position_ids=batch.positions,
+            past_key_values=batch.cache, use_cache=True, **self._last_logits_only,
+        )
+        batch.cache, batch.attention, batch.positions = out.past_key_values, attention, batch.positions + 1
+        self._sample(batch, out.logits[:, -1, :], version)
+
+    def _sample(self, batch: "_Batch", last_logits: torch.Tensor, version: int) -> None:
+        """Sample each row's next token; answer finished rows and drop them from the batch."""
+        pending, keep = [], []
+        for slot, row in enumerate(batch.rows):
+            token, logprob = sample_next_token(
+                last_logits[slot], row.request.sampling.temperature, row.request.sampling.top_p, row.generator)
+            row.token_ids.append(token)
+            row.logprobs.append(logprob)
+            self._check_finished(row, token)
+            if row.finish_reason is None:
+                keep.append(slot)
+                pending.append(token)
+            else:
+                self._answer(row, version, len(batch.rows))
+        if len(keep) < len(batch.rows):
+            index = torch.tensor(keep, device=self.device, dtype=torch.long)
+            batch.cache = _select_rows(batch.cache, index) if keep else None
+            batch.attention = batch.attention.index_select(0, index)
+            batch.positions = batch.positions.index_select(0, index)
+            batch.rows = [batch.rows[s] for s in keep]
+        batch.pending = pending
+
+    def _answer(self, row: _Row, version: int, batch_size: int) -> None:
+        self.stats["requests"] += 1
+        self.stats["generated_tokens"] += len(row.token_ids)
+        row.answered = True
+        _resolve(row.request, result=Generation(
+            token_ids=row.token_ids,
+            logprobs=row.logprobs,
+            finish_reason=row.finish_reason or "length",  # type: ignore[arg-type]
+            text=row.text if row.text is not None else self._decode_text(row.token_ids),
+            info={
+                "policy_version": version,
+                "prompt_tokens": len(row.request.prompt_ids),
+                "stop_reason": row.stop_reason,
+                "batch_size": batch_size,
+                "queue_s": row.started_at - row.request.enqueued_at,
+                "decode_s": time.monotonic() - row.started_at,
+            },
+        ))
 
     def _check_finished(self, row: _Row, token: int) -> None:
         if token in row.stop_token_ids:

@@ -89,6 +89,30 @@ async def test_concurrent_requests_are_batched_and_match_unbatched(engine):
     assert mixed[1].token_ids == solo.token_ids
 
 
+async def test_a_request_joins_a_running_batch_and_a_short_one_returns_first(engine):
+    # Continuous batching: B arrives while A decodes, is merged into A's batch (its cache
+    # left-padded), and is answered as soon as it is done, long before A.
+    long_prompt = chat(engine.tokenizer, "Write a long story about a lighthouse keeper and the sea. " * 3)
+    short_prompt = chat(engine.tokenizer, "Say yes.")
+    long_sampling = SamplingParams(temperature=0, max_tokens=40, stop_token_ids=())
+    short_sampling = SamplingParams(temperature=0, max_tokens=4)
+    long_alone = await engine.generate(long_prompt, long_sampling)
+    short_alone = await engine.generate(short_prompt, short_sampling)
+    batches_before = engine.stats["batches"]
+    long_task = asyncio.create_task(engine.generate(long_prompt, long_sampling))
+    while engine.stats["batches"] == batches_before:  # A's batch is running
+        await asyncio.sleep(0.01)
+    short = await engine.generate(short_prompt, short_sampling)
+    assert not long_task.done(), "the short request waited for the long one to finish"
+    assert short.info["batch_size"] == 2  # it decoded inside A's batch
+    long = await long_task
+    # Same tokens as alone: the merged, left-padded cache changes nothing the model sees.
+    assert short.token_ids == short_alone.token_ids and long.token_ids == long_alone.token_ids
+    assert max(abs(x - y) for x, y in zip(short.logprobs, short_alone.logprobs)) < 1e-3
+    assert max(abs(x - y) for x, y in zip(long.logprobs, long_alone.logprobs)) < 1e-3
+    assert long.info["policy_version"] == short.info["policy_version"]
+
+
 async def test_max_tokens_gives_length(engine):
     gen = await engine.generate(chat(engine.tokenizer, "Tell me a long story."),
                                 SamplingParams(temperature=0, max_tokens=3))
