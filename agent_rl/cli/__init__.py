@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "demos",
     "sft",
     "train",
+    "pipeline",
     "eval",
     "grade",
     "compare",

@@ -1,12 +1,11 @@
 """The learning benchmark's pure parts: task subsets that span libraries and stay in their
-split, and the RL curve's last-3 vs first-3 bootstrap interval."""
+split, and overrides that turn the main job's recipe into the benchmark's (the curve
+statistics are tested with the pipeline, tests/agent_rl/test_pipeline.py)."""
 from __future__ import annotations
 
 import importlib.util
 import json
 from pathlib import Path
-
-import pytest
 
 from envs.suites.splits import SPLITS
 
@@ -24,16 +23,17 @@ def test_task_subsets_span_libraries_and_stay_in_their_split():
     assert {t.instance_id.split("-")[0] for t in heldout} <= set(SPLITS["heldout"])
 
 
-def test_bootstrap_interval_excludes_zero_only_for_a_clear_rise(tmp_path):
-    clear = bench.bootstrap_diff([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
-    assert clear["diff"] == clear["ci_low"] == clear["ci_high"] == 1.0
-    noisy = bench.bootstrap_diff([0.0, 1.0, 0.0], [1.0, 0.0, 0.0])
-    assert noisy["diff"] == 0.0 and noisy["ci_low"] < 0 < noisy["ci_high"]
-    metrics = tmp_path / "metrics.jsonl"
-    metrics.write_text("".join(json.dumps({"step": i, "reward_mean": r}) + "\n"
-                               for i, r in enumerate([0.0, 0.0, 0.5, 0.5, 1.0, 1.0])))
-    curve = bench.reward_curve(metrics)
-    assert curve["rewards"] == [0.0, 0.0, 0.5, 0.5, 1.0, 1.0] and curve["rises"]
-    assert curve["diff"] == pytest.approx(2.5 / 3 - 0.5 / 3)
-    metrics.write_text(json.dumps({"step": 1, "reward_mean": 0.0}) + "\n")
-    assert "note" in bench.reward_curve(metrics)
+def test_the_benchmark_is_the_main_job_recipe_at_size_and_its_overrides_validate(tmp_path):
+    from agent_rl.recipes import load_config
+    from agent_rl.train.pipeline import PipelineConfig
+
+    args = bench.main.__globals__["argparse"].Namespace(
+        model="smollm2-135m", tier="floor", tasks_limit=5, heldout_limit=3, samples=4, temperature=1.0,
+        sft_steps=3, sft_lr=1e-4, rl_steps=8, rl_lr=5e-5, group_size=2)
+    overrides = bench.pipeline_overrides(args, tmp_path)
+    config = load_config(PipelineConfig, bench.REPO / "configs" / "learn-cpu.yaml", overrides)
+    assert len(config.train.tasks.ids) == 5 and config.train.rollout.tasks_per_step == 4
+    assert config.train.batch_size == config.train.algorithm.mini_batch_size == 8
+    assert (config.eval.samples, config.eval.temperature, config.train.max_steps) == (4, 1.0, 8)
+    heldout = [json.loads(line)["instance_id"] for line in Path(config.eval.heldout).read_text().splitlines()]
+    assert len(heldout) == 3 and not set(heldout) & set(config.train.tasks.ids)

@@ -1,0 +1,298 @@
+"""Demonstrations → SFT → DAPO, with an evaluation after every stage: the recipe the SWE-RL
+papers share (Nebius: rejection fine-tuning, then DAPO), as one command.
+
+    agent-rl pipeline --config configs/learn-cpu.yaml
+
+Stages, each the same code its own command runs, each writing under `output_dir/<stage>`:
+
+  1. tasks    the train tasks (`train.tasks`: source, ids) written to tasks-train.jsonl, so every
+              stage plays exactly the same ones
+  2. eval     the base model on them (and on `eval.heldout`, if set)
+  3. demos    the scripted expert plays them (`agent-rl demos`); only resolved episodes are kept
+  4. sft      `agent-rl sft` on the demonstrations, from the base model
+  5. eval     the SFT checkpoint
+  6. rl       `agent-rl train` (DAPO) from the SFT checkpoint on the same tasks
+  7. eval     the final policy; then summary.json and a before/after line
+
+A re-run with the same output_dir skips what finished and resumes what did not (demos by their
+report, SFT and DAPO from their latest checkpoint when `checkpoint.every` > 0, evals from their
+results.jsonl), so a killed pipeline loses at most the step in flight.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from agent_rl.train.config import TrainConfig
+from agent_rl.train.sft_config import SFTConfig
+from strictconfig import StrictModel
+
+log = logging.getLogger(__name__)
+
+STAGES = ("base", "sft", "rl")  # the policies evaluated, in order
+
+
+class DemosStageConfig(StrictModel):
+    """`demos:` the expert demonstrations SFT learns from."""
+
+    config_where: ClassVar[str] = "demos"
+
+    style: Literal["thorough", "direct"] = "direct"
+    """thorough: view, edit, run the visible tests, submit; direct: edit, submit."""
+    concurrency: int = Field(2, ge=1)
+    """Episodes in flight."""
+
+
+class StageEvalConfig(StrictModel):
+    """`eval:` how each stage's policy is evaluated."""
+
+    config_where: ClassVar[str] = "eval"
+
+    samples: int = Field(1, ge=1)
+    """Samples per task (n of pass@k)."""
+    temperature: float = Field(0.0, ge=0)
+    """0: greedy, the policy's single best answer; 1.0 with samples > 1 for pass@k curves."""
+    workers: int = Field(4, ge=1)
+    """Episodes in flight."""
+    heldout: str | None = None
+    """Task spec evaluated too but never trained on (e.g. builtin:floor:heldout); None: none."""
+    heldout_limit: int | None = Field(None, ge=1)
+    """Use only the first N held-out tasks."""
+
+
+class PipelineConfig(StrictModel):
+    """`agent-rl pipeline`'s whole configuration: the stages' own config trees, plus where to write.
+
+    `train` is a full `agent-rl train` tree: its model is the base model and its tasks are the
+    train tasks. The pipeline fills in what joins the stages (sft.model, sft.data.paths, the
+    stages' output directories, the RL run's starting checkpoint), so setting those is an error.
+    """
+
+    output_dir: str = "runs/pipeline"
+    demos: DemosStageConfig = Field(default_factory=DemosStageConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: StageEvalConfig = Field(default_factory=StageEvalConfig)
+
+    @model_validator(mode="after")
+    def _joins_are_the_pipelines(self) -> "PipelineConfig":
+        taken = [name for name, section, key in (
+            ("sft.model", self.sft, "model"), ("sft.output_dir", self.sft, "output_dir"),
+            ("train.output_dir", self.train, "output_dir"),
+        ) if key in section.model_fields_set]
+        taken += ["sft.data.paths"] if self.sft.data.paths else []
+        taken += [f"{s}.checkpoint.dir" for s, c in (("sft", self.sft), ("train", self.train)) if c.checkpoint.dir]
+        if taken:
+            raise ValueError(f"{', '.join(taken)} are set by the pipeline (from train.model and output_dir); remove them")
+        return self
+
+    def stage_dir(self, stage: str) -> Path:
+        return Path(self.output_dir) / stage
+
+
+def write_train_tasks(config: PipelineConfig) -> tuple[str, list[str]]:
+    """The train tasks (train.tasks.source filtered by train.tasks.ids) as one JSONL file."""
+    from envs.tasks import load_tasks
+
+    tasks = load_tasks(config.train.tasks.source)
+    wanted = config.train.tasks.ids
+    if wanted:
+        by_id = {t.instance_id: t for t in tasks}
+        missing = [i for i in wanted if i not in by_id]
+        if missing:
+            raise ValueError(f"train.tasks.ids not in {config.train.tasks.source!r}: {missing}")
+        tasks = [by_id[i] for i in wanted]
+    if not tasks:
+        raise ValueError(f"no train tasks in {config.train.tasks.source!r}")
+    path = Path(config.output_dir) / "tasks-train.jsonl"
+    path.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in tasks), encoding="utf-8")
+    return str(path), [t.instance_id for t in tasks]
+
+
+def write_heldout_tasks(config: PipelineConfig) -> str | None:
+    from envs.tasks import load_tasks
+
+    if not config.eval.heldout:
+        return None
+    tasks = load_tasks(config.eval.heldout)[: config.eval.heldout_limit]
+    if not tasks:
+        raise ValueError(f"no held-out tasks in {config.eval.heldout!r}")
+    path = Path(config.output_dir) / "tasks-heldout.jsonl"
+    path.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in tasks), encoding="utf-8")
+    return str(path)
+
+
+def finished_checkpoint(checkpoint_dir: Path, max_steps: int) -> Path | None:
+    """The run's final checkpoint's model directory, if the run reached max_steps."""
+    from agent_rl.train.checkpoint import CheckpointManager
+
+    steps = CheckpointManager(checkpoint_dir).step_dirs()
+    if steps and steps[-1][0] >= max_steps:
+        return steps[-1][1] / "model"
+    return None
+
+
+def evaluate_policy(config: PipelineConfig, model: str, tasks: str, out: Path) -> dict[str, Any]:
+    """pass@k of `model` on `tasks` with the RL run's agent and env settings (same turn and
+    token budgets), at the eval temperature; resumes from out/results.jsonl."""
+    from agent_rl.eval.evaluate import EvalConfig, run_eval
+
+    agent = config.train.agent.model_copy(
+        update={"sampling": config.train.agent.sampling.model_copy(update={"temperature": config.eval.temperature})})
+    eval_config = EvalConfig(
+        model=model, tasks=tasks, out=str(out), samples=config.eval.samples, workers=config.eval.workers,
+        seed=config.train.seed, engine=config.train.engine.model_copy(update={"model": model}),
+        agent=agent, env=config.train.env,
+    )
+    return asyncio.run(run_eval(eval_config, progress=False))
+
+
+def solve_counts(report: dict[str, Any]) -> tuple[int, int]:
+    """(resolved samples, samples) of an eval report."""
+    return int(report["totals"]["resolved"]), int(report["totals"]["samples"])
+
+
+class Pipeline:
+    """Runs the stages in order; `say` gets one line per milestone (the CLI prints them)."""
+
+    def __init__(self, config: PipelineConfig, say: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.say = say
+        self.out = Path(config.output_dir)
+        self.evals: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.yaml").write_text(_dump(cfg), encoding="utf-8")
+        train_tasks, ids = write_train_tasks(cfg)
+        heldout = write_heldout_tasks(cfg)
+        self.splits = {"train": train_tasks, **({"heldout": heldout} if heldout else {})}
+        self.say(f"[1/7] {len(ids)} train tasks: {', '.join(ids)}" + (f"; held-out: {cfg.eval.heldout}" if heldout else ""))
+
+        base = cfg.train.model.name
+        self._evaluate("base", base, "[2/7]")
+        demos = self._demos(train_tasks)
+        sft_model = self._sft(base, demos)
+        self._evaluate("sft", sft_model, "[5/7]")
+        rl_model = self._rl(sft_model, train_tasks)
+        self._evaluate("rl", rl_model, "[7/7]")
+        summary = self._summary()
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        return summary
+
+    # ------------------------------------------------------------------ stages
+    def _evaluate(self, stage: str, model: str, tag: str) -> None:
+        for split, tasks in self.splits.items():
+            report = evaluate_policy(self.config, model, tasks, self.out / f"eval-{stage}-{split}")
+            self.evals.setdefault(stage, {})[split] = report
+            solved, n = solve_counts(report)
+            self.say(f"{tag} eval {stage:<4} on {split:<7}: solved {solved}/{n} (pass@1 {report['pass_at_k']['1']:.2f})")
+
+    def _demos(self, train_tasks: str) -> Path:
+        from agent_rl.demos.collect import collect_demos
+        from agent_rl.engines.models import load_tokenizer
+        from envs.tasks import load_tasks
+
+        out = self.config.stage_dir("demos")
+        report_path = out / "report.json"
+        if not report_path.exists():  # the report is written last: its presence means the stage finished
+            agent = self.config.train.agent
+            report = asyncio.run(collect_demos(
+                load_tasks(train_tasks), load_tokenizer(self.config.train.model.name), out,
+                concurrency=self.config.demos.concurrency, env_config=self.config.train.env,
+                agent_config={"max_total_tokens": agent.max_total_tokens, "max_tokens_per_turn": agent.max_tokens_per_turn},
+                style=self.config.demos.style,
+            ))
+            summary = report.summary()
+        else:
+            summary = {k: v for k, v in json.loads(report_path.read_text()).items() if k != "rows"}
+        self.say(f"[3/7] demos: {summary['kept']} of {summary['tasks']} resolved and kept → {out}/trajectories.jsonl")
+        if not summary["kept"]:
+            raise RuntimeError(f"no demonstration resolved; see {report_path}")
+        return out / "trajectories.jsonl"
+
+    def _sft(self, base: str, demos: Path) -> str:
+        from agent_rl.train.sft import SFTTrainer
+
+        cfg = self.config
+        sft = cfg.sft.model_copy(update={
+            "model": cfg.train.model, "output_dir": str(cfg.stage_dir("sft")),
+            "data": cfg.sft.data.model_copy(update={"paths": [str(demos)]}),
+        })
+        done = finished_checkpoint(sft.checkpoint_dir, sft.max_steps)
+        if done is None:
+            trainer = SFTTrainer(sft, resume=True)
+            history = trainer.train()
+            losses = [row["loss"] for row in history if "loss" in row]
+            self.say(f"[4/7] sft: {sft.max_steps} steps, loss {losses[0]:.3f} → {losses[-1]:.3f}" if losses
+                     else "[4/7] sft: done")
+            done = finished_checkpoint(sft.checkpoint_dir, sft.max_steps)
+        else:
+            self.say(f"[4/7] sft: finished earlier ({done.parent})")
+        if done is None:
+            raise RuntimeError(f"SFT finished without a checkpoint under {sft.checkpoint_dir}")
+        return str(done)
+
+    def _rl(self, start: str, train_tasks: str) -> str:
+        from agent_rl.train.trainer import Trainer
+
+        cfg = self.config
+        rl = cfg.train.model_copy(update={
+            "model": cfg.train.model.model_copy(update={"name": start}),
+            "tasks": cfg.train.tasks.model_copy(update={"source": train_tasks, "ids": None}),
+            "output_dir": str(cfg.stage_dir("rl")),
+        })
+        done = finished_checkpoint(rl.checkpoint_dir, rl.max_steps)
+        if done is None:
+            def on_step(step: int, row: dict[str, Any]) -> None:
+                self.say(f"[6/7] rl step {step}/{rl.max_steps}: reward {row.get('reward_mean', float('nan')):.2f} "
+                         f"solve {row.get('solve_rate', float('nan')):.0%} ({row.get('step_time_s', 0):.0f}s)")
+
+            Trainer(rl, resume=True, on_step=on_step).train()
+            done = finished_checkpoint(rl.checkpoint_dir, rl.max_steps)
+        else:
+            self.say(f"[6/7] rl: finished earlier ({done.parent})")
+        if done is None:
+            raise RuntimeError(f"DAPO finished without a checkpoint under {rl.checkpoint_dir}")
+        return str(done)
+
+    # ------------------------------------------------------------------ summary
+    def _summary(self) -> dict[str, Any]:
+        from agent_rl.eval.reward_curve import reward_curve, step_rewards
+
+        curve = reward_curve(step_rewards(self.config.stage_dir("rl") / "metrics.jsonl"))
+        table = {stage: {split: {"solved": solve_counts(r)[0], "samples": solve_counts(r)[1],
+                                 "pass_at_k": r["pass_at_k"]} for split, r in splits.items()}
+                 for stage, splits in self.evals.items()}
+        return {"stages": table, "rl_reward_curve": curve,
+                "rl_curves_png": str(self.config.stage_dir("rl") / "training_curves.png"),
+                "sft_curves_png": str(self.config.stage_dir("sft") / "training_curves.png")}
+
+
+def _dump(config: PipelineConfig) -> str:
+    from agent_rl.recipes import dump_yaml
+
+    return dump_yaml(config)
+
+
+def before_after_lines(summary: dict[str, Any]) -> list[str]:
+    """The closing lines: the RL reward curve and each split's solve rate, base → SFT → SFT+RL."""
+    curve = summary["rl_reward_curve"]
+    lines = ["RL reward per step: " + " ".join(f"{r:.2f}" for r in curve["rewards"])]
+    if "diff" in curve:
+        lines.append(f"RL reward, last {curve['window']} steps vs first {curve['window']}: "
+                     f"{curve['first_mean']:.2f} → {curve['last_mean']:.2f} ({curve['diff']:+.2f}, "
+                     f"95% bootstrap {curve['ci_low']:+.2f} .. {curve['ci_high']:+.2f})")
+    for split in summary["stages"]["base"]:
+        cells = []
+        for stage, label in zip(STAGES, ("base", "SFT", "SFT+RL")):
+            row = summary["stages"][stage][split]
+            cells.append(f"{label} {row['solved']}/{row['samples']} ({row['solved'] / row['samples']:.0%})")
+        lines.append(f"solve rate on {split} tasks, before → after: " + " → ".join(cells))
+    return lines

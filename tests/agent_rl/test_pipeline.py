@@ -1,0 +1,89 @@
+"""`agent-rl pipeline`: the config joins the stages itself, bad input is a clear error, the
+reward-curve statistics are right, and (docker, slow) a tiny real pipeline runs every stage and
+a re-run resumes instead of redoing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent_rl.cli import main
+from agent_rl.eval.reward_curve import bootstrap_diff, reward_curve, step_rewards
+from agent_rl.recipes import load_config
+from agent_rl.train.pipeline import PipelineConfig, before_after_lines, finished_checkpoint, write_train_tasks
+from strictconfig import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("sft.output_dir=x", "sft.output_dir are set by the pipeline"),
+    ("train.output_dir=x", "train.output_dir are set by the pipeline"),
+    ("sft.data.paths=[a.jsonl]", "sft.data.paths are set by the pipeline"),
+    ("sft.model.name=x", "sft.model are set by the pipeline"),
+    ("train.checkpoint.dir=/tmp/c", "train.checkpoint.dir are set by the pipeline"),
+    ("sft.max_step=3", "sft: unknown key(s) 'max_step' (did you mean 'max_steps'?)"),
+    ("train.algorithm.eps_hihg=1", "train.algorithm: unknown key(s) 'eps_hihg'"),
+    ("demos.style=lazy", "demos.style"),
+    ("eval.temperature=-1", "eval.temperature"),
+])
+def test_bad_pipeline_config_names_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(PipelineConfig, ROOT / "configs" / "learn-cpu.yaml", [override])
+    assert message in str(err.value)
+
+
+def test_the_main_job_recipe_loads_and_its_cli_reports_errors_like_the_others(capsys):
+    config = load_config(PipelineConfig, ROOT / "configs" / "learn-cpu.yaml")
+    assert config.train.model.name == "smollm2-135m" and config.sft.max_steps >= 1
+    assert config.train.batch_size % config.train.algorithm.mini_batch_size == 0
+    assert main(["pipeline", "--config", str(ROOT / "configs" / "learn-cpu.yaml"), "sft.max_step=3"]) == 2
+    assert "agent-rl pipeline: invalid config: sft: unknown key(s) 'max_step'" in capsys.readouterr().err
+
+
+def test_train_tasks_are_written_once_in_the_order_of_their_ids(tmp_path):
+    ids = ["lrukit-001-floor", "datekit-001-floor"]
+    config = PipelineConfig.from_config({"output_dir": str(tmp_path), "train": {"tasks": {"source": "builtin:floor:train", "ids": ids}}})
+    path, written = write_train_tasks(config)
+    assert written == ids and [json.loads(line)["instance_id"] for line in Path(path).read_text().splitlines()] == ids
+    bad = PipelineConfig.from_config({"output_dir": str(tmp_path), "train": {"tasks": {"source": "builtin:floor:train",
+                                                                                       "ids": ["inilike-001-floor"]}}})
+    with pytest.raises(ValueError, match="not in 'builtin:floor:train'.*inilike-001-floor"):
+        write_train_tasks(bad)  # a held-out task is not a train task
+
+
+def test_reward_curve_rises_only_when_the_interval_clears_zero(tmp_path):
+    assert reward_curve([0.0, 0.25, 0.0, 0.75, 1.0, 0.75])["rises"] is True
+    flat = reward_curve([0.5, 0.0, 1.0, 0.5, 0.0, 1.0])
+    assert flat["rises"] is False and flat["ci_low"] < 0 < flat["ci_high"]
+    assert "note" in reward_curve([0.1, 0.2])
+    stats = bootstrap_diff([0.0, 0.0], [1.0, 1.0])
+    assert stats["diff"] == stats["ci_low"] == stats["ci_high"] == 1.0
+    with pytest.raises(ValueError):
+        bootstrap_diff([], [1.0])
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 1, "reward_mean": 0.5}\n{"step": 1, "event": "resumed"}\n{"step": 2, "reward_mean": 1}\n')
+    assert step_rewards(metrics) == [0.5, 1.0]
+
+
+def test_before_after_lines_show_every_stage_and_split():
+    stage = lambda solved: {"solved": solved, "samples": 4, "pass_at_k": {"1": solved / 4}}  # noqa: E731
+    summary = {"stages": {"base": {"train": stage(0), "heldout": stage(0)}, "sft": {"train": stage(1), "heldout": stage(0)},
+                          "rl": {"train": stage(3), "heldout": stage(1)}},
+               "rl_reward_curve": reward_curve([0.0, 0.25, 0.0, 0.75, 1.0, 0.75])}
+    lines = before_after_lines(summary)
+    assert lines[0] == "RL reward per step: 0.00 0.25 0.00 0.75 1.00 0.75"
+    assert lines[1].startswith("RL reward, last 3 steps vs first 3: 0.08 → 0.83 (+0.75, 95% bootstrap")
+    assert lines[2] == "solve rate on train tasks, before → after: base 0/4 (0%) → SFT 1/4 (25%) → SFT+RL 3/4 (75%)"
+    assert lines[3].endswith("SFT+RL 1/4 (25%)")
+
+
+def test_finished_checkpoint_needs_the_final_step(tmp_path):
+    for step in (2, 4):
+        (tmp_path / f"step-{step:06d}").mkdir()
+        (tmp_path / f"step-{step:06d}" / "COMPLETE").write_text("")
+    (tmp_path / ".step-000006.tmp-1").mkdir()  # a save cut short is not a checkpoint
+    assert finished_checkpoint(tmp_path, 6) is None
+    assert finished_checkpoint(tmp_path, 4) == tmp_path / "step-000004" / "model"
+    assert finished_checkpoint(tmp_path / "missing", 1) is None
