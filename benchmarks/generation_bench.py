@@ -2,6 +2,10 @@
 
 Baseline: `sequential` — the same requests sent one after another to HFEngine.
 Compared:  `batched`    — all requests concurrently, gathered into one batch by HFEngine;
+           `staggered, static` / `staggered, continuous` — agent-like load: requests arrive
+                           one every --stagger-ms, every other one short (4 tokens), decoded with
+                           joining disabled (static batches, the engine's former behaviour) and
+                           enabled (continuous batching); compare their wall time and mean latency;
            `openai+serve` — all requests concurrently through OpenAIEngine to a real
                            `agent-rl serve` subprocess on loopback (HTTP + JSON overhead).
 Wall time and the CPU seconds of the decoding process (this one, or the server) are both
@@ -80,8 +84,26 @@ async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     async def batched() -> list[Generation]:
         return list(await asyncio.gather(*(engine.generate(p, sampling) for p in prompts)))
 
+    async def staggered() -> list[Generation]:
+        async def one(i: int, prompt: list[int]) -> Generation:
+            await asyncio.sleep(i * args.stagger_ms / 1000)
+            return await engine.generate(prompt, sampling if i % 2 == 0 else SamplingParams(temperature=0, max_tokens=4))
+        return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
+
+    joinable = engine._joinable
+
+    def joining(flag: bool) -> Callable[[], Awaitable[list[Generation]]]:
+        async def run() -> list[Generation]:
+            engine._joinable = flag and joinable  # the switch the engine itself uses
+            try:
+                return await staggered()
+            finally:
+                engine._joinable = joinable
+        return run
+
     modes: list[tuple[str, Callable[[], Awaitable[list[Generation]]], int | None]] = [
-        ("sequential (baseline)", sequential, None), ("batched", batched, None)]
+        ("sequential (baseline)", sequential, None), ("batched", batched, None),
+        ("staggered, static", joining(False), None), ("staggered, continuous", joining(True), None)]
     server = remote = None
     if not args.skip_serve:
         server, url = start_server(args.threads)
@@ -94,16 +116,19 @@ async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         modes.append(("openai+serve (concurrent)", over_http, server.pid))
     rows = []
     try:
-        reference = None
+        reference = reference_staggered = None
         for name, run, worker_pid in modes:
             wall, cpu, generations = await timed(run, worker_pid)
             tokens = sum(len(g.token_ids) for g in generations)
             ids = [g.token_ids for g in generations]
             reference = reference or ids
-            rows.append({"mode": name, "requests": len(prompts), "tokens": tokens,
+            if name.startswith("staggered"):  # a different workload: compared with each other
+                reference_staggered = ids if name.endswith("static") else reference_staggered
+            latency = sum(g.info.get("queue_s", 0) + g.info.get("decode_s", 0) for g in generations) / len(generations)
+            rows.append({"mode": name, "requests": len(prompts), "tokens": tokens, "latency_mean_s": round(latency, 3),
                          "wall_s": round(wall, 3), "tokens_per_s": round(tokens / wall, 2),
                          "cpu_s": round(cpu, 2), "tokens_per_cpu_s": round(tokens / cpu, 2),
-                         "same_tokens_as_baseline": ids == reference})
+                         "same_tokens_as_baseline": ids == (reference_staggered if name.startswith("staggered") else reference)})
     finally:
         await engine.close()
         if remote is not None:
@@ -118,12 +143,12 @@ async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (f"{'mode':<28}{'requests':>9}{'tokens':>8}{'wall s':>9}{'tok/s':>9}{'speedup':>9}"
+    header = (f"{'mode':<28}{'requests':>9}{'tokens':>8}{'wall s':>9}{'latency s':>10}{'tok/s':>9}{'speedup':>9}"
               f"{'cpu s':>9}{'tok/cpu-s':>11}  same ids")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['mode']:<28}{r['requests']:>9}{r['tokens']:>8}{r['wall_s']:>9.2f}"
+        print(f"{r['mode']:<28}{r['requests']:>9}{r['tokens']:>8}{r['wall_s']:>9.2f}{r['latency_mean_s']:>10.2f}"
               f"{r['tokens_per_s']:>9.1f}{r['speedup']:>8.2f}x{r['cpu_s']:>9.1f}"
               f"{r['tokens_per_cpu_s']:>11.2f}  {r['same_tokens_as_baseline']}")
 
@@ -133,6 +158,7 @@ def main() -> int:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--requests", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--stagger-ms", type=float, default=150.0, help="gap between staggered arrivals")
     parser.add_argument("--skip-serve", action="store_true", help="leave out the HTTP path")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--threads", type=int, default=None,

@@ -87,3 +87,37 @@ def test_finished_checkpoint_needs_the_final_step(tmp_path):
     assert finished_checkpoint(tmp_path, 6) is None
     assert finished_checkpoint(tmp_path, 4) == tmp_path / "step-000004" / "model"
     assert finished_checkpoint(tmp_path / "missing", 1) is None
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_tiny_real_pipeline_runs_every_stage_and_a_rerun_resumes(tmp_path, capsys):
+    out = tmp_path / "pipe"
+    argv = ["pipeline", "--config", str(ROOT / "configs" / "learn-cpu.yaml"), f"output_dir={out}",
+            "train.tasks.ids=[semvertools-001-floor]", "train.rollout.tasks_per_step=1",
+            "train.algorithm.mini_batch_size=2", "train.algorithm.micro_batch_size=2", "train.max_steps=1",
+            "train.agent.max_turns=2", "train.env.max_turns=2", "train.logging.tensorboard=false",
+            "sft.max_steps=2", "sft.batch_size=1"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["stages"]) == {"base", "sft", "rl"}
+    for stage in ("base", "sft", "rl"):
+        assert summary["stages"][stage]["train"]["samples"] == 1
+        assert (out / f"eval-{stage}-train" / "results.jsonl").read_text().count("\n") == 1
+    assert json.loads((out / "demos" / "report.json").read_text())["kept"] == 1
+    assert len(summary["rl_reward_curve"]["rewards"]) == 1
+    assert (out / "rl" / "checkpoints" / "step-000001" / "model" / "config.json").is_file()
+    assert "solve rate on train tasks, before → after: base " in printed and "[6/7] rl step 1/1" in printed
+    # The RL run started from the SFT checkpoint, not from the base model.
+    rl_config = (out / "rl" / "config.yaml").read_text()
+    assert str(out / "sft" / "checkpoints" / "step-000002" / "model") in rl_config
+
+    # A re-run redoes nothing: finished stages are skipped, evals find their samples.
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert "sft: finished earlier" in again and "rl: finished earlier" in again
+    for stage in ("base", "sft", "rl"):
+        assert (out / f"eval-{stage}-train" / "results.jsonl").read_text().count("\n") == 1
+    assert json.loads((out / "summary.json").read_text())["stages"] == summary["stages"]
