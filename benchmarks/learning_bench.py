@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sft-steps", type=int, default=3)
     parser.add_argument("--sft-lr", type=float, default=1e-4)
     parser.add_argument("--rl-steps", type=int, default=8)
-    parser.add_argument("--rl-lr", type=float, default=5e-5)
+    parser.add_argument("--rl-lr", type=float, default=1e-5)
     parser.add_argument("--group-size", type=int, default=2)
     parser.add_argument("--out", default="runs/learning-bench")
     parser.add_argument("--json", dest="json_path", help="write the results here")

@@ -29,7 +29,7 @@ def test_the_benchmark_is_the_main_job_recipe_at_size_and_its_overrides_validate
 
     args = bench.main.__globals__["argparse"].Namespace(
         model="smollm2-135m", tier="floor", tasks_limit=5, heldout_limit=3, samples=4, temperature=1.0,
-        sft_steps=3, sft_lr=1e-4, rl_steps=8, rl_lr=5e-5, group_size=2)
+        sft_steps=3, sft_lr=1e-4, rl_steps=8, rl_lr=1e-5, group_size=2)
     overrides = bench.pipeline_overrides(args, tmp_path)
     config = load_config(PipelineConfig, bench.REPO / "configs" / "learn-cpu.yaml", overrides)
     assert len(config.train.tasks.ids) == 5 and config.train.rollout.tasks_per_step == 4
