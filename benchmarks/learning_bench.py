@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = ("base", "sft", "rl")
 LABELS = {"base": "base", "sft": "sft", "rl": "sft+rl"}
 
 
@@ -64,9 +63,11 @@ def agent_rl(args: list[str], log: Path) -> float:
 
 
 def pipeline_overrides(args: argparse.Namespace, out: Path) -> list[str]:
+    from agent_rl.train.pipeline import write_tasks_jsonl
+
     train = [t.instance_id for t in pick_tasks(args.tier, "train", args.tasks_limit)]
-    heldout = [t.instance_id for t in pick_tasks(args.tier, "heldout", args.heldout_limit)]
-    (out / "heldout-ids.json").write_text(json.dumps(heldout))
+    heldout = pick_tasks(args.tier, "heldout", args.heldout_limit)
+    (out / "heldout-ids.json").write_text(json.dumps([t.instance_id for t in heldout]))
     tasks_per_step = min(4, len(train))
     batch = tasks_per_step * args.group_size
     return [
@@ -80,20 +81,13 @@ def pipeline_overrides(args: argparse.Namespace, out: Path) -> list[str]:
         f"sft.max_steps={args.sft_steps}", f"sft.optim.lr={args.sft_lr}",
         f"eval.samples={args.samples}", f"eval.temperature={args.temperature}",
         # The held-out subset: the first N of the split, round-robin by library (a file keeps it exact).
-        f"eval.heldout={write_heldout(out, heldout, args.tier)}",
+        f"eval.heldout={write_tasks_jsonl(heldout, out / 'tasks-heldout.jsonl')}",
     ]
 
 
-def write_heldout(out: Path, ids: list[str], tier: str) -> str:
-    from envs.tasks import load_tasks
-
-    by_id = {t.instance_id: t for t in load_tasks(f"builtin:{tier}:heldout" if tier else "builtin:heldout")}
-    path = out / "tasks-heldout.jsonl"
-    path.write_text("".join(json.dumps(by_id[i].to_dict()) + "\n" for i in ids), encoding="utf-8")
-    return str(path)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from agent_rl.train.pipeline import STAGES
+
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     seconds = agent_rl(["pipeline", "--config", str(REPO / "configs" / "learn-cpu.yaml"),

@@ -95,6 +95,12 @@ class PipelineConfig(StrictModel):
         return Path(self.output_dir) / stage
 
 
+def write_tasks_jsonl(tasks: list[Any], path: Path) -> str:
+    """`tasks` as a task file any `--tasks`/`tasks.source` reads; returns its path."""
+    path.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in tasks), encoding="utf-8")
+    return str(path)
+
+
 def write_train_tasks(config: PipelineConfig) -> tuple[str, list[str]]:
     """The train tasks (train.tasks.source filtered by train.tasks.ids) as one JSONL file."""
     from envs.tasks import load_tasks
@@ -109,9 +115,7 @@ def write_train_tasks(config: PipelineConfig) -> tuple[str, list[str]]:
         tasks = [by_id[i] for i in wanted]
     if not tasks:
         raise ValueError(f"no train tasks in {config.train.tasks.source!r}")
-    path = Path(config.output_dir) / "tasks-train.jsonl"
-    path.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in tasks), encoding="utf-8")
-    return str(path), [t.instance_id for t in tasks]
+    return write_tasks_jsonl(tasks, Path(config.output_dir) / "tasks-train.jsonl"), [t.instance_id for t in tasks]
 
 
 def write_heldout_tasks(config: PipelineConfig) -> str | None:
@@ -122,9 +126,7 @@ def write_heldout_tasks(config: PipelineConfig) -> str | None:
     tasks = load_tasks(config.eval.heldout)[: config.eval.heldout_limit]
     if not tasks:
         raise ValueError(f"no held-out tasks in {config.eval.heldout!r}")
-    path = Path(config.output_dir) / "tasks-heldout.jsonl"
-    path.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in tasks), encoding="utf-8")
-    return str(path)
+    return write_tasks_jsonl(tasks, Path(config.output_dir) / "tasks-heldout.jsonl")
 
 
 def finished_checkpoint(checkpoint_dir: Path, max_steps: int) -> Path | None:
@@ -167,9 +169,11 @@ class Pipeline:
         self.evals: dict[str, dict[str, dict[str, Any]]] = {}
 
     def run(self) -> dict[str, Any]:
+        from agent_rl.recipes import dump_yaml
+
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.yaml").write_text(_dump(cfg), encoding="utf-8")
+        (self.out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
         train_tasks, ids = write_train_tasks(cfg)
         heldout = write_heldout_tasks(cfg)
         self.splits = {"train": train_tasks, **({"heldout": heldout} if heldout else {})}
@@ -178,7 +182,7 @@ class Pipeline:
         base = cfg.train.model.name
         self._evaluate("base", base, "[2/7]")
         demos = self._demos(train_tasks)
-        sft_model = self._sft(base, demos)
+        sft_model = self._sft(demos)
         self._evaluate("sft", sft_model, "[5/7]")
         rl_model = self._rl(sft_model, train_tasks)
         self._evaluate("rl", rl_model, "[7/7]")
@@ -217,7 +221,7 @@ class Pipeline:
             raise RuntimeError(f"no demonstration resolved; see {report_path}")
         return out / "trajectories.jsonl"
 
-    def _sft(self, base: str, demos: Path) -> str:
+    def _sft(self, demos: Path) -> str:
         from agent_rl.train.sft import SFTTrainer
 
         cfg = self.config
@@ -225,19 +229,14 @@ class Pipeline:
             "model": cfg.train.model, "output_dir": str(cfg.stage_dir("sft")),
             "data": cfg.sft.data.model_copy(update={"paths": [str(demos)]}),
         })
-        done = finished_checkpoint(sft.checkpoint_dir, sft.max_steps)
-        if done is None:
-            trainer = SFTTrainer(sft, resume=True)
-            history = trainer.train()
+
+        def train() -> None:
+            history = SFTTrainer(sft, resume=True).train()
             losses = [row["loss"] for row in history if "loss" in row]
             self.say(f"[4/7] sft: {sft.max_steps} steps, loss {losses[0]:.3f} → {losses[-1]:.3f}" if losses
                      else "[4/7] sft: done")
-            done = finished_checkpoint(sft.checkpoint_dir, sft.max_steps)
-        else:
-            self.say(f"[4/7] sft: finished earlier ({done.parent})")
-        if done is None:
-            raise RuntimeError(f"SFT finished without a checkpoint under {sft.checkpoint_dir}")
-        return str(done)
+
+        return self._train_once("[4/7] sft", sft.checkpoint_dir, sft.max_steps, train)
 
     def _rl(self, start: str, train_tasks: str) -> str:
         from agent_rl.train.trainer import Trainer
@@ -248,18 +247,25 @@ class Pipeline:
             "tasks": cfg.train.tasks.model_copy(update={"source": train_tasks, "ids": None}),
             "output_dir": str(cfg.stage_dir("rl")),
         })
-        done = finished_checkpoint(rl.checkpoint_dir, rl.max_steps)
-        if done is None:
-            def on_step(step: int, row: dict[str, Any]) -> None:
-                self.say(f"[6/7] rl step {step}/{rl.max_steps}: reward {row.get('reward_mean', float('nan')):.2f} "
-                         f"solve {row.get('solve_rate', float('nan')):.0%} ({row.get('step_time_s', 0):.0f}s)")
 
-            Trainer(rl, resume=True, on_step=on_step).train()
-            done = finished_checkpoint(rl.checkpoint_dir, rl.max_steps)
-        else:
-            self.say(f"[6/7] rl: finished earlier ({done.parent})")
+        def on_step(step: int, row: dict[str, Any]) -> None:
+            self.say(f"[6/7] rl step {step}/{rl.max_steps}: reward {row.get('reward_mean', float('nan')):.2f} "
+                     f"solve {row.get('solve_rate', float('nan')):.0%} ({row.get('step_time_s', 0):.0f}s)")
+
+        return self._train_once("[6/7] rl", rl.checkpoint_dir, rl.max_steps,
+                                lambda: Trainer(rl, resume=True, on_step=on_step).train())
+
+    def _train_once(self, tag: str, checkpoint_dir: Path, max_steps: int, train: Callable[[], Any]) -> str:
+        """Run `train` (which resumes from its latest checkpoint) unless its final checkpoint
+        exists already; the final checkpoint's model directory."""
+        done = finished_checkpoint(checkpoint_dir, max_steps)
+        if done is not None:
+            self.say(f"{tag}: finished earlier ({done.parent})")
+            return str(done)
+        train()
+        done = finished_checkpoint(checkpoint_dir, max_steps)
         if done is None:
-            raise RuntimeError(f"DAPO finished without a checkpoint under {rl.checkpoint_dir}")
+            raise RuntimeError(f"{tag.split()[-1]} finished without a checkpoint under {checkpoint_dir}")
         return str(done)
 
     # ------------------------------------------------------------------ summary
@@ -267,18 +273,12 @@ class Pipeline:
         from agent_rl.eval.reward_curve import reward_curve, step_rewards
 
         curve = reward_curve(step_rewards(self.config.stage_dir("rl") / "metrics.jsonl"))
-        table = {stage: {split: {"solved": solve_counts(r)[0], "samples": solve_counts(r)[1],
-                                 "pass_at_k": r["pass_at_k"]} for split, r in splits.items()}
+        table = {stage: {split: dict(zip(("solved", "samples"), solve_counts(r)), pass_at_k=r["pass_at_k"])
+                         for split, r in splits.items()}
                  for stage, splits in self.evals.items()}
         return {"stages": table, "rl_reward_curve": curve,
                 "rl_curves_png": str(self.config.stage_dir("rl") / "training_curves.png"),
                 "sft_curves_png": str(self.config.stage_dir("sft") / "training_curves.png")}
-
-
-def _dump(config: PipelineConfig) -> str:
-    from agent_rl.recipes import dump_yaml
-
-    return dump_yaml(config)
 
 
 def before_after_lines(summary: dict[str, Any]) -> list[str]:
