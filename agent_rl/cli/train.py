@@ -5,10 +5,14 @@ errors naming the key), then trains with a progress bar showing the live reward.
 `--print-config` prints the resolved tree as YAML and `--print-schema` its JSON Schema.
 `--resume` continues from the latest checkpoint in the run's checkpoint directory (or from
 `--resume PATH`); `--export CKPT OUT` writes a copy of a checkpoint without optimizer state.
+
+Several ranks: `torchrun --nproc-per-node N -m agent_rl.cli train --config ...` (FSDP2; see
+agent_rl/train/distributed). Only rank 0 prints.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -42,6 +46,24 @@ def _print_config(config: Any) -> None:
     sys.stdout.flush()
 
 
+def _dry_run(config: Any) -> int:
+    """Validate the placement (ranks × GPU memory against the model's training state) too."""
+    from agent_rl.engines.models import ModelNotFoundError
+    from agent_rl.train.placement import PlacementError, check_placement
+
+    try:
+        report = check_placement(config)
+    except PlacementError as exc:
+        print(f"placement does not fit: {exc}", file=sys.stderr)
+        return 2
+    except (ModelNotFoundError, OSError) as exc:
+        print(f"cannot size the placement: {exc}; set placement.model_params_b", file=sys.stderr)
+        return 2
+    print("\n".join(report.lines()))
+    print("config is valid")
+    return 0
+
+
 def _fmt(value: Any, spec: str = ".3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
@@ -57,9 +79,15 @@ def handle(args: argparse.Namespace) -> int:
     config = resolve_config(TrainConfig, args, {}, "train")
     if isinstance(config, int):
         return config
-    _print_config(config)
+    follower = int(os.environ.get("RANK", "0")) > 0  # torchrun: ranks other than 0 stay quiet
+    if not follower:
+        _print_config(config)
     if args.dry_run:
-        print("config is valid")
+        return 0 if follower else _dry_run(config)
+    if follower:
+        from agent_rl.train.trainer import Trainer
+
+        Trainer(config, resume=args.resume).train()
         return 0
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

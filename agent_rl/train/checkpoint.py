@@ -9,6 +9,9 @@ A checkpoint is a directory `step-000042/`:
     trainer_state.pt    optimizer, scheduler, RNG states, task-sampler position, step,
                         reference marker, metrics history (optimizer/scheduler absent in an
                         export checkpoint).
+    sharded/            N-rank training only: every rank's shards of the model and optimizer
+                        (torch distributed checkpoint); the optimizer is then here, not in
+                        trainer_state.pt (which says so: "optimizer_sharded").
     COMPLETE            written last.
 
 It is written into a temporary sibling directory and renamed into place, so a trainer killed
@@ -65,6 +68,8 @@ def optimizer_fingerprint(optimizer: torch.optim.Optimizer) -> float:
     for state in optimizer.state.values():
         for value in state.values():
             if torch.is_tensor(value):
+                if hasattr(value, "to_local"):  # a DTensor: this rank's shard (the trainer sums ranks)
+                    value = value.to_local()
                 total += float(value.double().abs().sum().item())
     return total
 
@@ -102,7 +107,12 @@ class LoadedCheckpoint:
 
     @property
     def has_optimizer(self) -> bool:
-        return "optimizer" in self.state
+        return "optimizer" in self.state or bool(self.state.get("optimizer_sharded"))
+
+    @property
+    def sharded_dir(self) -> Path | None:
+        """Where DCP shards live (N-rank runs), else None."""
+        return self.path if (self.path / "sharded").is_dir() else None
 
     def reference_state(self) -> dict[str, torch.Tensor] | None:
         ref = self.path / "reference" / "model.safetensors"
@@ -113,8 +123,25 @@ class LoadedCheckpoint:
         return load_file(str(ref))
 
 
-def _save_model(model: Any, tokenizer: Any, target: Path) -> None:
-    if is_peft_model(model):
+def save_hf_state(model: Any, state: dict[str, torch.Tensor], target: Path) -> None:
+    """An HF folder from a gathered full state dict and the model's config (sharded training,
+    where the model object holds only this rank's shards)."""
+    from safetensors.torch import save_file
+
+    target.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(str(target))
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(str(target))
+    # Tied weights share storage, which safetensors refuses; HF re-ties them on load.
+    tied = {"lm_head.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+    save_file({k: v.detach().contiguous().clone() for k, v in state.items() if k not in tied},
+              str(target / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _save_model(model: Any, tokenizer: Any, target: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+    if state is not None:
+        save_hf_state(model, state, target / "model")
+    elif is_peft_model(model):
         model.save_pretrained(str(target / "adapter"))
         # vLLM and plain from_pretrained need full weights: merge a copy, leave training untouched.
         merged = copy.deepcopy(model).merge_and_unload()
@@ -149,12 +176,23 @@ class CheckpointManager:
         return dirs[-1][1] if dirs else None
 
     def save(self, model: Any, tokenizer: Any, contents: CheckpointContents) -> Path:
+        return self.finish(self.begin(contents.step), model, tokenizer, contents)
+
+    def begin(self, step: int) -> Path:
+        """The temporary directory a checkpoint of `step` is written into (other ranks write
+        their shards there too, before `finish`)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        final = self.root / f"step-{contents.step:06d}"
-        tmp = self.root / f".{final.name}.tmp-{os.getpid()}"
+        tmp = self.root / f".step-{step:06d}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        _save_model(model, tokenizer, tmp)
+        return tmp
+
+    def finish(self, tmp: Path, model: Any, tokenizer: Any, contents: CheckpointContents,
+               state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write the model (from `state_dict` when given: a gathered sharded model), the trainer
+        state and the marker into `tmp`, then rename it into place."""
+        final = self.root / f"step-{contents.step:06d}"
+        _save_model(model, tokenizer, tmp, state_dict)
         state = dict(contents.trainer_state)
         state["step"] = contents.step
         state["rng"] = capture_rng_state()
@@ -220,9 +258,11 @@ def restore_training_state(loaded: LoadedCheckpoint, optimizer: torch.optim.Opti
     """Put a resumable checkpoint's optimizer, scheduler, sampler position and RNG states back
     (what `train` and `sft` both keep); returns its metrics history."""
     state = loaded.state
-    optimizer.load_state_dict(state["optimizer"])
+    if "optimizer" in state:  # else sharded: the trainer loads it from the DCP shards
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    sampler.load_state_dict(state["sampler"])
+    if sampler is not None:  # N ranks: only rank 0 samples tasks
+        sampler.load_state_dict(state["sampler"])
     restore_rng_state(state["rng"])
     log.info("resumed from %s at step %d", loaded.path, loaded.step)
     return list(state.get("metrics_history", []))

@@ -19,6 +19,7 @@ from agent_rl.engines.factory import EngineConfig
 from agent_rl.recipes import load_config, parse_override
 from agent_rl.rollout.agent import AgentConfig
 from agent_rl.rollout.runner import RolloutConfig
+from agent_rl.train.placement import PlacementConfig
 from envs.swe_env import EnvConfig
 from strictconfig import StrictModel
 
@@ -128,7 +129,10 @@ class AlgorithmConfig(StrictModel):
     mini_batch_size: int = Field(8, ge=1)
     """Trajectories per optimizer step."""
     micro_batch_size: int = Field(2, ge=1)
-    """Trajectories per forward/backward (gradient accumulation)."""
+    """Trajectories per forward/backward (gradient accumulation); the most a micro-batch holds."""
+    micro_batch_tokens: int | None = Field(None, ge=1)
+    """Token budget per micro-batch (rows × longest row): long trajectories go in smaller
+    micro-batches instead of padding a whole one; None: micro_batch_size rows each."""
     entropy_coef: float = Field(0.0, ge=0)
     """Weight of the entropy bonus."""
     norm_length: int = Field(4096, ge=1)
@@ -210,6 +214,22 @@ class WeightSyncConfig(StrictModel):
     """Tokens generated for the probe."""
 
 
+class DistributedConfig(StrictModel):
+    """How N training ranks shard the policy (FSDP2). The rank count comes from the launcher:
+    `torchrun --nproc-per-node N -m agent_rl.cli train ...`; one process ignores this section."""
+
+    config_where: ClassVar[str] = "distributed"
+
+    mixed_precision: bool = True
+    """CUDA only: bf16 compute, fp32 gradient reduction."""
+    cpu_offload: bool = False
+    """Keep parameter, gradient and optimizer shards in host memory."""
+    reshard_after_forward: bool = True
+    """Free each layer's gathered weights after its forward (less memory, one more all-gather)."""
+    timeout_s: float = Field(7200.0, gt=0)
+    """Longest a collective may wait: the other ranks wait for rank 0's whole rollout."""
+
+
 class TrainConfig(StrictModel):
     """`agent-rl train`'s whole configuration: the tree a recipe in configs/ describes."""
 
@@ -225,6 +245,8 @@ class TrainConfig(StrictModel):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     weight_sync: WeightSyncConfig = Field(default_factory=WeightSyncConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    placement: PlacementConfig = Field(default_factory=PlacementConfig)
     seed: int = 0
     """Seeds Python, NumPy, torch, task order and episodes."""
     output_dir: str = "runs/train"

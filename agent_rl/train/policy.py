@@ -140,7 +140,8 @@ def run_to_max_steps(run: SteppedRun, curves: Sequence[tuple[str, str]] | None =
             run.train_step()
         if run.config.checkpoint.every == 0 or run.step % run.config.checkpoint.every:
             run.save_checkpoint()
-        plot_training_curves(run.metrics.history, Path(run.output_dir) / "training_curves.png", curves or CURVES)
+        if getattr(run, "is_main", True):  # N ranks: rank 0 holds the metrics
+            plot_training_curves(run.metrics.history, Path(run.output_dir) / "training_curves.png", curves or CURVES)
         return run.metrics.history
     finally:
         run.close()

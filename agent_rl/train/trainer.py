@@ -12,6 +12,11 @@ One step (`Trainer.train_step`):
   7. log and checkpoint
 
 Formulas live in agent_rl.algo and the update in update.py; this file only orchestrates.
+
+N ranks (`torchrun --nproc-per-node N -m agent_rl.cli train ...`): rank 0 does steps 1-4, 6
+and 7 as above, with an engine that holds its own copy of the weights; every rank holds an
+FSDP2 shard of the policy and joins step 5 on rank 0's batch, the gathers of step 6 and the
+sharded checkpoint of step 7. With one process every rank call below is a no-op.
 The engine must have what training needs (capabilities.TRAINING), checked at start-up. The
 trainer owns one event loop for its calls into the engine (weight sync, close).
 """
@@ -35,11 +40,14 @@ from agent_rl.rollout.trajectory import Trajectory, write_jsonl
 from agent_rl.train.checkpoint import CheckpointContents, CheckpointManager, LoadedCheckpoint
 from agent_rl.train.checkpoint import optimizer_fingerprint, restore_training_state
 from agent_rl.train.config import TrainConfig
+from agent_rl.train.distributed.fsdp import ShardSettings, copy_weights, full_state_dict, load_sharded, save_sharded
+from agent_rl.train.distributed.fsdp import shard, unwrap
+from agent_rl.train.distributed.ranks import Ranks
 from agent_rl.train.metrics import MetricsLogger, mean, step_metrics
 from agent_rl.train.policy import find_resume_checkpoint, load_policy, make_optimizer, run_to_max_steps, seed_everything
 from agent_rl.train.sampler import TaskSampler
 from agent_rl.train.update import UpdateSettings, update_step
-from agent_rl.train.weight_sync import sync_weights
+from agent_rl.train.weight_sync import probe_ids, sync_weights, trainer_probe_logprobs
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +62,21 @@ def reward_plateaued(rewards: Sequence[float], window: int, min_delta: float) ->
     recent = sum(rewards[-window:]) / window
     before = sum(rewards[-2 * window : -window]) / window
     return recent - before < min_delta
+
+
+class FollowerMetrics:
+    """Ranks other than 0 log nothing: rank 0 owns metrics.jsonl and the curves."""
+
+    history: list[dict[str, Any]] = []
+
+    def log(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def event(self, step: int, kind: str, **fields: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class Trainer:
@@ -81,11 +104,19 @@ class Trainer:
         self._closed = False
         # The engine's async calls (weight sync, close) run here; never inside a running loop.
         self._loop = asyncio.new_event_loop()
+        self._saved_fingerprint: float | None = None
         self.runner: Any = None  # the EpisodeRunner: made at the first rollout, reused every step, closed in close()
+        self.engine: Any = None  # rank 0 only
+        self.ranks = Ranks.from_env(config.model.device, config.distributed.timeout_s)
         try:
             self._setup()
         except BaseException:
-            self._loop.close()
+            try:
+                if self.engine is not None and has(self.engine, Closes):
+                    self._run(self.engine.close())
+            finally:
+                self._loop.close()
+                self.ranks.close()
             raise
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -103,17 +134,33 @@ class Trainer:
 
         self.checkpoints = CheckpointManager(cfg.checkpoint_dir, cfg.checkpoint.keep_last)
         loaded = find_resume_checkpoint(self.checkpoints, self.resume)
+        if self.ranks.distributed and cfg.lora.enabled:
+            raise ValueError("lora.enabled with several training ranks is not supported yet: "
+                             "train LoRA in one process, or shard full fine-tuning over ranks")
         policy = load_policy(cfg.model, cfg.lora, loaded)
         self.model, self.tokenizer = policy.model, policy.tokenizer
         self.device, self.dtype, self.pad_id = policy.device, policy.dtype, policy.pad_id
-        self.engine = self._make_engine()
-        self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, cfg.max_steps)
         self.reference = self._make_reference(loaded)
-        self.tasks = self._load_tasks()
-        self.sampler = TaskSampler(sorted(self.tasks), seed=cfg.seed, shuffle=cfg.tasks.shuffle)
+        if self.ranks.is_main:
+            # Sharded weights cannot serve generation, so N ranks give the engine its own copy.
+            self.engine = self._make_engine(copy.deepcopy(self.model) if self.ranks.distributed else self.model)
+        shard_settings = ShardSettings(cfg.distributed.mixed_precision, cfg.distributed.cpu_offload,
+                                       cfg.distributed.reshard_after_forward)
+        self.model = shard(self.model, self.ranks, shard_settings, self.device)
+        if self.reference is not None:
+            self.reference = shard(self.reference, self.ranks, shard_settings, self.device)
+        self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, cfg.max_steps)
+        # Only rank 0 rolls out; the others never materialize task repositories.
+        self.tasks = self._load_tasks() if self.ranks.is_main else {}
+        self.sampler = TaskSampler(sorted(self.tasks), seed=cfg.seed, shuffle=cfg.tasks.shuffle) if self.tasks else None
         history: list[dict[str, Any]] = []
+        fingerprint = None
         if loaded is not None:
             history = self._restore(loaded)
+            fingerprint = self._optimizer_fingerprint()
+        if not self.ranks.is_main:
+            self.metrics: Any = FollowerMetrics()
+            return
         self.metrics = MetricsLogger(
             self.output_dir,
             tensorboard=cfg.logging.tensorboard,
@@ -125,7 +172,8 @@ class Trainer:
         if loaded is not None:
             # Once per resume, not per step: lets a test check the restored optimizer state.
             self.metrics.event(self.step, "resumed", checkpoint=str(loaded.path),
-                               optimizer_fingerprint=optimizer_fingerprint(self.optimizer))
+                               optimizer_fingerprint=fingerprint,
+                               saved_optimizer_fingerprint=loaded.state.get("optimizer_fingerprint"))
         (self.output_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
 
     def _make_reference(self, loaded: LoadedCheckpoint | None) -> torch.nn.Module | None:
@@ -165,11 +213,12 @@ class Trainer:
             tasks = [t for t in tasks if t.instance_id in wanted]
         return {t.instance_id: t for t in tasks}
 
-    def _make_engine(self) -> Any:
+    def _make_engine(self, model: Any) -> Any:
         from agent_rl.engines.factory import make_engine
 
-        # For kind "hf" the engine samples from the very model object being trained.
-        engine = make_engine(self.config.engine, model=self.model, tokenizer=self.tokenizer)
+        # For kind "hf" the engine samples from `model`: in one process, the very model object
+        # being trained.
+        engine = make_engine(self.config.engine, model=model, tokenizer=self.tokenizer)
         try:
             require(engine, TRAINING, "train")
         except Exception:
@@ -179,6 +228,14 @@ class Trainer:
         return engine
 
     def _restore(self, loaded: LoadedCheckpoint) -> list[dict[str, Any]]:
+        if self.ranks.distributed:
+            if loaded.sharded_dir is None:
+                raise ValueError(f"{loaded.path} was written by one process (no sharded/ state): resume it "
+                                 "in one process, or start the N-rank run from its model/ with model.name")
+            load_sharded(loaded.sharded_dir, self.model, self.optimizer)
+        elif loaded.sharded_dir is not None and "optimizer" not in loaded.state:
+            raise ValueError(f"{loaded.path} holds sharded optimizer state from an N-rank run: resume it with "
+                             "torchrun (any rank count), or start a one-process run from its model/")
         history = restore_training_state(loaded, self.optimizer, self.scheduler, self.sampler)
         state = loaded.state
         self.step = loaded.step
@@ -186,6 +243,11 @@ class Trainer:
         self.reference_is_initial = bool(state.get("reference_is_initial", True))
         self.last_reset_step = int(state.get("last_reset_step", 0))
         return history
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 (or the only process): the one that logs, plots and owns the checkpoint files."""
+        return self.ranks.is_main
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> list[dict[str, Any]]:
@@ -198,11 +260,57 @@ class Trainer:
         A step whose groups all have zero reward variance makes no update but still advances
         the scheduler, the policy version and the step counter.
         """
-        cfg, alg = self.config, self.config.algorithm
+        cfg = self.config
         step = self.step + 1
         started = time.monotonic()
 
-        # 1-3. sample tasks, roll out G per task, drop zero-variance groups and draw more.
+        # 1-4. rank 0 rolls out and builds the batch; every rank receives it.
+        rollout = self._rollout_step(step) if self.ranks.is_main else None
+        rollout = self.ranks.broadcast(rollout)
+        batch = rollout["batch"]
+
+        # 5. the update (every rank, on its share of each mini-batch).
+        learning_rate = self.scheduler.get_last_lr()[0]
+        update: dict[str, Any] = {}
+        if len(batch) and batch.score_mask.sum() > 0:
+            settings = UpdateSettings.from_config(cfg, temperature=self.temperature, device=self.device, ranks=self.ranks)
+            update = update_step(self.model, self.optimizer, batch, settings, reference=self.reference,
+                                 seed=cfg.seed * 7919 + step)
+        elif self.ranks.is_main:
+            log.warning("step %d: no informative trajectories (all groups had zero variance); no update", step)
+        self.scheduler.step()
+        self.policy_version += 1
+
+        # 6. push the new weights into the engine and check it now scores like the trainer.
+        sync = self._sync()
+
+        self.step = step
+        self._maybe_reset_reference(step, sampling_reward=rollout["sampling_reward"])
+        if not self.ranks.is_main:
+            self._maybe_checkpoint(step)
+            return {}
+
+        # 7. log and checkpoint.
+        metrics = step_metrics(rollout["trajectories"], rollout["sampling"], batch, update, sync,
+                               rollout_s=rollout["rollout_s"], policy_version=self.policy_version)
+        metrics["step_time_s"] = time.monotonic() - started
+        metrics["learning_rate"] = learning_rate
+        metrics["task_ids"] = rollout["task_ids"]
+        row = self.metrics.log(step, metrics)
+        self._maybe_checkpoint(step)
+        if self.on_step is not None:
+            self.on_step(step, row)
+        return row
+
+    def _maybe_checkpoint(self, step: int) -> None:
+        every = self.config.checkpoint.every
+        if every and step % every == 0:
+            self.save_checkpoint()
+
+    def _rollout_step(self, step: int) -> dict[str, Any]:
+        """Steps 1-4 on rank 0: sample tasks, roll out G per task, drop zero-variance groups and
+        draw more, then advantages on shaped rewards; returns what the update and the metrics need."""
+        cfg, alg = self.config, self.config.algorithm
         drawn_tasks: list[str] = []
         all_trajectories: list[Trajectory] = []
 
@@ -226,38 +334,11 @@ class Trainer:
         rollout_s = time.monotonic() - rollout_started
         self._prefetch_next_rollout()
         write_jsonl(all_trajectories, str(self._rollout_dir() / f"step-{step:06d}.jsonl"))
-
-        # 4. advantages on shaped rewards, then 5. the updates.
-        batch = build_train_batch(sampling.kept, self._shaping(), self.pad_id)
-        learning_rate = self.scheduler.get_last_lr()[0]
-        update: dict[str, Any] = {}
-        if len(batch) and batch.score_mask.sum() > 0:
-            settings = UpdateSettings.from_config(cfg, temperature=self.temperature, device=self.device)
-            update = update_step(self.model, self.optimizer, batch, settings, reference=self.reference,
-                                 seed=cfg.seed * 7919 + step)
-        else:
-            log.warning("step %d: no informative trajectories (all groups had zero variance); no update", step)
-        self.scheduler.step()
-        self.policy_version += 1
-
-        # 6. push the new weights into the engine and check it now scores like the trainer.
-        sync = self._run(sync_weights(self.engine, self.model, self.tokenizer, self.policy_version, self._sync_context()))
-
-        self.step = step
-        self._maybe_reset_reference(step, sampling_reward=mean([t.reward for t in all_trajectories if t.error is None]))
-
-        # 7. log and checkpoint.
-        metrics = step_metrics(all_trajectories, sampling, batch, update, sync,
-                               rollout_s=rollout_s, policy_version=self.policy_version)
-        metrics["step_time_s"] = time.monotonic() - started
-        metrics["learning_rate"] = learning_rate
-        metrics["task_ids"] = drawn_tasks
-        row = self.metrics.log(step, metrics)
-        if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
-            self.save_checkpoint()
-        if self.on_step is not None:
-            self.on_step(step, row)
-        return row
+        return {
+            "batch": build_train_batch(sampling.kept, self._shaping(), self.pad_id),
+            "trajectories": all_trajectories, "sampling": sampling, "rollout_s": rollout_s, "task_ids": drawn_tasks,
+            "sampling_reward": mean([t.reward for t in all_trajectories if t.error is None]),
+        }
 
     # ------------------------------------------------------------------ 2. rollout
     def _collect(self, task_ids: list[str], seed: int) -> list[Trajectory]:
@@ -298,6 +379,27 @@ class Trainer:
         return ShapingSettings.from_algorithm(self.config.algorithm)
 
     # ------------------------------------------------------------------ 6. sync, reference
+    def _sync(self) -> Any:
+        """Step 6. Sharded: every rank joins the gather of the full weights and the trainer side
+        of the probe; rank 0 pushes to the engine and compares (followers get None)."""
+        if not self.ranks.distributed:
+            return self._run(sync_weights(self.engine, self.model, self.tokenizer, self.policy_version,
+                                          self._sync_context()))
+        state = full_state_dict(self.model)
+        ws = self.config.weight_sync
+
+        def probe(ids: list[int]) -> list[float]:
+            # Rank 0 tells the others which ids the engine was probed on; all score them together.
+            ids = self.ranks.broadcast(ids)
+            return trainer_probe_logprobs(self.model, ids, self.temperature, self.device)
+
+        if not self.ranks.is_main:
+            if ws.verify:
+                probe(probe_ids(self.tokenizer, ws.probe_tokens))
+            return None
+        context = {**self._sync_context(), "state": state, "trainer_logprobs": probe}
+        return self._run(sync_weights(self.engine, unwrap(self.model), self.tokenizer, self.policy_version, context))
+
     def _sync_context(self) -> dict[str, Any]:
         ws = self.config.weight_sync
         return {
@@ -316,15 +418,16 @@ class Trainer:
         reason = None
         if rr.every and step % rr.every == 0:
             reason = f"schedule (every {rr.every} steps)"
-        elif rr.on_plateau:
+        elif rr.on_plateau and self.ranks.is_main:
             since_reset = [row["reward_mean"] for row in self.metrics.history if row["step"] > self.last_reset_step]
             if sampling_reward is not None:
                 since_reset.append(sampling_reward)
             if reward_plateaued(since_reset, rr.plateau_window, rr.plateau_min_delta):
                 reason = f"reward plateau over {rr.plateau_window}-step windows"
+        reason = self.ranks.broadcast(reason)  # the plateau is judged on rank 0's metrics
         if reason is None:
             return
-        self.reference.load_state_dict(self.model.state_dict())
+        copy_weights(self.reference, self.model)
         self.reference_is_initial = False
         self.last_reset_step = step
         if rr.reset_optimizer:
@@ -337,9 +440,38 @@ class Trainer:
         path.mkdir(exist_ok=True)
         return path
 
-    def save_checkpoint(self) -> Path:
+    def _optimizer_fingerprint(self) -> float:
+        """optimizer_fingerprint over every rank's shards (a collective when sharded)."""
+        local = torch.tensor([optimizer_fingerprint(self.optimizer)], dtype=torch.float64)
+        return float(self.ranks.sum_(local).item())
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint of the current step (every rank calls it; rank 0 returns the path).
+
+        N ranks: each writes its shards (model and optimizer) with torch distributed checkpoint
+        into the directory rank 0 opened; rank 0 adds the gathered HF model/ and the trainer
+        state, then renames it into place."""
         cfg = self.config
         keep_optimizer = cfg.checkpoint.save_optimizer
+        reset_reference = self.reference is not None and not self.reference_is_initial
+        if self.ranks.distributed:
+            self._saved_fingerprint = self._optimizer_fingerprint() if keep_optimizer else None
+            state = full_state_dict(self.model)
+            reference = full_state_dict(self.reference) if reset_reference else None
+            tmp = self.ranks.broadcast(self.checkpoints.begin(self.step) if self.ranks.is_main else None)
+            save_sharded(tmp, self.model, self.optimizer if keep_optimizer else None)
+            self.ranks.barrier()
+            path = self._finish_checkpoint(tmp, keep_optimizer, state, reference) if self.ranks.is_main else None
+            self.ranks.barrier()
+            return path
+        reference = self.reference.state_dict() if reset_reference else None
+        return self._finish_checkpoint(self.checkpoints.begin(self.step), keep_optimizer, None, reference)
+
+    def _finish_checkpoint(self, tmp: Path, keep_optimizer: bool, state: dict[str, Any] | None,
+                           reference: dict[str, Any] | None) -> Path:
+        """Rank 0's part of a checkpoint; `state`: the gathered model when sharded."""
+        cfg = self.config
+        sharded = state is not None
         contents = CheckpointContents(
             step=self.step,
             trainer_state={
@@ -348,13 +480,17 @@ class Trainer:
                 "reference_is_initial": self.reference_is_initial,
                 "last_reset_step": self.last_reset_step,
                 "metrics_history": list(self.metrics.history),
+                "optimizer_sharded": sharded and keep_optimizer,
+                # The resumed run logs its restored fingerprint beside this one (sharded: the
+                # only cheap proof that every rank's shards came back).
+                "optimizer_fingerprint": self._saved_fingerprint if sharded else None,
             },
-            optimizer=self.optimizer if keep_optimizer else None,
+            optimizer=self.optimizer if keep_optimizer and not sharded else None,
             scheduler=self.scheduler if keep_optimizer else None,
-            reference_state=None if self.reference is None or self.reference_is_initial else self.reference.state_dict(),
+            reference_state=reference,
             extra_files={"config.yaml": yaml.safe_dump(cfg.to_dict(), sort_keys=False)},
         )
-        return self.checkpoints.save(self.model, self.tokenizer, contents)
+        return self.checkpoints.finish(tmp, unwrap(self.model), self.tokenizer, contents, state_dict=state)
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -366,10 +502,11 @@ class Trainer:
             self.metrics.close()
             if self.runner is not None:
                 self.runner.close()
-            if has(self.engine, Closes):
+            if self.engine is not None and has(self.engine, Closes):
                 self._run(self.engine.close())
         finally:
             self._loop.close()
+            self.ranks.close()
 
     def __enter__(self) -> "Trainer":
         return self

@@ -13,6 +13,13 @@
 
 It touches only what it is given: no engine, no rollouts, no I/O. The formulas live in
 agent_rl.algo; this module orders them.
+
+Data parallel (N ranks, train/distributed): every rank holds the whole batch and trains on
+its strided share of each mini-batch (algo/microbatch.py). The loss is normalized by the
+whole mini-batch on every rank, so the ranks' partial losses add up to the one-process loss;
+FSDP averages gradients over ranks, so each rank scales its backward by N to make the sum.
+Every rank runs the same number of forward/backward passes (a rank with fewer rows runs
+zero-weight passes), because each pass is a collective.
 """
 from __future__ import annotations
 
@@ -22,8 +29,11 @@ from typing import Any
 import torch
 
 from agent_rl.algo.batch import TrainBatch
-from agent_rl.algo.logprobs import TokenScores, token_scores
+from agent_rl.algo.logprobs import TokenScores
 from agent_rl.algo.loss import LossNormalizer, dapo_loss, truncated_is_weights
+from agent_rl.algo.microbatch import plan_micro_batches, split_for_ranks
+from agent_rl.train.distributed.fsdp import as_local_float, score, set_gradient_sync
+from agent_rl.train.distributed.ranks import Ranks
 
 
 @dataclass(frozen=True)
@@ -39,12 +49,22 @@ class UpdateSettings:
     grad_clip: float
     device: str | torch.device = "cpu"
     logprob_chunk_size: int = 1024
+    ranks: Ranks = Ranks()
 
     @classmethod
-    def from_config(cls, config: Any, *, temperature: float, device: str | torch.device) -> "UpdateSettings":
+    def from_config(cls, config: Any, *, temperature: float, device: str | torch.device,
+                    ranks: Ranks = Ranks()) -> "UpdateSettings":
         """From a TrainConfig (`algorithm`, `optim.grad_clip`, `model.logprob_chunk_size`)."""
         return cls(algorithm=config.algorithm, temperature=temperature, grad_clip=config.optim.grad_clip,
-                   device=device, logprob_chunk_size=config.model.logprob_chunk_size)
+                   device=device, logprob_chunk_size=config.model.logprob_chunk_size, ranks=ranks)
+
+    def micro_batches(self, rows: list[int], batch: TrainBatch) -> list[list[int]]:
+        """This rank's micro-batches of `rows`, padded with [] up to the most any rank has."""
+        mine = split_for_ranks(rows, self.ranks.rank, self.ranks.world_size)
+        lengths = batch.attention_mask.sum(dim=1).tolist()
+        groups = plan_micro_batches(mine, lengths, self.algorithm.micro_batch_size,
+                                    getattr(self.algorithm, "micro_batch_tokens", None))
+        return groups + [[]] * (self.ranks.max_int(len(groups)) - len(groups))
 
 
 @dataclass
@@ -62,6 +82,13 @@ class UpdateStats:
     optimizer_steps: int = 0
     grad_norms: list[float] | None = None
 
+    def all_ranks(self, ranks: Ranks) -> None:
+        """Sum the counters over ranks (each rank saw only its share of the rows)."""
+        names = ["tokens", "clip_low", "clip_high", "dual_clip", "kl_ref", "kl_old", "entropy", "loss_sum"]
+        summed = ranks.sum_(torch.tensor([float(getattr(self, n)) for n in names], dtype=torch.float64))
+        for name, value in zip(names, summed.tolist()):
+            setattr(self, name, value)
+
     def add(self, out: Any) -> None:
         self.tokens += out.num_tokens
         self.clip_low += out.clip_low_count
@@ -75,7 +102,7 @@ class UpdateStats:
 
 def _scores(model: torch.nn.Module, batch: TrainBatch, settings: UpdateSettings, with_entropy: bool = False) -> TokenScores:
     dev = settings.device
-    return token_scores(
+    return score(
         model,
         batch.input_ids.to(dev),
         batch.attention_mask.to(dev),
@@ -88,15 +115,17 @@ def _scores(model: torch.nn.Module, batch: TrainBatch, settings: UpdateSettings,
 
 @torch.no_grad()
 def frozen_logprobs(model: torch.nn.Module, batch: TrainBatch, settings: UpdateSettings) -> torch.Tensor:
-    """Logprobs of a fixed policy (old or reference) for every row, micro-batch by micro-batch."""
+    """Logprobs of a fixed policy (old or reference) for every row, micro-batch by micro-batch
+    (each rank scores its share; the shares are summed so every rank has every row)."""
     model.eval()
     out = torch.zeros_like(batch.score_mask)
-    micro = settings.algorithm.micro_batch_size
-    for start in range(0, len(batch), micro):
-        index = torch.arange(start, min(start + micro, len(batch)))
+    for group in settings.micro_batches(list(range(len(batch))), batch):
+        index = torch.tensor(group or [0])
         rows = batch.rows(index)
-        out[index, : rows.input_ids.shape[1]] = _scores(model, rows, settings).logprobs.cpu()
-    return out
+        scores = _scores(model, rows, settings).logprobs.cpu()
+        if group:  # a padding pass (no rows of this rank left) only keeps the collectives in step
+            out[index, : rows.input_ids.shape[1]] = scores
+    return settings.ranks.sum_(out) if settings.ranks.distributed else out
 
 
 def update_step(
@@ -131,19 +160,25 @@ def update_step(
         order = torch.randperm(len(batch), generator=generator)
         for mb_start in range(0, len(batch), mini):
             mb_index = order[mb_start : mb_start + mini]
-            # Normalise by the whole mini-batch, so the micro-batch split cannot change the gradient.
+            # Normalise by the whole mini-batch, so neither the micro-batch split nor the rank
+            # split can change the gradient.
             normalizer = LossNormalizer.for_batch(batch.score_mask[mb_index], alg.norm_length)
             optimizer.zero_grad(set_to_none=True)
-            for mc_start in range(0, len(mb_index), alg.micro_batch_size):
-                index = mb_index[mc_start : mc_start + alg.micro_batch_size]
-                out = _micro_step(model, batch.rows(index), index, old_logprobs, ref_logprobs, normalizer,
-                                  settings, one_pass)
-                stats.add(out)
+            groups = settings.micro_batches(mb_index.tolist(), batch)
+            for i, group in enumerate(groups):
+                set_gradient_sync(model, i == len(groups) - 1)
+                out = _micro_step(model, batch, group, old_logprobs, ref_logprobs, normalizer, settings, one_pass)
+                if group:
+                    stats.add(out)
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
             optimizer.step()
             stats.optimizer_steps += 1
-            stats.grad_norms.append(float(grad_norm))
+            stats.grad_norms.append(as_local_float(grad_norm))
     model.eval()
+    if settings.ranks.distributed:
+        stats.all_ranks(settings.ranks)
+        if one_pass:  # each rank filled in its own rows' logprobs
+            settings.ranks.sum_(old_logprobs)
     mismatch = truncated_is_weights(old_logprobs, batch.behaviour_logprobs, batch.score_mask, alg.tis_cap or 1.0)
     tokens = max(stats.tokens, 1.0)
     return {
@@ -163,14 +198,24 @@ def update_step(
     }
 
 
-def _micro_step(model, rows, index, old_logprobs, ref_logprobs, normalizer, settings: UpdateSettings, one_pass: bool):
-    """Forward, DAPO loss and backward for one micro-batch (gradients accumulate)."""
+def _micro_step(model, batch, group, old_logprobs, ref_logprobs, normalizer, settings: UpdateSettings,
+                one_pass: bool):
+    """Forward, DAPO loss and backward for one micro-batch (gradients accumulate).
+
+    An empty `group` is a padding pass: it runs row 0 with zero weight so this rank joins the
+    collectives of a step where other ranks still have rows.
+    """
     alg, dev = settings.algorithm, settings.device
+    index = torch.tensor(group or [0])
+    rows = batch.rows(index)
     width = rows.input_ids.shape[1]
     scores = _scores(model, rows, settings, with_entropy=True)
     if one_pass:
-        old_logprobs[index, :width] = scores.logprobs.detach().cpu()
-    old = old_logprobs[index, :width].to(dev)
+        old = scores.logprobs.detach()
+        if group:
+            old_logprobs[index, :width] = old.cpu()
+    else:
+        old = old_logprobs[index, :width].to(dev)
     mask = rows.score_mask.to(dev)
     is_weights = None
     if alg.tis_cap is not None:
@@ -192,5 +237,8 @@ def _micro_step(model, rows, index, old_logprobs, ref_logprobs, normalizer, sett
         entropy=scores.entropy,
         entropy_coef=alg.entropy_coef,
     )
-    out.loss.backward()
+    # FSDP averages gradients over ranks; the loss is already a share of the whole mini-batch's,
+    # so scaling by N makes the average the sum. A padding pass contributes nothing.
+    scale = settings.ranks.world_size if group else 0.0
+    (out.loss * scale if scale != 1 else out.loss).backward()
     return out

@@ -15,6 +15,11 @@ A sync that silently failed would make every later rollout off-policy, so a mism
 error, not a warning.
 
 Everything that talks to the engine is async; the trainer runs it on the event loop it owns.
+
+Sharded training (train/distributed): the trainer gathers the full state dict (a collective)
+and passes it as `context["state"]`; the trainer-side probe is a forward every rank joins,
+passed as `context["trainer_logprobs"]` (ids → logprobs) so rank 0 can tell the others
+which ids to score.
 """
 from __future__ import annotations
 
@@ -23,11 +28,11 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from agent_rl.algo.logprobs import token_scores
+from agent_rl.train.distributed.fsdp import score
 from agent_rl.engines.base import SamplingParams
 from agent_rl.engines.capabilities import (
     LoadsCheckpoint,
@@ -72,48 +77,59 @@ def trainer_probe_logprobs(model: Any, ids: list[int], temperature: float, devic
     model.eval()
     try:
         input_ids = torch.tensor([ids], device=device)
-        score = torch.zeros_like(input_ids)
-        score[0, PROBE_PROMPT_TOKENS:] = 1
-        out = token_scores(model, input_ids, torch.ones_like(input_ids), score, temperature=temperature)
+        mask = torch.zeros_like(input_ids)
+        mask[0, PROBE_PROMPT_TOKENS:] = 1
+        out = score(model, input_ids, torch.ones_like(input_ids), mask, temperature=temperature)
         return out.logprobs[0, PROBE_PROMPT_TOKENS:].tolist()
     finally:
         if was_training:
             model.train()
 
 
-def merged_named_tensors(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
-    """Plain HF parameter names and full weights (LoRA merged into a copy) for engines that load weights."""
+def merged_named_tensors(model: Any, state: Mapping[str, torch.Tensor] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """Plain HF parameter names and full weights (LoRA merged into a copy) for engines that
+    load weights; `state`, when given, is that full state dict already gathered."""
+    if state is not None:
+        yield from state.items()
+        return
     if hasattr(model, "peft_config"):
         model = copy.deepcopy(model).merge_and_unload()
     for name, tensor in model.state_dict().items():
         yield name, tensor.detach()
 
 
-def _export_hf(model: Any, tokenizer: Any, target: Path) -> Path:
+def _export_hf(model: Any, tokenizer: Any, target: Path, state: Mapping[str, torch.Tensor] | None = None) -> Path:
     """Write an HF checkpoint the server can load; replaced atomically so it never reads half a file."""
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    plain = copy.deepcopy(model).merge_and_unload() if hasattr(model, "peft_config") else model
-    plain.save_pretrained(str(tmp), safe_serialization=True)
+    if state is not None:
+        from agent_rl.train.checkpoint import save_hf_state
+
+        save_hf_state(model, dict(state), tmp)
+    else:
+        plain = copy.deepcopy(model).merge_and_unload() if hasattr(model, "peft_config") else model
+        plain.save_pretrained(str(tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target
 
 
-async def push_weights(engine: Any, model: Any, tokenizer: Any, version: int, export_dir: Path) -> str:
-    """Hand the weights to the engine by the first route it supports; returns the route's name."""
+async def push_weights(engine: Any, model: Any, tokenizer: Any, version: int, export_dir: Path,
+                       state: Mapping[str, torch.Tensor] | None = None) -> str:
+    """Hand the weights to the engine by the first route it supports; returns the route's name.
+    `state`: the full state dict, already gathered (sharded training)."""
     if has(engine, SharesModel) and engine.model is model:
         await engine.weights_changed(version)
         return "shared"
     if has(engine, LoadsStateDict):
-        await engine.load_weights(dict(merged_named_tensors(model)), version)
+        await engine.load_weights(dict(merged_named_tensors(model, state)), version)
         return "state_dict"
     if has(engine, ReceivesWeights):
-        await engine.update_weights(merged_named_tensors(model), version=version)
+        await engine.update_weights(merged_named_tensors(model, state), version=version)
         return "update_weights"
     if has(engine, LoadsCheckpoint):
-        path = _export_hf(model, tokenizer, Path(export_dir) / "current")
+        path = _export_hf(model, tokenizer, Path(export_dir) / "current", state)
         await engine.load_checkpoint(str(path.resolve()), version=version)
         return "checkpoint_reload"
     # The trainer checks this at start-up (capabilities.TRAINING); reaching here is a caller bug.
@@ -138,12 +154,18 @@ async def _engine_probe(engine: Any, tokenizer: Any, probe_tokens: int, temperat
 
 
 async def verify_sync(engine: Any, model: Any, tokenizer: Any, *, temperature: float, tolerance: float,
-                      probe_tokens: int, device: str) -> tuple[bool | None, float | None, str]:
-    """(agrees within tolerance, max |Δ logprob|, detail) for the engine against the trainer."""
+                      probe_tokens: int, device: str,
+                      trainer_logprobs: Callable[[list[int]], list[float]] | None = None,
+                      ) -> tuple[bool | None, float | None, str]:
+    """(agrees within tolerance, max |Δ logprob|, detail) for the engine against the trainer.
+    `trainer_logprobs(ids)` replaces the local trainer probe (sharded training)."""
     ids, engine_lp = await _engine_probe(engine, tokenizer, probe_tokens, temperature)
     if not engine_lp:
         return None, None, "the engine returned no probe tokens to compare"
-    trainer_lp = trainer_probe_logprobs(model, ids, temperature, device)
+    if trainer_logprobs is not None:
+        trainer_lp = trainer_logprobs(ids)
+    else:
+        trainer_lp = trainer_probe_logprobs(model, ids, temperature, device)
     if len(engine_lp) != len(trainer_lp):
         return False, None, f"engine scored {len(engine_lp)} probe tokens, trainer {len(trainer_lp)}"
     diff = max(abs(a - b) for a, b in zip(engine_lp, trainer_lp))
@@ -153,13 +175,14 @@ async def verify_sync(engine: Any, model: Any, tokenizer: Any, *, temperature: f
 async def sync_weights(engine: Any, model: Any, tokenizer: Any, version: int, context: dict[str, Any]) -> SyncReport:
     """Push the weights, then (with `context["verify"]`) check them; raise WeightSyncError on a mismatch."""
     started = time.monotonic()
-    method = await push_weights(engine, model, tokenizer, version, Path(context["export_dir"]))
+    method = await push_weights(engine, model, tokenizer, version, Path(context["export_dir"]), context.get("state"))
     verified, diff, detail = None, None, "verification off"
     if context.get("verify", True):
         verified, diff, detail = await verify_sync(
             engine, model, tokenizer,
             temperature=context["temperature"], tolerance=context["tolerance"],
             probe_tokens=context["probe_tokens"], device=context["device"],
+            trainer_logprobs=context.get("trainer_logprobs"),
         )
         if verified is False:
             raise WeightSyncError(
