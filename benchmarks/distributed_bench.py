@@ -1,4 +1,6 @@
-"""One DAPO update step as 1 process vs 2 FSDP2 ranks (torchrun, gloo) on the same batch.
+"""Scale-out on one machine: an update step on 1 process vs 2 FSDP2 ranks, rollouts on 1 vs 2 Docker hosts.
+
+Part 1, the update: one DAPO update step as 1 process vs 2 FSDP2 ranks (torchrun, gloo) on the same batch.
 
 Baseline: `1 process` — `update_step` on SmolLM2-135M (fp32) with all the machine's threads.
 Compared: `2 ranks`   — `torchrun --nproc-per-node 2`, each rank one thread and half of every
@@ -10,10 +12,15 @@ parameter tensors and the wall time of the step (model load and process start ex
 The point on a 2-core machine is equality (the loss and gradients must match); the time
 ratio shows what sharding costs where there is no second device to gain from.
 
-    python benchmarks/distributed_bench.py [--rows 8] [--tokens 256] [--json PATH]
+Part 2, the rollouts: the scripted expert (`agent-rl demos --style direct`, no model) plays
+--episodes floor tasks, --concurrency at a time, with `env.docker_hosts` set to the local
+engine alone (baseline) and to the local engine plus a second dockerd on this machine
+(sandboxes/local_dockerd.py; placement by free capacity, images copied on first use). Each
+is run once to warm (image copies) and once timed. Both engines share the same 2 cores, so
+this measures the multi-host layer's overhead and correctness (every episode resolves), not
+added capacity; on separate machines the second host brings its own CPUs.
 
-Rollout throughput over 1 vs 2 Docker hosts (issue 12) is not measured here yet: the
-multi-host sandbox layer does not exist.
+    python benchmarks/distributed_bench.py [--rows 8] [--tokens 256] [--episodes 8] [--json PATH]
 """
 from __future__ import annotations
 
@@ -74,6 +81,34 @@ def worker(out: str, rows: int, tokens: int) -> None:
     ranks.close()
 
 
+def rollouts_on_hosts(episodes: int, concurrency: int, out: Path) -> list[dict[str, Any]]:
+    """Wall time and resolved episodes of the scripted expert on 1 vs 2 Docker hosts."""
+    import asyncio
+
+    from agent_rl.demos.collect import collect_demos
+    from agent_rl.engines.models import load_tokenizer
+    from envs.tasks import load_tasks
+    from sandboxes.local_dockerd import ExtraDockerd
+
+    tasks = sorted(load_tasks("builtin:floor:train"), key=lambda t: t.instance_id)[:episodes]
+    tokenizer = load_tokenizer("smollm2-135m")
+    main = {"url": "unix:///var/run/docker.sock", "name": "main"}
+    extra = ExtraDockerd.for_main_engine()
+    extra.start()
+    rows = []
+    try:
+        for label, hosts in (("1 host", [main]), ("2 hosts", [main, {"url": extra.url, "name": "second"}])):
+            env = {"docker_hosts": hosts}
+            for phase in ("warm", "timed"):
+                report = asyncio.run(collect_demos(tasks, tokenizer, out / label.replace(" ", "-") / phase,
+                                                   concurrency=concurrency, env_config=env, style="direct"))
+            rows.append({"mode": label, "episodes": report.tasks, "resolved": report.resolved, "wall_s": report.wall_s,
+                         "episodes_per_min": round(60 * report.tasks / max(report.wall_s, 1e-9), 1)})
+    finally:
+        extra.shutdown()
+    return rows
+
+
 def launch(ranks: int, out: Path, rows: int, tokens: int) -> dict[str, Any]:
     import torch
 
@@ -92,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=8, help="trajectories in the batch (even)")
     parser.add_argument("--tokens", type=int, default=256, help="mean response tokens per row")
+    parser.add_argument("--episodes", type=int, default=8, help="rollout episodes per host setting (0: skip part 2)")
+    parser.add_argument("--concurrency", type=int, default=4, help="episodes at once")
     parser.add_argument("--worker", metavar="OUT", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="runs/distributed-bench")
     parser.add_argument("--json", dest="json_path", help="write the results here")
@@ -125,6 +162,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['mode']:<10} {row['seconds']:>8.2f} {row['loss']:>12.8f} {row['grad_norm']:>10.6f} {row['tokens']:>7}")
     print(f"|Δloss| {result['loss_abs_diff']:.2e}  grad-norm rel diff {result['grad_norm_rel_diff']:.2e}  "
           f"max |Δ param change| {max_delta_diff:.2e}  time 2 ranks / 1 process = {result['time_ratio_2_over_1']:.2f}x")
+    if args.episodes:
+        result["rollouts"] = rollouts_on_hosts(args.episodes, args.concurrency, out)
+        print(f"\n{'hosts':<8} {'episodes':>8} {'resolved':>8} {'wall s':>8} {'ep/min':>7}")
+        for row in result["rollouts"]:
+            print(f"{row['mode']:<8} {row['episodes']:>8} {row['resolved']:>8} {row['wall_s']:>8.1f} {row['episodes_per_min']:>7.1f}")
+        one_host, two_hosts = result["rollouts"]
+        result["rollout_time_ratio_2_over_1"] = round(two_hosts["wall_s"] / max(one_host["wall_s"], 1e-9), 3)
+        print(f"wall 2 hosts / 1 host = {result['rollout_time_ratio_2_over_1']:.2f}x")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(result, indent=2))
     return 0

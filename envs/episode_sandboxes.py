@@ -5,6 +5,11 @@ warm `SandboxPool`s (with `use_pool`): one of workspaces for the agent and one o
 containers for the grader, both started from the clean task image and never reused (closing
 a sandbox destroys it). Without `use_pool` every sandbox is started on demand, as before.
 
+Several Docker engines (`env.docker_hosts`): each sandbox is placed on the live engine with
+the most free capacity (sandboxes/hosts.py), its image copied there first if missing; pools
+are per engine. A placement that fails on an engine that no longer answers marks it dead and
+tries the next, so new episodes and grades go to the engines that remain.
+
 Ownership: the episode runner (`agent_rl.rollout.runner.EpisodeRunner`) makes one for a whole
 run, sizes its pools to the work ahead with `prepare`, and closes it at the end. A standalone
 `SWEEnv` makes its own and closes it in `env.close()`.
@@ -23,6 +28,7 @@ from sandboxes.executor import blocking_executor
 
 if TYPE_CHECKING:
     from sandboxes.docker import DockerSandboxConfig
+    from sandboxes.hosts import DockerHost, DockerHosts
     from sandboxes.pool import SandboxPool
 
 log = logging.getLogger(__name__)
@@ -107,6 +113,7 @@ class EpisodeSandboxes:
         max_concurrency: int = 32,
         fill_threads: int = 2,
         background_close: bool = False,
+        hosts: "DockerHosts | None" = None,
     ) -> None:
         from sandboxes.docker import DockerSandboxConfig
 
@@ -119,7 +126,10 @@ class EpisodeSandboxes:
         self.pool_size = pool_size
         self.max_concurrency = max_concurrency
         self.fill_threads = fill_threads
-        self._pools: dict[tuple[str, str, str], "SandboxPool"] = {}
+        self.hosts = hosts  # None: the local engine (default_client), as always
+        if hosts is not None:
+            hosts.reap_leaked()  # once per run, on every engine, not once per pool
+        self._pools: dict[tuple[str, str, str, str], "SandboxPool"] = {}
         self._lock = threading.Lock()
         self._unpooled_starts = 0
         self._removals = _Removals() if background_close else None
@@ -130,6 +140,10 @@ class EpisodeSandboxes:
         """From an `EnvConfig` (its sandbox keys, grading sandbox keys, use_pool and pool_size);
         `kwargs` override the rest."""
         params = {"use_pool": config.use_pool, "pool_size": config.pool_size, **kwargs}
+        if getattr(config, "docker_hosts", None) and "hosts" not in params:
+            from sandboxes.hosts import DockerHosts
+
+            params["hosts"] = DockerHosts(config.docker_hosts)
         return cls(config.sandbox, config.grading.sandbox, **params)
 
     # ------------------------------------------------------------------ the factories
@@ -147,33 +161,76 @@ class EpisodeSandboxes:
             from sandboxes.pool import PoolClosed
 
             raise PoolClosed("the episode sandboxes were closed")
-        if self.use_pool:
-            sandbox: Sandbox = self._pool(role, image, task, self.pool_size).acquire()
+        if self.hosts is not None:
+            sandbox: Sandbox = self._placed(role, image, task)
         else:
-            from sandboxes.docker import DockerSandbox
-
-            sandbox = DockerSandbox(image, self._config(role, task))
-            with self._lock:
-                self._unpooled_starts += 1
+            sandbox = self._start(role, image, task, None)
         if self._removals is None:
             return sandbox
         return _ClosesInBackground(sandbox, self._removals)  # type: ignore[return-value]
 
+    def _start(self, role: str, image: str, task: Task, host: "DockerHost | None") -> Sandbox:
+        if self.use_pool:
+            return self._pool(role, image, task, self.pool_size, host).acquire()
+        from sandboxes.docker import DockerSandbox
+
+        sandbox = DockerSandbox(image, self._config(role, task), client=host.client if host is not None else None)
+        with self._lock:
+            self._unpooled_starts += 1
+        return sandbox
+
+    def _placed(self, role: str, image: str, task: Task) -> Sandbox:
+        """A sandbox on the live host with the most room; a host that fails and no longer
+        answers is marked dead and the next one is tried."""
+        from sandboxes.hosts import NoLiveHost
+
+        assert self.hosts is not None
+        last_error: BaseException | None = None
+        for _ in range(len(self.hosts.hosts)):
+            host = self.hosts.place()
+            try:
+                self.hosts.ensure_image(host, image)
+                sandbox = self._start(role, image, task, host)
+            except Exception as exc:
+                self.hosts.release(host)
+                if host.ping():
+                    raise  # the engine is fine: the failure is this sandbox's own
+                self.hosts.mark_dead(host, f"{type(exc).__name__}: {exc}")
+                self._drop_pools(host)
+                last_error = exc
+                continue
+            sandbox.add_close_callback(lambda _sandbox, h=host: self.hosts.release(h))  # type: ignore[attr-defined, union-attr]
+            return sandbox
+        raise NoLiveHost(f"no Docker host could start a sandbox from {image!r}") from last_error
+
+    def _drop_pools(self, host: "DockerHost") -> None:
+        """Forget a dead host's pools (closing them frees what can still be freed)."""
+        with self._lock:
+            gone = [key for key in self._pools if key[3] == host.name]
+            pools = [self._pools.pop(key) for key in gone]
+        for pool in pools:
+            try:
+                pool.close()
+            except Exception as exc:  # its engine is gone; the reaper cleans up if it comes back
+                log.warning("closing a pool on dead host %s: %s", host.name, exc)
+
     def _config(self, role: str, task: Task) -> "DockerSandboxConfig":
         return self._configs[role].for_task_workdir(task.workdir)
 
-    def _pool(self, role: str, image: str, task: Task, size: int) -> "SandboxPool":
+    def _pool(self, role: str, image: str, task: Task, size: int, host: "DockerHost | None" = None) -> "SandboxPool":
         config = self._config(role, task)
-        key = (role, image, config.workdir)
+        key = (role, image, config.workdir, host.name if host is not None else "")
         with self._lock:
             pool = self._pools.get(key)
             if pool is None:
                 from sandboxes.pool import SandboxPool
 
                 # Reaping leaked containers is a once-per-process job; doing it per pool would
-                # list every container on the engine at each new image.
+                # list every container on the engine at each new image (DockerHosts reaps
+                # every engine once, at construction).
                 pool = SandboxPool(image, config, size=size, max_concurrency=self.max_concurrency,
-                                   fill_threads=self.fill_threads, reap_leaked=not self._pools)
+                                   fill_threads=self.fill_threads, reap_leaked=host is None and not self._pools,
+                                   client=host.client if host is not None else None)
                 self._pools[key] = pool
             return pool
 
@@ -190,15 +247,21 @@ class EpisodeSandboxes:
         """
         if not self.use_pool or self._closed:
             return
-        wanted: dict[tuple[str, str, str], int] = {}
+        wanted: dict[tuple[str, str, str, str], int] = {}
         budget = {role: self.max_concurrency for role in ROLES}  # warm containers in all, per role
+        # Several hosts: each image's episodes are split evenly over the live ones.
+        targets: list[Any] = [None] if self.hosts is None else self.hosts.alive()
         for image, task, episodes in demand:
-            for role in ROLES:
-                pool = self._pool(role, image, task, 0)
-                key = (role, image, pool.config.workdir)
-                grant = min(budget[role], episodes)
-                wanted[key] = wanted.get(key, 0) + grant
-                budget[role] -= grant
+            for i, host in enumerate(targets):
+                share = episodes // len(targets) + (1 if i < episodes % len(targets) else 0)
+                if host is not None and share:
+                    self.hosts.ensure_image(host, image)  # type: ignore[union-attr]
+                for role in ROLES:
+                    pool = self._pool(role, image, task, 0, host)
+                    key = (role, image, pool.config.workdir, host.name if host is not None else "")
+                    grant = min(budget[role], share)
+                    wanted[key] = wanted.get(key, 0) + grant
+                    budget[role] -= grant
         with self._lock:
             pools = dict(self._pools)
         for key, pool in pools.items():
@@ -234,6 +297,8 @@ class EpisodeSandboxes:
             pool.close()
         if self._removals is not None:
             self._removals.wait()
+        if self.hosts is not None:
+            self.hosts.close()
 
     def __enter__(self) -> "EpisodeSandboxes":
         return self

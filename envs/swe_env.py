@@ -44,6 +44,7 @@ from envs.tasks import Task, TaskError, TaskStore
 from envs.text_space import text_space, to_space_text
 from sandboxes.base import Sandbox, SandboxDied, cap_text
 from sandboxes.docker import DockerSandboxConfig
+from sandboxes.hosts import DockerHostConfig
 from sandboxes.executor import run_blocking
 from strictconfig import StrictModel
 
@@ -86,6 +87,8 @@ class EnvConfig(StrictModel):
     """The agent's container; its workdir follows the task unless set."""
     use_pool: bool = False
     """Pre-started containers per image (sandboxes.pool.SandboxPool)."""
+    docker_hosts: list[DockerHostConfig] = Field(default_factory=list)
+    """Docker engines to spread sandboxes over (unix://, tcp:// with TLS, ssh://); empty: the local engine."""
     pool_size: int = Field(2, ge=1)
     """Containers kept warm per image when use_pool is on."""
     instructions: str | None = None
