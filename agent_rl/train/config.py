@@ -18,6 +18,7 @@ from agent_rl.algo.loss import LossAggregation
 from agent_rl.engines.factory import EngineConfig
 from agent_rl.recipes import load_config, parse_override
 from agent_rl.rollout.agent import AgentConfig
+from agent_rl.rollout.ray_workers import ClusterConfig
 from agent_rl.rollout.runner import RolloutConfig
 from agent_rl.train.placement import PlacementConfig
 from envs.swe_env import EnvConfig
@@ -247,6 +248,7 @@ class TrainConfig(StrictModel):
     weight_sync: WeightSyncConfig = Field(default_factory=WeightSyncConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     placement: PlacementConfig = Field(default_factory=PlacementConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     seed: int = 0
     """Seeds Python, NumPy, torch, task order and episodes."""
     output_dir: str = "runs/train"

@@ -105,6 +105,7 @@ class Trainer:
         # The engine's async calls (weight sync, close) run here; never inside a running loop.
         self._loop = asyncio.new_event_loop()
         self._saved_fingerprint: float | None = None
+        self._engine_server: Any = None  # cluster.kind ray with an hf engine: the workers' endpoint
         self.runner: Any = None  # the EpisodeRunner: made at the first rollout, reused every step, closed in close()
         self.engine: Any = None  # rank 0 only
         self.ranks = Ranks.from_env(config.model.device, config.distributed.timeout_s)
@@ -296,6 +297,7 @@ class Trainer:
         metrics["step_time_s"] = time.monotonic() - started
         metrics["learning_rate"] = learning_rate
         metrics["task_ids"] = rollout["task_ids"]
+        metrics.update(rollout["cluster"])
         row = self.metrics.log(step, metrics)
         self._maybe_checkpoint(step)
         if self.on_step is not None:
@@ -334,7 +336,13 @@ class Trainer:
         rollout_s = time.monotonic() - rollout_started
         self._prefetch_next_rollout()
         write_jsonl(all_trajectories, str(self._rollout_dir() / f"step-{step:06d}.jsonl"))
+        cluster: dict[str, Any] = {}
+        if hasattr(self.runner, "take_stats"):  # Ray workers: where the episodes ran, what was replayed
+            stats = self.runner.take_stats()
+            cluster = {"rollout_nodes": len(stats.per_node), "rollout_retried": stats.retried,
+                       "rollout_lost_workers": len(stats.lost_workers)}
         return {
+            "cluster": cluster,
             "batch": build_train_batch(sampling.kept, self._shaping(), self.pad_id),
             "trajectories": all_trajectories, "sampling": sampling, "rollout_s": rollout_s, "task_ids": drawn_tasks,
             "sampling_reward": mean([t.reward for t in all_trajectories if t.error is None]),
@@ -342,11 +350,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ 2. rollout
     def _collect(self, task_ids: list[str], seed: int) -> list[Trajectory]:
-        from agent_rl.rollout.runner import EpisodeRunner
-
         if self.runner is None:
             # One runner for the whole run: its sandbox pools stay warm from one step to the next.
-            self.runner = EpisodeRunner(self.config.env, concurrency=self.config.rollout.concurrency)
+            self.runner = self._make_runner()
         self.model.eval()
         result = self.runner.collect(
             [self.tasks[t] for t in task_ids],
@@ -359,6 +365,27 @@ class Trainer:
             progress=False,
         )
         return list(self._run(result))
+
+    def _make_runner(self) -> Any:
+        """Episodes in this process, or (cluster.kind ray) on one worker per Ray node, which
+        generate through this process's engine over HTTP."""
+        cfg = self.config
+        if cfg.cluster.kind == "local":
+            from agent_rl.rollout.runner import EpisodeRunner
+
+            return EpisodeRunner(cfg.env, concurrency=cfg.rollout.concurrency)
+        from agent_rl.rollout.ray_workers import RayEpisodeRunner, start_engine_server
+
+        if cfg.engine.kind == "openai":
+            url, served = cfg.engine.base_url or "", cfg.engine.model
+        elif cfg.engine.kind == "hf":
+            served = cfg.model.name
+            self._engine_server, url = self._run(start_engine_server(
+                self.engine, model_name=served, base_spec=cfg.model.name, host=cfg.cluster.engine_host))
+        else:
+            raise ValueError("cluster.kind ray needs engine.kind hf (served by the trainer) or openai (a server "
+                             f"the workers can reach), not {cfg.engine.kind!r}")
+        return RayEpisodeRunner(cfg.cluster, cfg.env, engine_url=url, served_model=served, tokenizer_spec=cfg.model.name)
 
     def _prefetch_next_rollout(self) -> None:
         """Start the next step's containers now, so they are warm when its rollout begins."""
@@ -502,6 +529,8 @@ class Trainer:
             self.metrics.close()
             if self.runner is not None:
                 self.runner.close()
+            if self._engine_server is not None:
+                self._run(self._engine_server.cleanup())
             if self.engine is not None and has(self.engine, Closes):
                 self._run(self.engine.close())
         finally:

@@ -20,20 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from agent_rl.engines.models import load_tokenizer, tiny_random_model
+from agent_rl.engines.models import tiny_random_model
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    tokenizer = load_tokenizer("smollm2-135m")
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tiny_random_model({"vocab_size": len(tokenizer)}, model_type="llama", seed=0).save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
-    return path
 
 
 def _overrides(model: Path, out: Path) -> list[str]:
