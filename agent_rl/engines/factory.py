@@ -37,6 +37,10 @@ class EngineConfig(StrictModel):
     """openai text mode: alias/dir of the tokenizer for re-tokenization; None: `model`."""
     api_key: str | None = Field(None, exclude=True)
     """openai: bearer token, if the server wants one (never printed or saved with the resolved config)."""
+    server: Literal["agent-rl", "vllm"] = "agent-rl"
+    """openai: what serves it, which decides how weights are pushed: agent-rl (`agent-rl serve`,
+    POST /v1/load_checkpoint) or vllm (`vllm serve` with --weight-transfer-config
+    '{"backend": "disk"}': pause, start, update_weights from the checkpoint folder, finish, resume)."""
     timeout_s: float = Field(600.0, gt=0)
     """openai: seconds per request."""
     max_retries: int = Field(5, ge=0)
@@ -99,6 +103,7 @@ def make_engine(spec: Mapping[str, Any] | EngineConfig | None, *, model: Any = N
             api_key=config.api_key,
             timeout_s=config.timeout_s,
             max_retries=config.max_retries,
+            server=config.server,
         )
     from agent_rl.engines.vllm import VLLMEngine
 

@@ -114,7 +114,10 @@ class OpenAIEngine:
         max_retries: int = 5,
         backoff_s: float = 0.5,
         max_backoff_s: float = 10.0,
+        server: Literal["agent-rl", "vllm"] = "agent-rl",
     ) -> None:
+        if server not in ("agent-rl", "vllm"):
+            raise ValueError(f"server must be 'agent-rl' or 'vllm', got '{server}'")
         if mode not in ("tokens", "text"):
             raise ValueError(f"mode must be 'tokens' or 'text', got '{mode}'")
         if mode == "text" and tokenizer is None:
@@ -133,6 +136,8 @@ class OpenAIEngine:
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
         self.policy_version = 0  # as last reported by the server after load_checkpoint
+        self.server = server
+        self._transfer_ready = False  # vllm: init_weight_transfer_engine done
 
     @property
     def wants_messages(self) -> bool:
@@ -160,13 +165,34 @@ class OpenAIEngine:
         self._session = None
 
     async def load_checkpoint(self, path: str, version: int | None = None) -> int:
-        """Ask the server (`agent-rl serve`) to load a trainer checkpoint or LoRA adapter dir;
-        returns the server's new policy version."""
+        """Ask the server to load a trainer checkpoint (HF folder) or, for `agent-rl serve`, a
+        LoRA adapter dir; returns the new policy version."""
+        if self.server == "vllm":
+            return await self._vllm_disk_update(str(path), version)
         payload: dict[str, Any] = {"path": str(path)}
         if version is not None:
             payload["version"] = int(version)
         body = await self._post("/v1/load_checkpoint", payload)
         self.policy_version = int(body["policy_version"])
+        return self.policy_version
+
+    async def _vllm_disk_update(self, path: str, version: int | None) -> int:
+        """vLLM's native weight transfer with its shared-disk backend (`vllm serve ...
+        --weight-transfer-config '{"backend": "disk"}'`, dev endpoints on): pause generation
+        (in-flight requests finish first), start an update session, load the checkpoint
+        folder, finish (layerwise post-processing), resume. The folder must be visible to the
+        server at the same absolute path."""
+        if not self._transfer_ready:
+            await self._post("/init_weight_transfer_engine", {"init_info": {}})
+            self._transfer_ready = True
+        await self._post("/pause?mode=wait", {})
+        try:
+            await self._post("/start_weight_update", {"is_checkpoint_format": True})
+            await self._post("/update_weights", {"update_info": {"path": path}})
+            await self._post("/finish_weight_update", {})
+        finally:
+            await self._post("/resume", {})
+        self.policy_version = self.policy_version + 1 if version is None else int(version)
         return self.policy_version
 
     async def health(self) -> bool:

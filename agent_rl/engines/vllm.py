@@ -1,6 +1,12 @@
 """VLLMEngine: in-process vLLM (AsyncLLM), token in / token out, with weight updates.
 
-Written against the pinned range `vllm>=0.8.5,<0.12` (the V1 engine):
+Written against `vllm>=0.10.2,<0.34` (the V1 engine), checked against vLLM's source and
+documentation, never run here (no GPU on the development machines; the GPU tests skip):
+- weights: where the engine has vLLM's native weight transfer (`weight_transfer_config`,
+  `init_weight_transfer_engine` / `update_weights` on the engine client), the trainer's GPU
+  tensors go over its CUDA-IPC backend (colocated: same GPU, no copy through the host), inside
+  pause_generation / resume_generation and, where the version has them, start/finish_weight_update;
+  older versions take the worker-extension path below;
 - prompts go in as `TokensPrompt(prompt_token_ids=...)`; `SamplingParams(logprobs=0)` returns
   the sampled token's logprob for every output token;
 - vLLM >= 0.10.2 can report logprobs after temperature/top-p processing
@@ -53,6 +59,19 @@ def _async_llm_class(vllm: Any) -> Any:
         return vllm.AsyncLLMEngine
 
 
+def ipc_update_info(named_tensors: list[tuple[str, Any]], gpu_uuid: str) -> dict[str, Any]:
+    """The IPC backend's update_info for CUDA tensors: names, dtype names, shapes and one
+    {gpu uuid: handle} per tensor. The tensors must stay referenced until the update returns."""
+    from torch.multiprocessing.reductions import reduce_tensor
+
+    return {
+        "names": [name for name, _ in named_tensors],
+        "dtype_names": [str(t.dtype).split(".")[-1] for _, t in named_tensors],
+        "shapes": [list(t.shape) for _, t in named_tensors],
+        "ipc_handles": [{gpu_uuid: reduce_tensor(t)} for _, t in named_tensors],
+    }
+
+
 class VLLMEngine:
     """In-process vLLM. Capabilities: generate, receive weights (`update_weights`), close."""
 
@@ -87,6 +106,12 @@ class VLLMEngine:
             generation_config="vllm",
         )
         known = {f.name for f in dataclasses.fields(vllm.AsyncEngineArgs)}
+        self.native_transfer = "weight_transfer_config" in known
+        if self.native_transfer:
+            from vllm.config import WeightTransferConfig
+
+            args["weight_transfer_config"] = WeightTransferConfig(backend="ipc")
+        self._transfer_ready = False
         self.logprobs_mode = "raw_logprobs"
         if "logprobs_mode" in known:
             args["logprobs_mode"] = self.logprobs_mode = "processed_logprobs"
@@ -153,19 +178,53 @@ class VLLMEngine:
         self, named_tensors: Iterable[tuple[str, Any]], version: int | None = None
     ) -> int:
         """Load new weights (HF parameter names) into every worker; returns the new version."""
-        # Worker processes receive the tensors by serialization, so send CPU copies.
-        weights = [(name, tensor.detach().to("cpu")) for name, tensor in named_tensors]
-        await self.engine.collective_rpc("update_weights_from_tensors", args=(weights,))
+        if self.native_transfer:
+            await self._native_update(named_tensors)
+        else:
+            # Worker processes receive the tensors by serialization, so send CPU copies.
+            weights = [(name, tensor.detach().to("cpu")) for name, tensor in named_tensors]
+            await self.engine.collective_rpc("update_weights_from_tensors", args=(weights,))
         await self.engine.reset_prefix_cache()
         self.policy_version = self.policy_version + 1 if version is None else int(version)
         return self.policy_version
 
+    async def _native_update(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
+        import torch
+        from vllm.distributed.weight_transfer.base import WeightTransferInitRequest, WeightTransferUpdateRequest
+
+        if not self._transfer_ready:
+            await self.engine.init_weight_transfer_engine(WeightTransferInitRequest(init_info={}))
+            self._transfer_ready = True
+        device = torch.cuda.current_device()
+        tensors = [(name, t.detach().to(device).contiguous()) for name, t in named_tensors]
+        gpu_uuid = str(torch.cuda.get_device_properties(device).uuid)
+        update = WeightTransferUpdateRequest(update_info=ipc_update_info(tensors, gpu_uuid))
+        pause = getattr(self.engine, "pause_generation", None)
+        if pause is not None:
+            await pause(mode="wait")  # in-flight requests finish under the old weights
+        try:
+            start = getattr(self.engine, "start_weight_update", None)
+            if start is not None:
+                await start()
+            await self.engine.update_weights(update)
+            finish = getattr(self.engine, "finish_weight_update", None)
+            if finish is not None:
+                await finish()
+        finally:
+            resume = getattr(self.engine, "resume_generation", None)
+            if resume is not None:
+                await resume()
+        del tensors  # the handles are consumed: the trainer's copies may go
+
     async def sleep(self, level: int = 1) -> None:
-        """Free GPU memory for training (needs enable_sleep_mode=True)."""
+        """Free GPU memory for training (needs enable_sleep_mode=True): level 1 keeps the
+        weights in host memory, level 2 drops them (the next update brings new ones)."""
         await self.engine.sleep(level)
 
-    async def wake_up(self) -> None:
-        await self.engine.wake_up()
+    async def wake_up(self, tags: list[str] | None = None) -> None:
+        """Take GPU memory back; `tags=["weights"]` first, to receive an update without the KV
+        cache allocated, then `["kv_cache"]`."""
+        await self.engine.wake_up(tags)
 
     async def close(self) -> None:
         shutdown = getattr(self.engine, "shutdown", None)
