@@ -1,8 +1,10 @@
 """An extra Docker engine on this machine: a second sandbox host without a second machine.
 
 `ExtraDockerd()` prepares a `dockerd` with its own socket, data root, exec root and
-containerd under one short directory in /tmp, the main engine's storage driver, and no
-bridge network (sandboxes run with `--network none`). It starts with no images; the sandbox
+containerd under one short directory in /tmp, the main engine's storage driver, inside a
+network namespace of its own (`unshare --net`). The namespace matters: a second daemon in the
+host's namespace manages the same `docker0` (with `--bridge=none` it even deletes it, taking
+the main engine's default network with it). Sandboxes run with `--network none` anyway. It starts with no images; the sandbox
 layer copies task images to it (sandboxes/hosts.py). Used by the multi-host tests and
 `benchmarks/distributed_bench.py`; needs root and the `dockerd` binary.
 
@@ -32,7 +34,7 @@ class ExtraDockerd:
         self.config.write_text(json.dumps({
             "data-root": str(self.root / "data"), "exec-root": str(self.root / "exec"),
             "pidfile": str(self.root / "docker.pid"), "hosts": [self.url], "storage-driver": storage_driver,
-            "bridge": "none", "iptables": False, "ip-masq": False,
+            "iptables": False, "ip-masq": False,
         }))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -41,8 +43,8 @@ class ExtraDockerd:
         """One with the storage driver the local engine uses (what works on this kernel)."""
         import docker
 
-        if shutil.which("dockerd") is None or os.geteuid() != 0:
-            raise RuntimeError("an extra Docker engine needs the dockerd binary and root")
+        if shutil.which("dockerd") is None or shutil.which("unshare") is None or os.geteuid() != 0:
+            raise RuntimeError("an extra Docker engine needs the dockerd and unshare binaries and root")
         client = docker.from_env()
         try:
             return cls(client.info()["Driver"])
@@ -58,8 +60,8 @@ class ExtraDockerd:
 
         log = open(self.root / "dockerd.log", "ab")
         # Its own session, so that kill() takes its containerd along (a host going away).
-        self.proc = subprocess.Popen(["dockerd", "--config-file", str(self.config)], stdout=log, stderr=log,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(["unshare", "--net", "dockerd", "--config-file", str(self.config)],
+                                     stdout=log, stderr=log, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
         while True:

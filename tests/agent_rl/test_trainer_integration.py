@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,7 +63,10 @@ def straight_run(tmp_path_factory):
     history = trainer.train()
     after = dict(trainer.model.named_parameters())
     changed = sum(not torch.equal(before[n], after[n].detach()) for n in before)
-    return {"dir": out, "history": history, "changed": changed, "total": len(before)}
+    yield {"dir": out, "history": history, "changed": changed, "total": len(before)}
+    # Its checkpoints hold SmolLM2 with Adam state (GBs): free the disk when the module is done,
+    # not at the end of the session.
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def test_two_steps_train_log_and_checkpoint(straight_run):

@@ -1,8 +1,8 @@
 """Episodes over two real Docker engines: spread, graded correctly, and a vanished engine.
 
 The second engine is a real `dockerd` started by the fixture with its own socket, data root,
-exec root and containerd, no bridge network (sandboxes run with none anyway) and the main
-engine's storage driver. It starts with no images: the task image is copied to it from the
+exec root and containerd, in its own network namespace (so it never touches the main
+engine's docker0) and with the main engine's storage driver. It starts with no images: the task image is copied to it from the
 first engine when a sandbox is placed there. Killing that daemon mid-episode is the host
 vanishing: the episode on it ends as `sandbox_died`, is graded on the other engine, and the
 next episode is placed on the engine that remains.
@@ -30,8 +30,8 @@ SUBMIT = "Done.\n```submit\n```"
 def second_engine(docker_engine):
     from sandboxes.local_dockerd import ExtraDockerd
 
-    if shutil.which("dockerd") is None or os.geteuid() != 0:
-        why = "a second Docker engine needs the dockerd binary and root"
+    if shutil.which("dockerd") is None or shutil.which("unshare") is None or os.geteuid() != 0:
+        why = "a second Docker engine needs the dockerd and unshare binaries and root"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"CI=true: {why}; the multi-host tests must run")
         pytest.skip(why)
@@ -92,3 +92,15 @@ def test_a_vanished_engine_ends_its_episode_graded_and_new_ones_go_elsewhere(tas
         env.step(FIX)
         obs, reward, terminated, truncated, info = env.step(SUBMIT)
         assert reward == 1.0 and info["grade"]["resolved"]
+
+
+def test_the_main_engines_default_network_survives_the_second_engine(second_engine):
+    """A second daemon must not touch the host's networking: the main engine's default bridge
+    network still starts containers after the other tests started, killed and restarted it."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        client.containers.run("agent-rl/base:latest", ["true"], remove=True)
+    finally:
+        client.close()

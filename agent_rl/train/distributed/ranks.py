@@ -12,6 +12,7 @@ metadata. Every rank holds a shard of the policy and joins each forward/backward
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,20 @@ class Ranks:
             dist.barrier()
 
     def close(self) -> None:
-        if self.distributed and dist.is_initialized():
-            dist.destroy_process_group()
+        """Leave the group. Ranks meet at a bounded barrier first: a rank that tears its group
+        down while a peer's last collective is still in flight can abort the process
+        ("terminate called without an active exception" from gloo's threads). A peer that is
+        already gone only costs the barrier's timeout."""
+        if not (self.distributed and dist.is_initialized()):
+            return
+        try:
+            if self.backend == "gloo":
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=120))
+            else:
+                dist.barrier()
+        except Exception as exc:  # a dead peer: nothing left to wait for
+            log.warning("rank %d: leaving the process group without the others: %s", self.rank, exc)
+        dist.destroy_process_group()
 
 
 def describe(ranks: Ranks) -> dict[str, Any]:
