@@ -5,13 +5,15 @@ plans are unit-testable and identical on every rank that computes them.
 
 - `split_for_ranks`: rank r of W takes rows r, r+W, r+2W, ... of the (shuffled) mini-batch.
 - `plan_micro_batches`: groups of at most `max_rows` rows and, when `max_tokens` is set, at
-  most `max_tokens` padded tokens (rows × longest row): long trajectories go in small
-  groups, short ones in large groups, instead of padding every micro-batch to the longest
-  row of the run. Rows are sorted by length first so neighbours pad little.
+  most `max_tokens` padded tokens (rows × longest row, the same buckets SFT uses): long
+  trajectories go in small groups, short ones in large groups, instead of padding every
+  micro-batch to the longest row of the run.
 """
 from __future__ import annotations
 
 from typing import Sequence
+
+from agent_rl.algo.sft_batch import length_buckets
 
 
 def split_for_ranks(rows: Sequence[int], rank: int, world_size: int) -> list[int]:
@@ -27,26 +29,18 @@ def plan_micro_batches(rows: Sequence[int], lengths: Sequence[int], max_rows: in
     """Cut `rows` (indices into `lengths`) into micro-batches.
 
     Each group has at most `max_rows` rows; with `max_tokens`, also at most `max_tokens`
-    padded tokens (len(group) × its longest row). A single row longer than `max_tokens` gets
-    a group of its own (it cannot be split without changing the loss). Without `max_tokens`
-    the rows keep their order, which is the order the single-process update always used.
+    padded tokens (len(group) × its longest row): SFT's `length_buckets`, each bucket then cut
+    to `max_rows`. A single row longer than `max_tokens` gets a group of its own (it cannot be
+    split without changing the loss). Without `max_tokens` the rows keep their order, which is
+    the order the single-process update always used.
     """
     if max_rows < 1:
         raise ValueError("max_rows must be >= 1")
     if max_tokens is None:
         return [list(rows[i : i + max_rows]) for i in range(0, len(rows), max_rows)]
-    if max_tokens < 1:
-        raise ValueError("max_tokens must be >= 1")
+    rows = list(rows)
     groups: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for row in sorted(rows, key=lambda r: (lengths[r], r)):
-        width = max(longest, lengths[row])
-        if current and (len(current) + 1 > max_rows or (len(current) + 1) * width > max_tokens):
-            groups.append(current)
-            current, width = [], lengths[row]
-        current.append(row)
-        longest = width
-    if current:
-        groups.append(current)
+    for bucket in length_buckets([lengths[r] for r in rows], max_tokens):
+        picked = [rows[i] for i in bucket]
+        groups += [picked[i : i + max_rows] for i in range(0, len(picked), max_rows)]
     return groups

@@ -165,11 +165,12 @@ class RayEpisodeRunner:
         from ray.exceptions import RayActorError
 
         from agent_rl.rollout.agent import AgentConfig
+        from agent_rl.rollout.runner import episode_seed
         from agent_rl.rollout.trajectory import Trajectory
 
         agent = AgentConfig.from_config(agent_config)
         base_seed = seed if seed is not None else agent.sampling.seed
-        plans = [_Plan(task, i * group_size + g, g, None if base_seed is None else base_seed + i * group_size + g)
+        plans = [_Plan(task, i * group_size + g, g, episode_seed(base_seed, i * group_size + g))
                  for i, task in enumerate(tasks) for g in range(group_size)]
         results: list[Any] = [None] * len(plans)
         freed = asyncio.Event()

@@ -87,8 +87,9 @@ async def _close_env(env: Any) -> None:
         log.warning("closing environment failed: %s: %s", type(exc).__name__, exc)
 
 
-def _episode_seed(base: int | None, job: _Job) -> int | None:
-    return None if base is None else base + job.index
+def episode_seed(base: int | None, index: int) -> int | None:
+    """The seed of a batch's `index`-th episode (task-major, then group): the same wherever it runs."""
+    return None if base is None else base + index
 
 
 class EpisodeRunner:
@@ -200,7 +201,7 @@ class EpisodeRunner:
             async def one(job: _Job) -> None:
                 async with gate:
                     traj = await self.episode(job.task, engine, tokenizer, agent_cfg,
-                                              seed=_episode_seed(base_seed, job), policy_version=policy_version,
+                                              seed=episode_seed(base_seed, job.index), policy_version=policy_version,
                                               group_index=job.group_index)
                 results[job.index] = traj
                 tally.add(traj)

@@ -104,7 +104,6 @@ class Trainer:
         self._closed = False
         # The engine's async calls (weight sync, close) run here; never inside a running loop.
         self._loop = asyncio.new_event_loop()
-        self._saved_fingerprint: float | None = None
         self._engine_server: Any = None  # cluster.kind ray with an hf engine: the workers' endpoint
         self.runner: Any = None  # the EpisodeRunner: made at the first rollout, reused every step, closed in close()
         self.engine: Any = None  # rank 0 only
@@ -482,21 +481,23 @@ class Trainer:
         keep_optimizer = cfg.checkpoint.save_optimizer
         reset_reference = self.reference is not None and not self.reference_is_initial
         if self.ranks.distributed:
-            self._saved_fingerprint = self._optimizer_fingerprint() if keep_optimizer else None
+            fingerprint = self._optimizer_fingerprint() if keep_optimizer else None
             state = full_state_dict(self.model)
             reference = full_state_dict(self.reference) if reset_reference else None
             tmp = self.ranks.broadcast(self.checkpoints.begin(self.step) if self.ranks.is_main else None)
             save_sharded(tmp, self.model, self.optimizer if keep_optimizer else None)
             self.ranks.barrier()
-            path = self._finish_checkpoint(tmp, keep_optimizer, state, reference) if self.ranks.is_main else None
+            path = (self._finish_checkpoint(tmp, keep_optimizer, state, reference, fingerprint)
+                    if self.ranks.is_main else None)
             self.ranks.barrier()
             return path
         reference = self.reference.state_dict() if reset_reference else None
-        return self._finish_checkpoint(self.checkpoints.begin(self.step), keep_optimizer, None, reference)
+        return self._finish_checkpoint(self.checkpoints.begin(self.step), keep_optimizer, None, reference, None)
 
     def _finish_checkpoint(self, tmp: Path, keep_optimizer: bool, state: dict[str, Any] | None,
-                           reference: dict[str, Any] | None) -> Path:
-        """Rank 0's part of a checkpoint; `state`: the gathered model when sharded."""
+                           reference: dict[str, Any] | None, fingerprint: float | None) -> Path:
+        """Rank 0's part of a checkpoint; `state`: the gathered model when sharded, `fingerprint`:
+        its optimizer's (sharded runs only)."""
         cfg = self.config
         sharded = state is not None
         contents = CheckpointContents(
@@ -510,7 +511,7 @@ class Trainer:
                 "optimizer_sharded": sharded and keep_optimizer,
                 # The resumed run logs its restored fingerprint beside this one (sharded: the
                 # only cheap proof that every rank's shards came back).
-                "optimizer_fingerprint": self._saved_fingerprint if sharded else None,
+                "optimizer_fingerprint": fingerprint,
             },
             optimizer=self.optimizer if keep_optimizer and not sharded else None,
             scheduler=self.scheduler if keep_optimizer else None,

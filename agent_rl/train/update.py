@@ -61,9 +61,9 @@ class UpdateSettings:
     def micro_batches(self, rows: list[int], batch: TrainBatch) -> list[list[int]]:
         """This rank's micro-batches of `rows`, padded with [] up to the most any rank has."""
         mine = split_for_ranks(rows, self.ranks.rank, self.ranks.world_size)
-        lengths = batch.attention_mask.sum(dim=1).tolist()
-        groups = plan_micro_batches(mine, lengths, self.algorithm.micro_batch_size,
-                                    getattr(self.algorithm, "micro_batch_tokens", None))
+        budget = self.algorithm.micro_batch_tokens
+        lengths = batch.attention_mask.sum(dim=1).tolist() if budget is not None else []
+        groups = plan_micro_batches(mine, lengths, self.algorithm.micro_batch_size, budget)
         return groups + [[]] * (self.ranks.max_int(len(groups)) - len(groups))
 
 

@@ -57,10 +57,6 @@ class Ranks:
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
         return cls(rank=rank, world_size=world, local_rank=local_rank, backend=backend)
 
-    def device_for(self, device: str) -> str:
-        """The device this rank trains on: its own GPU under torchrun, else `device`."""
-        return f"cuda:{self.local_rank}" if self.distributed and str(device).startswith("cuda") else device
-
     # ------------------------------------------------------------------ collectives
     def broadcast(self, obj: T | None) -> T:
         """Rank 0's `obj` on every rank (pickled; for batches and decisions, not weights)."""
@@ -110,7 +106,3 @@ class Ranks:
             log.warning("rank %d: leaving the process group without the others: %s", self.rank, exc)
         dist.destroy_process_group()
 
-
-def describe(ranks: Ranks) -> dict[str, Any]:
-    """What goes in the run's config/metrics about the rank layout."""
-    return {"rank": ranks.rank, "world_size": ranks.world_size, "backend": ranks.backend}
