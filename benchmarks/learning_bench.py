@@ -68,7 +68,7 @@ def pipeline_overrides(args: argparse.Namespace, out: Path) -> list[str]:
     train = [t.instance_id for t in pick_tasks(args.tier, "train", args.tasks_limit)]
     heldout = pick_tasks(args.tier, "heldout", args.heldout_limit)
     (out / "heldout-ids.json").write_text(json.dumps([t.instance_id for t in heldout]))
-    tasks_per_step = min(4, len(train))
+    tasks_per_step = min(args.tasks_per_step or len(train), len(train))
     batch = tasks_per_step * args.group_size
     return [
         f"output_dir={out / 'pipeline'}",
@@ -121,7 +121,7 @@ def print_table(result: dict[str, Any]) -> None:
     curve = result["rl_reward_curve"]
     print("RL reward per step:", " ".join(f"{r:.2f}" for r in curve["rewards"]))
     if "diff" in curve:
-        print(f"last 3 - first 3: {curve['diff']:+.3f} (95% bootstrap {curve['ci_low']:+.3f} .. {curve['ci_high']:+.3f});"
+        print(f"last 3 - first 3: {curve['diff']:+.3f} (95% bootstrap over {curve.get('unit', 'step')}s {curve['ci_low']:+.3f} .. {curve['ci_high']:+.3f});"
               f" rises: {curve['rises']}")
     print(f"demos: {result['demos']}  wall: {result['wall_s']:.0f}s")
 
@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rl-steps", type=int, default=8)
     parser.add_argument("--rl-lr", type=float, default=1e-5)
     parser.add_argument("--group-size", type=int, default=2)
+    parser.add_argument("--tasks-per-step", type=int, default=0,
+                        help="RL groups per step (0: every train task, so the curve tracks the policy, not the task mix)")
     parser.add_argument("--out", default="runs/learning-bench")
     parser.add_argument("--json", dest="json_path", help="write the results here")
     args = parser.parse_args(argv)

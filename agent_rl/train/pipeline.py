@@ -270,9 +270,12 @@ class Pipeline:
 
     # ------------------------------------------------------------------ summary
     def _summary(self) -> dict[str, Any]:
-        from agent_rl.eval.reward_curve import reward_curve, step_rewards
+        from agent_rl.eval.reward_curve import episode_rewards, reward_curve, step_rewards
 
-        curve = reward_curve(step_rewards(self.config.stage_dir("rl") / "metrics.jsonl"))
+        rl_dir = self.config.stage_dir("rl")
+        rewards = step_rewards(rl_dir / "metrics.jsonl")
+        episodes = episode_rewards(rl_dir / "rollouts")
+        curve = reward_curve(rewards, episodes=episodes if len(episodes) == len(rewards) else None)
         table = {stage: {split: dict(zip(("solved", "samples"), solve_counts(r)), pass_at_k=r["pass_at_k"])
                          for split, r in splits.items()}
                  for stage, splits in self.evals.items()}
@@ -288,7 +291,7 @@ def before_after_lines(summary: dict[str, Any]) -> list[str]:
     if "diff" in curve:
         lines.append(f"RL reward, last {curve['window']} steps vs first {curve['window']}: "
                      f"{curve['first_mean']:.2f} → {curve['last_mean']:.2f} ({curve['diff']:+.2f}, "
-                     f"95% bootstrap {curve['ci_low']:+.2f} .. {curve['ci_high']:+.2f})")
+                     f"95% bootstrap over {curve.get('unit', 'step')}s {curve['ci_low']:+.2f} .. {curve['ci_high']:+.2f})")
     for split in summary["stages"]["base"]:
         cells = []
         for stage, label in zip(STAGES, ("base", "SFT", "SFT+RL")):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent_rl.cli import main
-from agent_rl.eval.reward_curve import bootstrap_diff, reward_curve, step_rewards
+from agent_rl.eval.reward_curve import bootstrap_diff, episode_rewards, reward_curve, step_rewards
 from agent_rl.recipes import load_config
 from agent_rl.train.pipeline import PipelineConfig, before_after_lines, finished_checkpoint, write_train_tasks
 from strictconfig import ConfigError
@@ -65,6 +65,26 @@ def test_reward_curve_rises_only_when_the_interval_clears_zero(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text('{"step": 1, "reward_mean": 0.5}\n{"step": 1, "event": "resumed"}\n{"step": 2, "reward_mean": 1}\n')
     assert step_rewards(metrics) == [0.5, 1.0]
+
+
+def test_reward_curve_resamples_episodes_when_the_rollouts_are_at_hand(tmp_path):
+    # Per-step means 0.25 0.25 0.25 | 0.5 0.5 0.5 with 8 episodes a step: resampling the 3
+    # means a side sees no spread at all, resampling the 24 episodes a side sees the real one.
+    rollouts = tmp_path / "rollouts"
+    rollouts.mkdir()
+    episodes = [[1.0, 1.0] + [0.0] * 6] * 3 + [[1.0] * 4 + [0.0] * 4] * 3
+    for step, rewards in enumerate(episodes, 1):
+        rows = [{"reward": r, "error": None} for r in rewards] + [{"reward": 0.0, "error": "sandbox_died"}]
+        (rollouts / f"step-{step:06d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert episode_rewards(rollouts) == episodes  # the failed episode is not a reward sample
+    by_step = reward_curve([0.25] * 3 + [0.5] * 3)
+    by_episode = reward_curve([0.25] * 3 + [0.5] * 3, episodes=episode_rewards(rollouts))
+    assert by_step["unit"] == "step" and by_step["ci_low"] == by_step["ci_high"] == 0.25
+    assert by_episode["unit"] == "episode" and by_episode["first_episodes"] == by_episode["last_episodes"] == 24
+    assert by_episode["diff"] == pytest.approx(0.25)
+    assert by_episode["ci_low"] < 0.1 < 0.4 < by_episode["ci_high"]
+    with pytest.raises(ValueError, match="5 steps of episode rewards for 6"):
+        reward_curve([0.25] * 6, episodes=episodes[:5])
 
 
 def test_before_after_lines_show_every_stage_and_split():
