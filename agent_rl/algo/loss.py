@@ -11,7 +11,7 @@ the mini-batch loss, so gradient accumulation does not change the update.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -249,6 +249,37 @@ def dapo_loss(
         entropy_sum=entropy_sum,
         num_tokens=float(maskf.sum().item()),
     )
+
+
+def decoupled_ppo_loss(
+    logprobs: torch.Tensor,
+    prox_logprobs: torch.Tensor,
+    behaviour_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    normalizer: LossNormalizer,
+    *,
+    is_cap: float | None = 2.0,
+    **dapo: Any,
+) -> DapoLossOutput:
+    """AReaL's decoupled PPO objective, with the rest of `dapo_loss` (clip-higher, dual clip,
+    KL, entropy, aggregation) unchanged:
+
+        −min(π_prox/π_behav, C) · min(r·Â, clip(r, 1−ε_low, 1+ε_high)·Â),   r = π_θ / π_prox
+
+    π_behav is whatever sampled each token (an engine some versions behind, in asynchronous
+    training; several versions within one episode), π_prox the trainer's policy before this
+    update. The trust region is taken around π_prox, so however stale the data, one update
+    cannot move the policy further than the clip allows; staleness enters only through the
+    importance weight, truncated at C (`is_cap`; None: no correction, weight 1).
+
+    With π_prox = π_behav the weight is 1 and this is `dapo_loss` exactly. The trainer's update
+    always computes this: π_prox is its own logprobs before the update, π_behav the engine's.
+    """
+    weights = None
+    if is_cap is not None:
+        weights = truncated_is_weights(prox_logprobs, behaviour_logprobs, mask, is_cap).weights
+    return dapo_loss(logprobs, prox_logprobs, advantages, mask, normalizer, is_weights=weights, **dapo)
 
 
 def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor, num_tokens: int) -> torch.Tensor:

@@ -8,8 +8,9 @@
   3. ppo_epochs × shuffled mini-batches; each mini-batch is one optimizer step, accumulated
      over micro-batches and normalized by the whole mini-batch, so the micro-batch split
      cannot change the gradient
-  4. DAPO loss per micro-batch (agent_rl.algo.loss), truncated IS against the engine's
-     behaviour logprobs, gradient clipping, optimizer step
+  4. the loss per micro-batch: DAPO in its decoupled form (agent_rl.algo.loss.decoupled_ppo_loss:
+     clipped around the old/proximal logprobs, truncated IS to the engine's behaviour logprobs),
+     gradient clipping, optimizer step
 
 It touches only what it is given: no engine, no rollouts, no I/O. The formulas live in
 agent_rl.algo; this module orders them.
@@ -30,7 +31,7 @@ import torch
 
 from agent_rl.algo.batch import TrainBatch
 from agent_rl.algo.logprobs import TokenScores
-from agent_rl.algo.loss import LossNormalizer, dapo_loss, truncated_is_weights
+from agent_rl.algo.loss import LossNormalizer, decoupled_ppo_loss, truncated_is_weights
 from agent_rl.algo.microbatch import plan_micro_batches, split_for_ranks
 from agent_rl.train.distributed.fsdp import as_local_float, score, set_gradient_sync
 from agent_rl.train.distributed.ranks import Ranks
@@ -217,21 +218,20 @@ def _micro_step(model, batch, group, old_logprobs, ref_logprobs, normalizer, set
     else:
         old = old_logprobs[index, :width].to(dev)
     mask = rows.score_mask.to(dev)
-    is_weights = None
-    if alg.tis_cap is not None:
-        # Truncated IS between the engine's behaviour logprobs and the trainer's old logprobs.
-        is_weights = truncated_is_weights(old, rows.behaviour_logprobs.to(dev), mask, alg.tis_cap).weights
-    out = dapo_loss(
+    # The old logprobs are the proximal policy; the engine's behaviour logprobs (per token: an
+    # asynchronous episode may span weight versions) enter through the truncated IS weight.
+    out = decoupled_ppo_loss(
         scores.logprobs,
         old,
+        rows.behaviour_logprobs.to(dev),
         rows.advantages.to(dev),
         mask,
         normalizer,
+        is_cap=alg.tis_cap,
         aggregation=alg.loss_aggregation,
         eps_low=alg.eps_low,
         eps_high=alg.eps_high,
         dual_clip_c=alg.dual_clip_c,
-        is_weights=is_weights,
         ref_logprobs=ref_logprobs[index, :width].to(dev) if ref_logprobs is not None else None,
         kl_beta=alg.kl_beta,
         entropy=scores.entropy,

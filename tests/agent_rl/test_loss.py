@@ -10,6 +10,7 @@ from agent_rl.algo.loss import (
     LossNormalizer,
     aggregate_loss,
     dapo_loss,
+    decoupled_ppo_loss,
     kl_k3,
     policy_loss,
     truncated_is_weights,
@@ -149,3 +150,38 @@ def test_is_weights_scale_the_policy_loss():
     logp = _t([[0.0, 0.0]])
     out = policy_loss(logp, logp, _t([1.0]), is_weights=_t([[2.0, 0.5]]))
     assert out.per_token.tolist()[0] == pytest.approx([-2.0, -0.5])
+
+
+def test_decoupled_loss_is_dapo_when_proximal_and_behaviour_policies_coincide():
+    # η = 0, π_prox = π_behav: the importance weight is 1 and nothing else changes.
+    logp = _t([[LOG(1.5) + LOG(0.4), LOG(0.5) + LOG(0.3), LOG(0.2)]]).requires_grad_()
+    prox = _t([[LOG(0.4), LOG(0.3), LOG(0.2)]])
+    adv = _t([0.5])
+    mask = _t([[1.0, 1.0, 0.0]])
+    norm = LossNormalizer.for_batch(mask)
+    dec = decoupled_ppo_loss(logp, prox, prox.clone(), adv, mask, norm, is_cap=2.0, eps_low=0.2, eps_high=0.28)
+    ref = dapo_loss(logp, prox, adv, mask, norm, eps_low=0.2, eps_high=0.28)
+    assert dec.loss.item() == ref.loss.item()
+    # By hand: r = 1.5 (A>0, clipped at 1.28) and r = 0.5 (A>0, unclipped):
+    # (−0.5·1.28 − 0.5·0.5) / 2 tokens.
+    assert dec.loss.item() == pytest.approx((-0.5 * 1.28 - 0.5 * 0.5) / 2)
+    (grad_dec,) = torch.autograd.grad(dec.loss, logp)
+    (grad_ref,) = torch.autograd.grad(ref.loss, logp)
+    assert torch.equal(grad_dec, grad_ref)
+
+
+def test_decoupled_loss_weights_stale_tokens_by_prox_over_behaviour_by_hand():
+    # Token 1 was sampled by an engine version under which it had p=0.25 (now π_prox 0.5):
+    # weight min(0.5/0.25, C=1.5) = 1.5. Token 2: behaviour 0.8, prox 0.4 → weight 0.5.
+    # The ratio is taken against π_prox: r1 = 0.6/0.5 = 1.2, r2 = 0.4/0.4 = 1 (A = +1).
+    logp = _t([[LOG(0.6), LOG(0.4)]])
+    prox = _t([[LOG(0.5), LOG(0.4)]])
+    behav = _t([[LOG(0.25), LOG(0.8)]])
+    mask = _t([[1.0, 1.0]])
+    out = decoupled_ppo_loss(logp, prox, behav, _t([1.0]), mask, LossNormalizer.for_batch(mask),
+                             is_cap=1.5, eps_low=0.2, eps_high=0.28)
+    assert out.loss.item() == pytest.approx((-1.5 * 1.2 - 0.5 * 1.0) / 2)
+    # No cap: the full weight 2.0 on token 1.
+    uncapped = decoupled_ppo_loss(logp, prox, behav, _t([1.0]), mask, LossNormalizer.for_batch(mask),
+                                  is_cap=100.0, eps_low=0.2, eps_high=0.28)
+    assert uncapped.loss.item() == pytest.approx((-2.0 * 1.2 - 0.5 * 1.0) / 2)
