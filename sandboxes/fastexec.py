@@ -136,6 +136,13 @@ class AttachSocketStream:
         return None
 
     def close(self) -> None:
+        # A thread blocked in select()/recv() on this socket is not woken by close() from
+        # another thread; shutdown() is, so a cut episode's worker returns at once (SandboxDied)
+        # instead of when its command's own timeout runs out.
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         _close_quietly(self._sock, self._holder)
 
 
