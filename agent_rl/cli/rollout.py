@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 agent_config=config.agent,
                 progress=not args.no_progress,
                 seed=config.seed,
+                rollout=config.rollout,  # the episode and step deadlines
             )
         finally:
             await engine.close()

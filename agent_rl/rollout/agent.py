@@ -3,8 +3,14 @@
 One episode: render the system and instance prompts, then repeat { generate from the exact
 ids so far; step the env with the decoded reply; append the observation as the template's
 token delta } until the env terminates (submit) or truncates (its own limits), or one of the
-agent's limits runs out: turns, context tokens, wall clock. An episode the agent stops is
-still graded by the env (`finish`), so overlong episodes stay in the batch as negatives.
+agent's limits runs out: turns, context tokens, wall clock, the episode's deadline. An
+episode the agent stops is still graded by the env (`finish`), so overlong episodes stay in
+the batch as negatives.
+
+A `Deadline` (agent_rl/rollout/deadlines.py) is checked before each turn: no turn starts that
+would leave less than its reserve for grading ("deadline", graded as usual). Whatever still
+runs past it (a stuck command, a stalled grader) is cut, and the episode comes back truncated
+with the failure reward and every token sampled so far (`grade["deadline"]`).
 
 The trajectory holds every token the model saw or sampled, and `messages` mirrors it
 exactly: the env's final observation (after submit or a limit) is never shown to the model,
@@ -24,6 +30,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from pydantic import Field
 
 from agent_rl.rollout.chat_template import ChatTokenizer, TemplateDriftError, TokenConversation, probe_template
+from agent_rl.rollout.deadlines import Deadline
 from agent_rl.engines.base import Engine, EngineError, Generation, SamplingParams, Temperature, TopP
 from agent_rl.engines.capabilities import wants_messages
 from agent_rl.rollout.prompts import PromptConfig, PromptTemplates, initial_messages, observation_message
@@ -131,13 +138,27 @@ async def run_episode(
     seed: int | None = None,
     policy_version: int = 0,
     group_index: int = 0,
+    deadline: Deadline | None = None,
 ) -> Trajectory:
-    """Play one episode; always returns a Trajectory (with `error` set if it broke)."""
+    """Play one episode; always returns a Trajectory (with `error` set if it broke).
+
+    Under `deadline` the episode stops before a turn that would not leave its reserve, and is
+    cut where it stands once the deadline passes (`deadline.cut_by` then says by what); the
+    caller owns the env and closes it after a cut (a blocked step may still hold it)."""
     clock = _Clock()
-    episode = _Episode(env, engine, tokenizer, config, clock, seed=seed)
+    deadline = deadline if deadline is not None else Deadline(None)
+    episode = _Episode(env, engine, tokenizer, config, clock, seed=seed, deadline=deadline)
     task_id = _task_id(task)
     try:
-        return await episode.play(task, policy_version=policy_version, group_index=group_index)
+        try:
+            async with deadline.scope():
+                return await episode.play(task, policy_version=policy_version, group_index=group_index)
+        except TimeoutError:
+            if not deadline.cut_by:
+                raise  # a timeout of the episode's own making: an ordinary failure
+            log.info("episode %s cut by the %s deadline during %s", episode.task_id or task_id, deadline.cut_by,
+                     episode.phase)
+            return episode.cut_trajectory(task_id, policy_version=policy_version, group_index=group_index)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # an episode must never take the batch down with it
@@ -161,8 +182,12 @@ class _Episode:
         clock: _Clock,
         *,
         seed: int | None,
+        deadline: Deadline | None = None,
     ) -> None:
         self.env, self.engine, self.tokenizer, self.config, self.clock = env, engine, tokenizer, config, clock
+        self.deadline = deadline if deadline is not None else Deadline(None)
+        self.phase = "reset"  # where a deadline cut finds the episode (reported in the cut's grade)
+        self.slowest_turn_s = 0.0  # generation + env step: the next turn is assumed to take as long
         self.wants_messages = wants_messages(engine)  # declared by the engine (GeneratesFromMessages)
         self.templates = config.templates()
         self.seed = seed if seed is not None else config.sampling.seed
@@ -170,15 +195,22 @@ class _Episode:
         self.task_id = ""
         self.num_turns = 0
         self.text_mode = False
+        self.token_versions: list[int] = []  # aligned with conv.response_ids as the episode goes
+        self.policy_version = 0
 
     async def play(self, task: Any, *, policy_version: int, group_index: int) -> Trajectory:
+        self.policy_version = policy_version
         conv = await self._start(task)
         while True:
             limit = self._agent_limit_reached()
             if limit:
                 return await self._finish_early(limit, policy_version, group_index)
             max_tokens = min(self.config.max_tokens_per_turn, self.config.max_total_tokens - len(conv))
+            turn_started = time.monotonic()
             generation = await self._generate(conv, max_tokens)
+            # No await from here to add_generation: a cut (a cancellation, only ever at an await)
+            # finds the turn either not begun or wholly appended, never half.
+            self._note_versions(conv, generation)
             turn = conv.add_generation(generation.token_ids, generation.logprobs)
             self.num_turns += 1
             if generation.finish_reason == "length" and (
@@ -189,8 +221,10 @@ class _Episode:
                 return await self._finish_early("context", policy_version, group_index)
 
             t = time.monotonic()
+            self.phase = "step"
             observation, reward, terminated, truncated, info = await self.env.astep(turn.text)
             elapsed = time.monotonic() - t
+            self.slowest_turn_s = max(self.slowest_turn_s, time.monotonic() - turn_started)
             if terminated or truncated:
                 self.clock.grading_s += elapsed  # the terminal step is where the env grades
                 reason = "submitted" if terminated else str(info.get("end_reason") or "env_limit")
@@ -201,6 +235,7 @@ class _Episode:
 
     async def _start(self, task: Any) -> TokenConversation:
         t = time.monotonic()
+        self.phase = "reset"
         options = {"task": task} if task is not None else None
         observation, info = await self.env.areset(seed=self.seed, options=options)
         self.clock.env_s += time.monotonic() - t
@@ -220,6 +255,7 @@ class _Episode:
             seed=_turn_seed(self.seed, self.num_turns),
         )
         t = time.monotonic()
+        self.phase = "generate"
         if self.wants_messages:
             # A chat-only server renders its own template from the messages; the result is
             # marked text_mode and never trained on.
@@ -233,6 +269,17 @@ class _Episode:
             )
         self.text_mode = self.text_mode or generation.text_mode
         return generation
+
+    def _note_versions(self, conv: TokenConversation, generation: Generation) -> None:
+        """Tag the tokens about to be appended with the weights that sampled them: the engine's
+        own report where it gives one (the weights may have changed since the episode began),
+        else the version the episode started under."""
+        version = int(generation.info.get("policy_version", self.policy_version))
+        self.token_versions += [-1] * (len(conv.response_ids) - len(self.token_versions))
+        self.token_versions += [version] * len(generation.token_ids)
+
+    def _versions(self, conv: TokenConversation) -> list[int]:
+        return self.token_versions + [-1] * (len(conv.response_ids) - len(self.token_versions))
 
     def _add_observation(self, conv: TokenConversation, observation: str) -> bool:
         """Append the env's observation; False when it would leave no room for a reply."""
@@ -254,10 +301,13 @@ class _Episode:
             return "context"
         if self.clock.elapsed() >= cfg.max_wall_s:
             return "time"
+        if not self.deadline.leaves_room_for(self.slowest_turn_s):
+            return "deadline"
         return ""
 
     async def _finish_early(self, reason: str, policy_version: int, group_index: int) -> Trajectory:
         t = time.monotonic()
+        self.phase = "grading"
         _, reward, _, _, info = await finish_episode(self.env, reason)
         self.clock.grading_s += time.monotonic() - t
         return self._trajectory(reward, False, True, reason, info, policy_version, group_index)
@@ -295,9 +345,29 @@ class _Episode:
             messages=[dict(m) for m in conv.messages],
             grade=dict(grade) if isinstance(grade, dict) else {"report": grade},
             patch=str(info.get("patch") or ""),
-            timings=self.clock.as_dict(),
+            timings=self._timings(reason),
             text_mode=self.text_mode,
+            token_versions=self._versions(conv),
         )
+
+    def _timings(self, reason: str) -> dict[str, float]:
+        timings = self.clock.as_dict()
+        if reason == "deadline":  # what the deadline allowed; its presence counts deadline endings
+            timings["deadline_s"] = float(self.deadline.allowed_s or 0.0)
+        return timings
+
+    def cut_trajectory(self, task_id: str, *, policy_version: int, group_index: int) -> Trajectory:
+        """The episode as the deadline found it: truncated, the failure reward, every token
+        sampled so far (a reply still being generated is lost whole; see `play`)."""
+        grade = {"deadline": True, "cut_by": self.deadline.cut_by, "phase": self.phase, "resolved": False}
+        info = {"grade": grade, "end_reason": "deadline"}
+        if self.conv is None:  # cut before the first observation: nothing was sampled
+            return Trajectory(
+                task_id=self.task_id or task_id, finish_reason="deadline", truncated=True,
+                policy_version=policy_version, group_index=group_index, grade=grade,
+                timings=self._timings("deadline"),
+            )
+        return self._trajectory(0.0, False, True, "deadline", info, policy_version, group_index)
 
     def error_trajectory(self, exc: BaseException, task_id: str, *, policy_version: int, group_index: int) -> Trajectory:
         conv = self.conv

@@ -59,10 +59,11 @@ def _remote_worker_class() -> Any:
     class RolloutWorker:
         """An EpisodeRunner on one node: sandboxes on that node's Docker engine."""
 
-        def __init__(self, env_config: dict[str, Any], concurrency: int) -> None:
+        def __init__(self, env_config: dict[str, Any], concurrency: int, rollout: dict[str, Any] | None = None) -> None:
             from agent_rl.rollout.runner import EpisodeRunner
 
-            self.runner = EpisodeRunner(env_config, concurrency=concurrency)
+            # `rollout` carries the episode deadline: each worker enforces it on its own episodes.
+            self.runner = EpisodeRunner(env_config, concurrency=concurrency, rollout=rollout)
             self.node = ray.get_runtime_context().get_node_id()
             self._tokenizers: dict[str, Any] = {}
 
@@ -123,9 +124,10 @@ class RayEpisodeRunner:
     """`EpisodeRunner`'s contract (`collect`, `prefetch`, `close`) over a Ray cluster."""
 
     def __init__(self, cluster: ClusterConfig, env_config: Any, *, engine_url: str, served_model: str,
-                 tokenizer_spec: str) -> None:
+                 tokenizer_spec: str, rollout: Any = None) -> None:
         import ray
 
+        from agent_rl.rollout.runner import RolloutConfig
         from envs.swe_env import EnvConfig
 
         self.cluster = cluster
@@ -133,6 +135,9 @@ class RayEpisodeRunner:
         if not ray.is_initialized():
             ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
         env = EnvConfig.from_config(env_config).model_dump(mode="json")
+        # The workers enforce the episode deadline (`rollout`, a RolloutConfig or its keys); the
+        # step deadline is not applied across the cluster yet.
+        rollout_keys = RolloutConfig.from_config(rollout).model_dump(mode="json")
         worker_class = _remote_worker_class()
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -142,7 +147,7 @@ class RayEpisodeRunner:
                 continue
             strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
             handle = worker_class.options(scheduling_strategy=strategy, max_concurrency=cluster.episodes_per_worker + 2,
-                                          max_restarts=0).remote(env, cluster.episodes_per_worker)
+                                          max_restarts=0).remote(env, cluster.episodes_per_worker, rollout_keys)
             self.workers.append(_Worker(handle, node["NodeID"]))
         if not self.workers:
             raise RuntimeError(f"the Ray cluster at {cluster.address or 'auto'} has no live node")

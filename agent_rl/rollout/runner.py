@@ -6,22 +6,34 @@ environment whose episode broke is thrown away and the next episode gets a fresh
 episodes come back as error trajectories (`error` set, never trained on); they never abort
 the batch. The chat template is probed once up front, because a drifting template is a
 configuration error that no episode should be spent on.
+
+Deadlines (`rollout.episode_deadline_s`, `rollout.step_deadline`; see deadlines.py): one clock
+per episode covers environment creation, every turn, grading and teardown; an episode past it
+is cut and comes back with `finish_reason == "deadline"`, truncated (trained on as a failure)
+or dropped (`error` set) by `deadline_policy`. The step deadline cuts the stragglers of a
+`collect` once most episodes are done; those never train. A cut episode's environment is
+closed in the background: that destroys its container, which unblocks whatever thread still
+waits on it.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
+import math
 import statistics
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from agent_rl.rollout.agent import AgentConfig, check_template, run_episode
 from agent_rl.rollout.chat_template import ChatTokenizer
+from agent_rl.rollout.deadlines import Deadline, DeadlinePolicy, PartialGroupPolicy, StepDeadline
 from agent_rl.engines.base import Engine
 from agent_rl.rollout.trajectory import Trajectory
 from sandboxes.executor import blocking_executor, run_blocking
@@ -44,6 +56,41 @@ class RolloutConfig(StrictModel):
     """Episodes in flight (N), one environment each."""
     tasks_per_step: int = Field(2, ge=1)
     """Training only: task groups per rollout batch (the rollout command plays every task)."""
+    episode_deadline_s: float | None = Field(None, gt=0)
+    """Seconds per episode for everything: sandbox start, every turn, grading, teardown. The agent starts no turn that would leave less than deadline_reserve_s; past the deadline the episode is cut (finish_reason "deadline"). None: no deadline."""
+    deadline_policy: DeadlinePolicy = "truncate"
+    """An episode cut by its deadline: "truncate" keeps it as a truncated failure (reward 0.0, every token sampled so far, trained on), "drop" marks it an error (never trained on)."""
+    deadline_reserve_s: float | None = Field(None, ge=0)
+    """Seconds of the episode deadline kept for grading and teardown: no turn starts that would eat into them (the next turn is assumed as slow as the slowest so far). None: a fifth of episode_deadline_s, at most 60."""
+    step_deadline: StepDeadline | None = None
+    """Cut a step's stragglers once most of its episodes are done; None: every episode runs to its end (or its own deadline)."""
+
+    @model_validator(mode="after")
+    def _reserve_fits(self) -> "RolloutConfig":
+        if self.deadline_reserve_s is not None and self.episode_deadline_s is not None \
+                and self.deadline_reserve_s >= self.episode_deadline_s:
+            raise ValueError(f"deadline_reserve_s ({self.deadline_reserve_s:g}) must be less than "
+                             f"episode_deadline_s ({self.episode_deadline_s:g}): no turn could ever start")
+        return self
+
+    @property
+    def reserve_s(self) -> float:
+        """The grading reserve in effect (see `deadline_reserve_s`)."""
+        if self.episode_deadline_s is None:
+            return 0.0
+        if self.deadline_reserve_s is not None:
+            return self.deadline_reserve_s
+        return min(60.0, self.episode_deadline_s / 5)
+
+    @property
+    def partial_group_policy(self) -> PartialGroupPolicy:
+        """What a group that lost members trains on (`apply_partial_group_policy`): the step
+        deadline's `partial_groups`, "keep" without one."""
+        return self.step_deadline.partial_groups if self.step_deadline is not None else "keep"
+
+    def new_deadline(self) -> Deadline:
+        """The deadline of an episode starting now."""
+        return Deadline.after(self.episode_deadline_s, reserve_s=self.reserve_s)
 
 
 @dataclass(frozen=True)
@@ -87,6 +134,67 @@ async def _close_env(env: Any) -> None:
         log.warning("closing environment failed: %s: %s", type(exc).__name__, exc)
 
 
+def _close_env_blocking(env: Any) -> None:
+    """`_close_env` from a thread (no event loop of the caller's is involved)."""
+    try:
+        env.close() if hasattr(env, "close") else asyncio.run(env.aclose())
+    except Exception as exc:  # closing a broken env must not break the run
+        log.warning("closing environment failed: %s: %s", type(exc).__name__, exc)
+
+
+def _cut_before_start(task: Any, deadline: Deadline, policy_version: int, group_index: int,
+                      phase: str = "start") -> Trajectory:
+    """An episode its deadline ended before it had an environment (or, `phase="queued"`, a
+    slot): nothing was sampled, so it never trains whatever the policy."""
+    return Trajectory(
+        task_id=_task_id(task), finish_reason="deadline", truncated=True, policy_version=policy_version,
+        group_index=group_index, grade={"deadline": True, "cut_by": deadline.cut_by, "phase": phase, "resolved": False},
+        timings={"total_s": round(time.monotonic() - deadline.started, 4), "deadline_s": float(deadline.allowed_s or 0.0)},
+    )
+
+
+class _StepCutter:
+    """The step deadline of one `collect`: once `after_fraction` of the episodes are done, the
+    rest get `grace_s` more, then every episode still running (or waiting for a slot) is cut."""
+
+    def __init__(self, settings: StepDeadline | None, total: int) -> None:
+        self.settings = settings
+        self.needed = total if settings is None else max(1, math.ceil(settings.after_fraction * total))
+        self.fired = False
+        self.cut = 0
+        self._running: set[Deadline] = set()
+        self._enough = asyncio.Event()
+
+    @contextlib.contextmanager
+    def watching(self, deadline: Deadline) -> Iterator[None]:
+        """While the body runs, a step cut reaches this episode's deadline."""
+        self._running.add(deadline)
+        try:
+            yield
+        finally:
+            self._running.discard(deadline)
+
+    def cut_queued(self, deadline: Deadline) -> None:
+        """Cut an episode that got its slot only after the step deadline passed."""
+        self.cut += 1
+        deadline.cut("step")
+
+    def finished(self, done: int) -> None:
+        if done >= self.needed:
+            self._enough.set()
+
+    async def watch(self) -> None:
+        if self.settings is None:
+            return
+        await self._enough.wait()
+        await asyncio.sleep(self.settings.grace_s)
+        self.fired = True
+        for deadline in list(self._running):
+            if not deadline.cut_by:  # one its own deadline cut is not the step's doing
+                self.cut += 1
+                deadline.cut("step")
+
+
 def episode_seed(base: int | None, index: int) -> int | None:
     """The seed of a batch's `index`-th episode (task-major, then group): the same wherever it runs."""
     return None if base is None else base + index
@@ -104,13 +212,21 @@ class EpisodeRunner:
     first batch the next one finds its containers started in the background.
 
     `env_factory` (no arguments) replaces the SWEEnv the runner builds itself; the runner
-    then owns no sandboxes (test doubles, custom environments).
+    then owns no sandboxes (test doubles, custom environments). `rollout` (the `rollout:`
+    config section) sets the deadlines (`episode_deadline_s`, `deadline_policy`,
+    `deadline_reserve_s`, `step_deadline`) and, unless `concurrency` is given, the concurrency.
     """
 
-    def __init__(self, env_config: Any = None, *, concurrency: int = 4, env_factory: EnvFactory | None = None) -> None:
+    def __init__(self, env_config: Any = None, *, concurrency: int | None = None,
+                 env_factory: EnvFactory | None = None,
+                 rollout: RolloutConfig | Mapping[str, Any] | None = None) -> None:
         from envs.episode_sandboxes import EpisodeSandboxes
         from envs.swe_env import EnvConfig
 
+        # `rollout` brings the deadlines (and the concurrency, unless `concurrency` is given).
+        self.rollout = RolloutConfig.from_config(rollout)
+        if concurrency is None:
+            concurrency = self.rollout.concurrency
         RolloutConfig(concurrency=concurrency)  # validates it: >= 1
         self.concurrency = concurrency
         self.env_config = EnvConfig.from_config(env_config) if env_factory is None else env_config
@@ -125,6 +241,7 @@ class EpisodeRunner:
         self._env_factory = env_factory
         self._idle: list[Any] = []
         self._prefetching: concurrent.futures.Future[None] | None = None
+        self._closing: set[concurrent.futures.Future[None]] = set()  # environments of cut episodes
         self._lock = threading.Lock()
         self._closed = False
 
@@ -147,16 +264,50 @@ class EpisodeRunner:
                 return self._idle.pop()
         return self._make_env(task)
 
+    async def _aborrow_env(self, task: Any) -> Any:
+        """`_borrow_env` off the event loop. If the caller is cut (a deadline) while the env is
+        being made, the env is closed when it arrives instead of leaking its sandbox."""
+        made = blocking_executor().submit(self._borrow_env, task)
+        try:
+            return await asyncio.wrap_future(made)
+        except BaseException:
+            made.add_done_callback(self._close_if_made)
+            raise
+
+    def _close_if_made(self, made: concurrent.futures.Future[Any]) -> None:
+        if not made.cancelled() and made.exception() is None:
+            self._close_in_background(made.result())
+
+    def _close_in_background(self, env: Any) -> concurrent.futures.Future[None]:
+        """Close `env` on the blocking pool without waiting: a cut episode's env may still be
+        held by a thread blocked in it (closing destroys the container, which frees it).
+        `close`/`aclose` of the runner wait for these."""
+        closing = blocking_executor().submit(_close_env_blocking, env)
+        with self._lock:
+            self._closing.add(closing)
+        closing.add_done_callback(self._closed_one)
+        return closing
+
+    def _closed_one(self, closing: concurrent.futures.Future[None]) -> None:
+        with self._lock:
+            self._closing.discard(closing)
+
     async def episode(
         self, task: Any, engine: Engine, tokenizer: ChatTokenizer, agent_config: AgentConfig, *,
-        seed: int | None = None, policy_version: int = 0, group_index: int = 0,
+        seed: int | None = None, policy_version: int = 0, group_index: int = 0, deadline: Deadline | None = None,
     ) -> Trajectory:
-        """Play one episode of `task` on a borrowed environment. Never raises for a broken
-        episode or environment: the trajectory comes back with `error` set."""
+        """Play one episode of `task` on a borrowed environment, all of it under `deadline`
+        (default: a fresh one from `rollout.episode_deadline_s`). Never raises for a broken or
+        cut episode or environment: the trajectory comes back with `error` set or, cut,
+        with `finish_reason == "deadline"` (see `_deadline_outcome`)."""
+        deadline = deadline if deadline is not None else self.rollout.new_deadline()
         try:
             # Env construction may build images or start containers: keep the loop free.
-            env = await run_blocking(self._borrow_env, task)
+            async with deadline.scope():
+                env = await self._aborrow_env(task)
         except Exception as exc:
+            if deadline.cut_by:
+                return self._deadline_outcome(_cut_before_start(task, deadline, policy_version, group_index), deadline)
             log.warning("environment for %s could not be created: %s", _task_id(task), exc)
             return Trajectory(
                 task_id=_task_id(task), finish_reason="error", policy_version=policy_version, group_index=group_index,
@@ -165,14 +316,45 @@ class EpisodeRunner:
         traj: Trajectory | None = None
         try:
             traj = await run_episode(env, engine, tokenizer, agent_config, task=task, seed=seed,
-                                     policy_version=policy_version, group_index=group_index)
-            return traj
+                                     policy_version=policy_version, group_index=group_index, deadline=deadline)
+            return self._deadline_outcome(traj, deadline)
         finally:
-            if traj is None or traj.error is not None or self._closed:
-                await _close_env(env)  # it may hold a dead sandbox: the next episode gets a fresh env
-            else:
-                with self._lock:
-                    self._idle.append(env)
+            await self._release_env(env, traj, deadline)
+
+    async def _release_env(self, env: Any, traj: Trajectory | None, deadline: Deadline) -> None:
+        """Teardown, inside the episode's deadline: an env that served a clean episode goes back
+        to the idle list; a broken one is closed (it may hold a dead sandbox); a cut one, or one
+        whose closing outlasts the deadline, is closed in the background."""
+        if deadline.cut_by:
+            self._close_in_background(env)
+        elif traj is None or traj.error is not None or self._closed:
+            closing = self._close_in_background(env)
+            remaining = deadline.remaining()
+            # Waited for in a thread: a wait that times out leaves nothing bound to this loop.
+            _, late = await run_blocking(concurrent.futures.wait, [closing],
+                                         None if math.isinf(remaining) else max(0.0, remaining))
+            if late:
+                log.warning("closing the environment of %s outlasts its deadline; it goes on in the background",
+                            traj.task_id if traj else "an episode")
+        else:
+            with self._lock:
+                self._idle.append(env)
+
+    def _deadline_outcome(self, traj: Trajectory, deadline: Deadline) -> Trajectory:
+        """Apply the policies to an episode a deadline cut: a step cut has no outcome (never
+        trained); an episode cut by its own deadline is kept truncated or dropped by
+        `deadline_policy`. An episode that stopped in time and was graded stays as it is."""
+        if not deadline.cut_by or traj.error is not None:
+            return traj
+        where = f"cut after {deadline.allowed_s:g}s during {traj.grade.get('phase', 'start')}"
+        if deadline.cut_by == "step":
+            traj.error = f"step_deadline: {where} (the step's other episodes were done)"
+        elif self.rollout.deadline_policy == "drop":
+            traj.error = f"deadline: {where}"
+        elif traj.num_sampled_tokens == 0:
+            # Nothing sampled, nothing to learn: as a group member it would only add a phantom 0.
+            traj.error = f"deadline: {where}, before the first reply"
+        return traj
 
     async def collect(
         self, tasks: Sequence[Any], engine: Engine, tokenizer: ChatTokenizer, *, group_size: int = 1,
@@ -195,19 +377,36 @@ class EpisodeRunner:
         results: list[Trajectory | None] = [None] * len(jobs)
         tally = _Tally()
         gate = asyncio.Semaphore(rollout.concurrency)  # made per call: each call may have its own loop
+        cutter = _StepCutter(self.rollout.step_deadline, len(jobs))
 
         with _ProgressBar(len(jobs), enabled=progress) as bar:
 
             async def one(job: _Job) -> None:
                 async with gate:
-                    traj = await self.episode(job.task, engine, tokenizer, agent_cfg,
-                                              seed=episode_seed(base_seed, job.index), policy_version=policy_version,
-                                              group_index=job.group_index)
+                    deadline = self.rollout.new_deadline()
+                    if cutter.fired:  # the step is over before this episode got a slot
+                        cutter.cut_queued(deadline)
+                        traj = self._deadline_outcome(
+                            _cut_before_start(job.task, deadline, policy_version, job.group_index, phase="queued"),
+                            deadline)
+                    else:
+                        with cutter.watching(deadline):
+                            traj = await self.episode(job.task, engine, tokenizer, agent_cfg,
+                                                      seed=episode_seed(base_seed, job.index),
+                                                      policy_version=policy_version, group_index=job.group_index,
+                                                      deadline=deadline)
                 results[job.index] = traj
                 tally.add(traj)
+                cutter.finished(tally.done)
                 bar.update(tally)
 
-            await asyncio.gather(*(one(job) for job in jobs))
+            watcher = asyncio.ensure_future(cutter.watch())
+            try:
+                await asyncio.gather(*(one(job) for job in jobs))
+            finally:
+                watcher.cancel()
+        if cutter.fired:
+            log.info("step deadline: %d of %d episodes cut", cutter.cut, len(jobs))
         return [t for t in results if t is not None]
 
     # ------------------------------------------------------------------ sandboxes
@@ -265,9 +464,18 @@ class EpisodeRunner:
         pending, self._prefetching = self._prefetching, None
         if pending is not None:
             concurrent.futures.wait([pending])  # it may be resizing pools: let it finish first
+        self._wait_background_closes()
         with self._lock:
             idle, self._idle = self._idle, []
         return idle
+
+    def _wait_background_closes(self, timeout: float = 120.0) -> None:
+        """Cut episodes' environments must be closed before the pools they came from."""
+        with self._lock:
+            closing = list(self._closing)
+        _, late = concurrent.futures.wait(closing, timeout=timeout)
+        if late:
+            log.warning("%d environments of cut episodes were still closing after %gs", len(late), timeout)
 
     def close(self) -> None:
         """Close idle environments and every owned pool (warm containers are destroyed)."""
@@ -281,7 +489,8 @@ class EpisodeRunner:
 
     async def aclose(self) -> None:
         """`close` from async code."""
-        await asyncio.gather(*(_close_env(env) for env in self._take_idle()))
+        idle = await run_blocking(self._take_idle)  # it may wait for background closes
+        await asyncio.gather(*(_close_env(env) for env in idle))
         if self.sandboxes is not None:
             await run_blocking(self.sandboxes.close)
 
@@ -312,6 +521,7 @@ async def collect(
     env_factory: EnvFactory | None = None,
     seed: int | None = None,
     runner: EpisodeRunner | None = None,
+    rollout: RolloutConfig | Mapping[str, Any] | None = None,
 ) -> list[Trajectory]:
     """Play `group_size` episodes of every task, `concurrency` at a time.
 
@@ -319,14 +529,15 @@ async def collect(
     (default: `agent_config.sampling.seed`; None = unseeded). With `runner` (a long-lived
     `EpisodeRunner`, e.g. the trainer's) its environments and warm pools are used and it
     stays open; `concurrency`, `env_config` and `env_factory` are then the runner's. Without
-    one, a runner is made for this call (`env_factory` or `SWEEnv(config=env_config)`) and
-    closed before returning.
+    one, a runner is made for this call (`env_factory` or `SWEEnv(config=env_config)`), with
+    the deadlines of `rollout` (a `RolloutConfig`; its group_size and concurrency are not
+    used), and closed before returning.
     """
     RolloutConfig(group_size=group_size, concurrency=concurrency)  # validates the arguments
     if runner is not None:
         return await runner.collect(tasks, engine, tokenizer, group_size=group_size, agent_config=agent_config,
                                     progress=progress, policy_version=policy_version, seed=seed)
-    async with EpisodeRunner(env_config, concurrency=concurrency, env_factory=env_factory) as own:
+    async with EpisodeRunner(env_config, concurrency=concurrency, env_factory=env_factory, rollout=rollout) as own:
         return await own.collect(tasks, engine, tokenizer, group_size=group_size, agent_config=agent_config,
                                  progress=progress, policy_version=policy_version, seed=seed)
 
@@ -351,6 +562,9 @@ def summarize(trajectories: Sequence[Trajectory]) -> dict[str, Any]:
         "mean_sampled_tokens": statistics.fmean(t.num_sampled_tokens for t in ok) if ok else 0.0,
         "mean_total_tokens": statistics.fmean(len(t.prompt_ids) + len(t.response_ids) for t in ok) if ok else 0.0,
         "finish_reasons": dict(Counter(t.finish_reason for t in trajectories)),
+        # Ended by a deadline: stopped before a turn and graded, or cut where it stood.
+        "deadline_episodes": sum(t.finish_reason == "deadline" for t in trajectories),
+        "deadline_cuts": sum(bool(t.grade.get("deadline")) for t in trajectories),
         "trainable": sum(t.trainable for t in trajectories),
         "mean_timings": {
             key: statistics.fmean(t.timings.get(key, 0.0) for t in ok) if ok else 0.0

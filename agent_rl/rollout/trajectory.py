@@ -2,7 +2,10 @@
 
 `response_ids` interleaves the tokens the policy sampled (loss_mask 1) with the tokens the
 chat template adds for environment turns (loss_mask 0). `behaviour_logprobs` is aligned with
-`response_ids` and is 0.0 wherever the mask is 0.
+`response_ids` and is 0.0 wherever the mask is 0. `token_versions`, when present, is aligned
+too: the policy version whose weights sampled each token, -1 where the mask is 0. An episode
+that was in flight while the trainer pushed new weights (asynchronous training) carries more
+than one version; its behaviour logprobs are each token's own.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ class Trajectory:
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None  # set when the episode failed; such trajectories never train
     text_mode: bool = False  # produced by a text-only engine: not token-exact, never train
+    token_versions: list[int] = field(default_factory=list)  # [] in files written before versions were kept
 
     def __post_init__(self) -> None:
         self.check_aligned()
@@ -42,6 +46,9 @@ class Trajectory:
                 f"trajectory {self.task_id}: response_ids ({n}), loss_mask ({len(self.loss_mask)}) "
                 f"and behaviour_logprobs ({len(self.behaviour_logprobs)}) must align"
             )
+        if self.token_versions and len(self.token_versions) != n:
+            raise ValueError(f"trajectory {self.task_id}: token_versions ({len(self.token_versions)}) "
+                             f"must align with response_ids ({n})")
 
     @property
     def trainable(self) -> bool:
@@ -50,6 +57,17 @@ class Trajectory:
     @property
     def num_sampled_tokens(self) -> int:
         return sum(self.loss_mask)
+
+    @property
+    def versions(self) -> list[int]:
+        """The policy versions that sampled this trajectory's tokens, oldest first."""
+        sampled = {v for v, m in zip(self.token_versions, self.loss_mask) if m}
+        return sorted(sampled) if sampled else [self.policy_version]
+
+    @property
+    def oldest_version(self) -> int:
+        """The version its staleness is judged by: the oldest weights that sampled any of it."""
+        return self.versions[0]
 
     @property
     def resolved(self) -> bool:
