@@ -96,6 +96,12 @@ class AlgorithmConfig(StrictModel):
 
     config_where: ClassVar[str] = "algorithm"
 
+    mode: Literal["sync", "async"] = "sync"
+    """sync: roll out, then update, then roll out again. async: rollouts run continuously in
+    the background and the trainer takes finished groups (train/async_rollouts.py)."""
+    max_staleness: int = Field(1, ge=0)
+    """async: η, the most policy versions a trained trajectory may lag the trainer (older
+    groups are dropped, counted, and their task drawn again); 0 is on-policy."""
     loss_aggregation: LossAggregation = "token-mean"
     """How per-token losses become one number."""
     eps_low: float = Field(0.2, ge=0, lt=1)

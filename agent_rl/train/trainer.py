@@ -13,6 +13,11 @@ One step (`Trainer.train_step`):
 
 Formulas live in agent_rl.algo and the update in update.py; this file only orchestrates.
 
+Asynchronous mode (`algorithm.mode: async`): steps 1-2 run continuously in a producer thread
+(train/async_rollouts.py) with its own copy of the weights in the engine; step 2 becomes
+"take the next finished groups, at most η versions old", step 6 pushes weights while episodes
+keep running, and the loss (update.py) is the decoupled objective it always is.
+
 N ranks (`torchrun --nproc-per-node N -m agent_rl.cli train ...`): rank 0 does steps 1-4, 6
 and 7 as above, with an engine that holds its own copy of the weights; every rank holds an
 FSDP2 shard of the policy and joins step 5 on rank 0's batch, the gathers of step 6 and the
@@ -64,6 +69,15 @@ def reward_plateaued(rewards: Sequence[float], window: int, min_delta: float) ->
     return recent - before < min_delta
 
 
+def group_by_task(trajectories: Sequence[Trajectory], task_ids: Sequence[str]) -> list[list[Trajectory]]:
+    """One group per drawn task, in draw order, members by group index (broken ones included:
+    the partial-group policy decides about them)."""
+    by_task: dict[str, list[Trajectory]] = defaultdict(list)
+    for traj in trajectories:
+        by_task[traj.task_id].append(traj)
+    return [sorted(by_task[t], key=lambda x: x.group_index) for t in dict.fromkeys(task_ids) if by_task[t]]
+
+
 class FollowerMetrics:
     """Ranks other than 0 log nothing: rank 0 owns metrics.jsonl and the curves."""
 
@@ -106,6 +120,9 @@ class Trainer:
         self._loop = asyncio.new_event_loop()
         self._engine_server: Any = None  # cluster.kind ray with an hf engine: the workers' endpoint
         self.runner: Any = None  # the EpisodeRunner: made at the first rollout, reused every step, closed in close()
+        self.rollouts: Any = None  # async mode: the producer (AsyncRollouts), started at the first step
+        self._async_resume: dict[str, Any] = {}  # async mode: the draws a checkpoint had started, not trained
+        self._partial_groups_dropped = 0  # this step's groups dropped for lost members (step deadline)
         self.engine: Any = None  # rank 0 only
         self.ranks = Ranks.from_env(config.model.device, config.distributed.timeout_s)
         try:
@@ -137,13 +154,18 @@ class Trainer:
         if self.ranks.distributed and cfg.lora.enabled:
             raise ValueError("lora.enabled with several training ranks is not supported yet: "
                              "train LoRA in one process, or shard full fine-tuning over ranks")
+        if self.is_async and (self.ranks.distributed or cfg.cluster.kind != "local"):
+            raise ValueError("algorithm.mode async runs in one trainer process with local rollouts for now; "
+                             "use mode sync with several ranks or cluster.kind ray")
         policy = load_policy(cfg.model, cfg.lora, loaded)
         self.model, self.tokenizer = policy.model, policy.tokenizer
         self.device, self.dtype, self.pad_id = policy.device, policy.dtype, policy.pad_id
         self.reference = self._make_reference(loaded)
         if self.ranks.is_main:
-            # Sharded weights cannot serve generation, so N ranks give the engine its own copy.
-            self.engine = self._make_engine(copy.deepcopy(self.model) if self.ranks.distributed else self.model)
+            # Sharded weights cannot serve generation, so N ranks give the engine its own copy;
+            # so does async mode: episodes keep sampling while the trainer's weights change.
+            own_copy = self.ranks.distributed or self.is_async
+            self.engine = self._make_engine(copy.deepcopy(self.model) if own_copy else self.model)
         shard_settings = ShardSettings(cfg.distributed.mixed_precision, cfg.distributed.cpu_offload,
                                        cfg.distributed.reshard_after_forward)
         self.model = shard(self.model, self.ranks, shard_settings, self.device)
@@ -242,7 +264,12 @@ class Trainer:
         self.policy_version = int(state.get("policy_version", loaded.step))
         self.reference_is_initial = bool(state.get("reference_is_initial", True))
         self.last_reset_step = int(state.get("last_reset_step", 0))
+        self._async_resume = dict(state.get("async") or {})
         return history
+
+    @property
+    def is_async(self) -> bool:
+        return self.config.algorithm.mode == "async"
 
     @property
     def is_main(self) -> bool:
@@ -264,8 +291,10 @@ class Trainer:
         step = self.step + 1
         started = time.monotonic()
 
-        # 1-4. rank 0 rolls out and builds the batch; every rank receives it.
-        rollout = self._rollout_step(step) if self.ranks.is_main else None
+        # 1-4. rank 0 rolls out (async: takes finished groups) and builds the batch; every rank receives it.
+        rollout = None
+        if self.ranks.is_main:
+            rollout = self._take_rollouts(step) if self.is_async else self._rollout_step(step)
         rollout = self.ranks.broadcast(rollout)
         batch = rollout["batch"]
 
@@ -283,6 +312,8 @@ class Trainer:
 
         # 6. push the new weights into the engine and check it now scores like the trainer.
         sync = self._sync()
+        if self.rollouts is not None:
+            self.rollouts.weights_pushed()
 
         self.step = step
         self._maybe_reset_reference(step, sampling_reward=rollout["sampling_reward"])
@@ -297,6 +328,9 @@ class Trainer:
         metrics["learning_rate"] = learning_rate
         metrics["task_ids"] = rollout["task_ids"]
         metrics.update(rollout["cluster"])
+        metrics.update(rollout.get("async", {}))
+        metrics["deadline_episodes"] = sum(t.finish_reason == "deadline" for t in rollout["trajectories"])
+        metrics["partial_groups_dropped"], self._partial_groups_dropped = self._partial_groups_dropped, 0
         row = self.metrics.log(step, metrics)
         self._maybe_checkpoint(step)
         if self.on_step is not None:
@@ -347,6 +381,70 @@ class Trainer:
             "sampling_reward": mean([t.reward for t in all_trajectories if t.error is None]),
         }
 
+    def _take_rollouts(self, step: int) -> dict[str, Any]:
+        """Async steps 1-4: the next finished groups from the producer (dynamic sampling takes
+        more when some have zero variance), then advantages; the same result as _rollout_step."""
+        from agent_rl.train.async_rollouts import staleness
+
+        cfg, alg = self.config, self.config.algorithm
+        if self.rollouts is None:
+            self.rollouts = self._start_producer()
+        taken: list[Any] = []
+
+        def take_round(n_groups: int) -> list[list[Trajectory]]:
+            finished = self.rollouts.take(n_groups)
+            taken.extend(finished)
+            groups: list[list[Trajectory]] = []
+            for group in finished:  # broken episodes leave the group; an empty group is gone
+                groups += self._group(group.trajectories, [group.draw.task_id])
+            return groups
+
+        started = time.monotonic()
+        sampling = dynamic_sample(take_round, outcome_of=lambda t: t.reward, target_groups=cfg.rollout.tasks_per_step,
+                                  max_rounds=alg.max_generation_rounds, enabled=alg.dynamic_sampling)
+        all_trajectories = [t for g in taken for t in g.trajectories]
+        write_jsonl(all_trajectories, str(self._rollout_dir() / f"step-{step:06d}.jsonl"))
+        producer = self.rollouts.take_stats()
+        ages = [staleness(self.policy_version, g) for g in taken]
+        trained = {id(t) for group in sampling.kept for t in group}
+        return {
+            "cluster": {},
+            "async": {
+                "draws": [g.draw.index for g in taken],
+                "staleness_max": max(ages, default=0),
+                "staleness_hist": {str(a): ages.count(a) for a in sorted(set(ages))},
+                "stale_dropped_groups": producer.stale_dropped,
+                "stale_dropped_episodes": producer.stale_dropped_episodes,
+                "trainer_wait_s": producer.wait_s,
+                "multi_version_trajectories": sum(len(t.versions) > 1 for t in all_trajectories if id(t) in trained),
+            },
+            "batch": build_train_batch(sampling.kept, self._shaping(), self.pad_id),
+            "trajectories": all_trajectories, "sampling": sampling, "rollout_s": time.monotonic() - started,
+            "task_ids": [g.draw.task_id for g in taken],
+            "sampling_reward": mean([t.reward for t in all_trajectories if t.error is None]),
+        }
+
+    def _start_producer(self) -> Any:
+        from agent_rl.train.async_rollouts import AsyncRollouts, Draw
+
+        cfg = self.config
+        if self.runner is None:
+            self.runner = self._make_runner()
+        if hasattr(self.engine, "weights_updated"):
+            # Tokens are tagged with the engine's version: a resumed run's fresh engine must not
+            # report 0 for weights that are the checkpoint's (every group would look stale).
+            self.engine.weights_updated(self.policy_version)
+        resume = self._async_resume
+        producer = AsyncRollouts(
+            runner=self.runner, engine=self.engine, tokenizer=self.tokenizer, tasks=self.tasks, sampler=self.sampler,
+            agent_config=self.agent_config, group_size=cfg.rollout.group_size,
+            groups_per_step=cfg.rollout.tasks_per_step, max_staleness=cfg.algorithm.max_staleness,
+            concurrency=cfg.rollout.concurrency, seed=cfg.seed, version=lambda: self.policy_version,
+            replay=[Draw.from_list(row) for row in resume.get("pending", [])], next_index=int(resume.get("next_index", 0)),
+        )
+        producer.start()
+        return producer
+
     # ------------------------------------------------------------------ 2. rollout
     def _collect(self, task_ids: list[str], seed: int) -> list[Trajectory]:
         if self.runner is None:
@@ -372,7 +470,7 @@ class Trainer:
         if cfg.cluster.kind == "local":
             from agent_rl.rollout.runner import EpisodeRunner
 
-            return EpisodeRunner(cfg.env, concurrency=cfg.rollout.concurrency)
+            return EpisodeRunner(cfg.env, rollout=cfg.rollout)
         from agent_rl.rollout.ray_workers import RayEpisodeRunner, start_engine_server
 
         if cfg.engine.kind == "openai":
@@ -384,7 +482,8 @@ class Trainer:
         else:
             raise ValueError("cluster.kind ray needs engine.kind hf (served by the trainer) or openai (a server "
                              f"the workers can reach), not {cfg.engine.kind!r}")
-        return RayEpisodeRunner(cfg.cluster, cfg.env, engine_url=url, served_model=served, tokenizer_spec=cfg.model.name)
+        return RayEpisodeRunner(cfg.cluster, cfg.env, engine_url=url, served_model=served, tokenizer_spec=cfg.model.name,
+                                rollout=cfg.rollout)
 
     def _prefetch_next_rollout(self) -> None:
         """Start the next step's containers now, so they are warm when its rollout begins."""
@@ -392,14 +491,15 @@ class Trainer:
             upcoming = self.sampler.peek(self.config.rollout.tasks_per_step)
             self.runner.prefetch([self.tasks[t] for t in upcoming], self.config.rollout.group_size)
 
-    @staticmethod
-    def _group(trajectories: list[Trajectory], task_ids: list[str]) -> list[list[Trajectory]]:
-        """One group per drawn task; broken episodes (error / text-mode) never train."""
-        by_task: dict[str, list[Trajectory]] = defaultdict(list)
-        for traj in trajectories:
-            if traj.error is None and not traj.text_mode:
-                by_task[traj.task_id].append(traj)
-        return [sorted(by_task[t], key=lambda x: x.group_index) for t in dict.fromkeys(task_ids) if by_task[t]]
+    def _group(self, trajectories: list[Trajectory], task_ids: list[str]) -> list[list[Trajectory]]:
+        """`group_by_task`, then the step deadline's policy for groups that lost members (cut by a
+        deadline or broken: those never train); dropped groups are counted for the metrics."""
+        from agent_rl.rollout.deadlines import apply_partial_group_policy
+
+        kept, dropped = apply_partial_group_policy(group_by_task(trajectories, task_ids), self.config.rollout.group_size,
+                                                   self.config.rollout.partial_group_policy)
+        self._partial_groups_dropped += dropped
+        return kept
 
     def _shaping(self) -> ShapingSettings:
         return ShapingSettings.from_algorithm(self.config.algorithm)
@@ -500,10 +600,14 @@ class Trainer:
         its optimizer's (sharded runs only)."""
         cfg = self.config
         sharded = state is not None
+        # Async: the sampler runs ahead of training; the checkpoint pairs its state with the
+        # draws it made that were not trained yet, so a resumed run replays exactly those.
+        producer = self.rollouts.snapshot() if self.rollouts is not None else None
         contents = CheckpointContents(
             step=self.step,
             trainer_state={
-                "sampler": self.sampler.state_dict(),
+                "sampler": producer["sampler"] if producer else self.sampler.state_dict(),
+                "async": {k: v for k, v in producer.items() if k != "sampler"} if producer else self._async_resume,
                 "policy_version": self.policy_version,
                 "reference_is_initial": self.reference_is_initial,
                 "last_reset_step": self.last_reset_step,
@@ -527,6 +631,12 @@ class Trainer:
             return
         self._closed = True
         try:
+            if self.rollouts is not None:
+                self.rollouts.close()
+                # Draws started but never trained (a later --resume from the last checkpoint replays
+                # those the checkpoint recorded; these are what this process leaves behind).
+                self.metrics.event(self.step, "async_untrained_draws",
+                                   draws=[d[0] for d in self.rollouts.snapshot()["pending"]])
             self.metrics.close()
             if self.runner is not None:
                 self.runner.close()

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -59,15 +58,10 @@ def _rank_pid(launcher: int, rank: int) -> int | None:
     return None
 
 
-def test_kill_a_rank_then_resume_from_the_sharded_checkpoint(tiny_dir, tmp_path):
+def test_kill_a_rank_then_resume_from_the_sharded_checkpoint(tiny_dir, tmp_path, wait_for_file):
     out = tmp_path / "run"
     first = _launch(_overrides(tiny_dir, out))
-    marker = out / "checkpoints" / "step-000001" / "COMPLETE"
-    deadline = time.monotonic() + 600
-    while not marker.exists():
-        assert first.poll() is None, f"the run ended before its first checkpoint:\n{first.stdout.read()[-4000:]}"
-        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
-        time.sleep(0.5)
+    wait_for_file(first, out / "checkpoints" / "step-000001" / "COMPLETE")
     victim = _rank_pid(first.pid, 1)
     assert victim is not None, "could not find rank 1 among torchrun's workers"
     os.kill(victim, signal.SIGKILL)

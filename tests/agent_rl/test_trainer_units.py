@@ -6,7 +6,8 @@ import torch
 
 from agent_rl.algo.batch import ShapingSettings, build_train_batch
 from agent_rl.train.policy import lr_lambda as _lr_lambda
-from agent_rl.train.trainer import Trainer, reward_plateaued
+from agent_rl.rollout.deadlines import apply_partial_group_policy
+from agent_rl.train.trainer import group_by_task, reward_plateaued
 from agent_rl.rollout.trajectory import Trajectory
 
 
@@ -51,15 +52,24 @@ def test_turn_penalty_shapes_the_advantage():
     assert batch.advantages.tolist() == pytest.approx([0.25, -0.25])
 
 
-def test_grouping_drops_broken_episodes_and_keeps_draw_order():
+def test_grouping_keeps_draw_order_and_the_partial_group_policy_drops_broken_episodes():
     trajs = [
         _traj("b", 1.0, [1], [2], [1], g=1),
         _traj("a", 0.0, [1], [2], [1], g=0),
         _traj("b", 0.0, [1], [2], [1], g=0),
         _traj("a", 0.0, [1], [2], [1], g=1, error="SandboxDied: gone"),
     ]
-    groups = Trainer._group(trajs, ["b", "a", "c"])
-    assert [[(t.task_id, t.group_index) for t in g] for g in groups] == [[("b", 0), ("b", 1)], [("a", 0)]]
+    groups = group_by_task(trajs, ["b", "a", "c"])
+    assert [[(t.task_id, t.group_index) for t in g] for g in groups] == [[("b", 0), ("b", 1)], [("a", 0), ("a", 1)]]
+    # "keep": a group trains on its usable members if two remain (one has no group baseline).
+    kept, dropped = apply_partial_group_policy(groups, 2, "keep")
+    assert [[(t.task_id, t.group_index) for t in g] for g in kept] == [[("b", 0), ("b", 1)]] and dropped == 1
+    three = groups + [[_traj("c", 1.0, [1], [2], [1], g=i) for i in range(2)]
+                      + [_traj("c", 0.0, [1], [2], [1], g=2, error="step_deadline: cut")]]
+    kept, dropped = apply_partial_group_policy(three, 3, "keep")
+    assert [len(g) for g in kept] == [2, 2] and dropped == 1
+    kept, dropped = apply_partial_group_policy(three, 3, "drop")
+    assert kept == [] and dropped == 3
 
 
 def test_reward_plateau():
