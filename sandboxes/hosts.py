@@ -126,12 +126,23 @@ class DockerHost:
 def _make_client(config: DockerHostConfig) -> "docker.DockerClient":
     import docker
 
-    tls: Any = None
-    if config.tls_ca:
-        tls = docker.tls.TLSConfig(client_cert=(config.tls_cert, config.tls_key), ca_cert=config.tls_ca, verify=True)
     # As default_client(): long reads for blocking execs, a large connection pool.
-    return docker.DockerClient(base_url=config.url, tls=tls, timeout=600, max_pool_size=64,
-                               use_ssh_client=config.url.startswith("ssh://"))
+    if not config.tls_ca:
+        return docker.DockerClient(base_url=config.url, timeout=600, max_pool_size=64,
+                                   use_ssh_client=config.url.startswith("ssh://"))
+    tls = docker.tls.TLSConfig(client_cert=(config.tls_cert, config.tls_key), ca_cert=config.tls_ca, verify=True)
+    # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (set on many machines) replace the
+    # engine's own CA, and HTTPS_PROXY route the engine's traffic: both are wrong for a Docker
+    # engine. The client is made with a fixed API version (no request yet), the environment is
+    # switched off, then the version is negotiated as version="auto" would.
+    client = docker.DockerClient(base_url=config.url, tls=tls, timeout=600, max_pool_size=64, version="1.41")
+    client.api.trust_env = False
+    try:
+        client.api._version = client.api.version(api_version=False)["ApiVersion"]
+    except Exception:
+        client.close()
+        raise
+    return client
 
 
 class NoLiveHost(SandboxError):
@@ -180,6 +191,24 @@ class DockerHosts:
         log.warning("docker host %s is gone (%s): placing new sandboxes elsewhere", host.name, host.dead)
 
     # ------------------------------------------------------------------ images
+    def _copy_image(self, host: DockerHost, tag: str) -> None:
+        """Stream `tag` to `host` from a live host that has it or, failing that, from this
+        machine's own engine (where task images are built), which need not be a sandbox host."""
+        from sandboxes.deployment import default_client
+
+        source = next((h for h in self.alive() if h is not host and h.has_image(tag)), None)
+        client, name = (source.client, source.name) if source is not None else (default_client(), "this machine's engine")
+        if source is None:
+            try:
+                client.images.get(tag)
+            except Exception:
+                raise SandboxError(f"image {tag!r} is neither on a live Docker host nor on this machine's engine, "
+                                   f"so it cannot be copied to {host.name}") from None
+        log.info("copying image %s from %s to %s", tag, name, host.name)
+        # get_image streams `docker save` in chunks; load_image streams them into `docker load`.
+        for _ in host.client.api.load_image(client.api.get_image(tag)):
+            pass
+
     def ensure_image(self, host: DockerHost, tag: str) -> None:
         """Make `tag` exist on `host`: there already, or copied from a live host that has it."""
         if tag in host.images:
@@ -190,13 +219,7 @@ class DockerHosts:
             if tag in host.images:
                 return
             if not host.has_image(tag):
-                source = next((h for h in self.alive() if h is not host and h.has_image(tag)), None)
-                if source is None:
-                    raise SandboxError(f"image {tag!r} is on no live Docker host, so it cannot be copied to {host.name}")
-                log.info("copying image %s from %s to %s", tag, source.name, host.name)
-                # get_image streams `docker save` in chunks; load_image streams them into `docker load`.
-                for _ in host.client.api.load_image(source.client.api.get_image(tag)):
-                    pass
+                self._copy_image(host, tag)
                 if not host.has_image(tag):
                     raise SandboxError(f"copying image {tag!r} to {host.name} did not leave it there")
             host.images.add(tag)

@@ -26,8 +26,7 @@ FIX = ("```edit calc/ops.py\n<<<<<<< SEARCH\ndef add(a, b):\n    return a - b\n"
 SUBMIT = "Done.\n```submit\n```"
 
 
-@pytest.fixture(scope="module")
-def second_engine(docker_engine):
+def _extra_engine(tls: bool):
     from sandboxes.local_dockerd import ExtraDockerd
 
     if shutil.which("dockerd") is None or shutil.which("unshare") is None or os.geteuid() != 0:
@@ -35,10 +34,25 @@ def second_engine(docker_engine):
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"CI=true: {why}; the multi-host tests must run")
         pytest.skip(why)
-    engine = ExtraDockerd.for_main_engine()
+    engine = ExtraDockerd.for_main_engine(tls=tls)
     engine.start()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def second_engine(docker_engine):
+    engine = _extra_engine(tls=False)
     yield engine
     engine.shutdown()  # whatever state the test left it in
+
+
+@pytest.fixture(scope="module")
+def tls_engine(docker_engine):
+    """A second engine at another address (its own network namespace, linked by a veth pair)
+    that only speaks dockerd's own mutual TLS on TCP."""
+    engine = _extra_engine(tls=True)
+    yield engine
+    engine.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +118,29 @@ def test_the_main_engines_default_network_survives_the_second_engine(second_engi
         client.containers.run("agent-rl/base:latest", ["true"], remove=True)
     finally:
         client.close()
+
+
+def test_an_engine_over_tcp_with_tls_runs_and_grades_an_episode(task, tls_engine, tmp_path):
+    """tcp:// with TLS for real: the task image is copied to the engine over TLS, the episode's
+    workspace and its grader run there, and the verdict is right. REQUESTS_CA_BUNDLE is set on
+    this machine: the engine's own CA must win over it."""
+    from sandboxes.hosts import DockerHostConfig, _make_client
+    from sandboxes.local_dockerd import make_tls_certs
+
+    config = {"max_turns": 5, "docker_hosts": [{"url": tls_engine.tcp_url, "name": "tls", "max_containers": 4,
+                                                **tls_engine.tls_files}]}
+    with SWEEnv(tasks=[task], config=config) as env:
+        hosts = env._own_sandboxes.hosts
+        env.reset()
+        assert hosts.stats()["tls"]["in_use"] == 1
+        obs, *_ = env.step(FIX)
+        assert "return a + b" in obs
+        obs, reward, terminated, truncated, info = env.step(SUBMIT)
+        assert (reward, terminated) == (1.0, True) and info["grade"]["resolved"], json.dumps(info["grade"])[:3000]
+        assert hosts.stats()["tls"]["placed"] >= 2  # the workspace and the grader
+
+    # A client certificate from another CA is refused by the engine (mutual TLS, not just encryption).
+    foreign = make_tls_certs(tmp_path / "foreign", "127.0.0.1")
+    with pytest.raises(Exception, match="(?i)ssl|certificate|tls"):
+        _make_client(DockerHostConfig(url=tls_engine.tcp_url, tls_ca=tls_engine.tls_files["tls_ca"],
+                                      tls_cert=foreign["client_cert"], tls_key=foreign["client_key"]))
