@@ -64,6 +64,7 @@ def _shortcuts(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from agent_rl.engines.base import EngineError
     from agent_rl.eval.evaluate import EvalConfig, run_eval
     from agent_rl.eval.reports import render_eval_markdown
 
@@ -71,10 +72,32 @@ def run(args: argparse.Namespace) -> int:
         config = resolve_config(EvalConfig, args, _shortcuts(args), "eval")
         if isinstance(config, int):
             return config
+        asyncio.run(_check_server(config.engine))
         report = asyncio.run(run_eval(config, progress=not args.no_progress))
     except ValueError as exc:  # bad flags, bad task spec
         print(f"eval: {exc}", file=sys.stderr)
         return 2
+    except EngineError as exc:  # the server cannot serve this run (before any sample started)
+        print(f"eval: {exc}", file=sys.stderr)
+        return 2
     print(render_eval_markdown(report))
     print(f"wrote {config.out}/results.jsonl, report.json, report.md, pass_at_k.png")
+    if report.get("all_errored"):
+        print(f"eval: {report['all_errored']}", file=sys.stderr)
+        return 1
     return 0
+
+
+async def _check_server(engine_config: Any) -> None:
+    """`--engine openai` in token mode with `engine.server: auto`: ask the server what it is
+    before any sandbox starts, so one that cannot take token ids stops the run at once
+    (naming mode=text) instead of failing every sample."""
+    if engine_config.kind != "openai" or engine_config.mode != "tokens" or engine_config.server != "auto":
+        return
+    from agent_rl.engines.factory import make_engine
+
+    engine = make_engine(engine_config)
+    try:
+        await engine.connect()  # type: ignore[attr-defined]
+    finally:
+        await engine.close()

@@ -109,6 +109,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"agent-rl rollout: error: {exc}", file=sys.stderr)
         return 2
     _write_outputs(config, tasks, trajectories, time.monotonic() - started)
+    from agent_rl.eval.evaluate import all_errored_summary
+
+    summary = all_errored_summary([t.error for t in trajectories], what="episode")
+    if summary:
+        print(f"agent-rl rollout: {summary}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -37,10 +37,18 @@ class EngineConfig(StrictModel):
     """openai text mode: alias/dir of the tokenizer for re-tokenization; None: `model`."""
     api_key: str | None = Field(None, exclude=True)
     """openai: bearer token, if the server wants one (never printed or saved with the resolved config)."""
-    server: Literal["agent-rl", "vllm"] = "agent-rl"
-    """openai: what serves it, which decides how weights are pushed: agent-rl (`agent-rl serve`,
-    POST /v1/load_checkpoint) or vllm (`vllm serve` with --weight-transfer-config
-    '{"backend": "disk"}': pause, start, update_weights from the checkpoint folder, finish, resume)."""
+    server: Literal["auto", "agent-rl", "vllm", "generic"] = "auto"
+    """openai: what serves base_url, which decides the request fields and how weights are pushed.
+    agent-rl (`agent-rl serve`, POST /v1/load_checkpoint) and vllm (`vllm serve` with
+    --weight-transfer-config '{"backend": "disk"}': pause, start, update_weights from the checkpoint
+    folder, finish, resume) take vLLM's extensions (token-id prompts, return_token_ids, top_k=-1,
+    min_p=0, stop_token_ids). generic: any other OpenAI-compatible server (llama.cpp, TGI, a hosted
+    API): standard OpenAI fields only, text mode only. auto: asked at start-up: GET /v1/models
+    owned_by vllm or agent-rl; otherwise in token mode one token-id probe request must come back
+    with token ids (else the run stops, naming mode=text), and in text mode the server is generic."""
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    """openai: fields added as they are to every generation request, e.g. {top_k: 0, min_p: 0,
+    repeat_penalty: 1.0} for llama.cpp, whose defaults otherwise truncate sampling."""
     timeout_s: float = Field(600.0, gt=0)
     """openai: seconds per request."""
     max_retries: int = Field(5, ge=0)
@@ -56,6 +64,9 @@ class EngineConfig(StrictModel):
     def _openai_needs_a_url(self) -> "EngineConfig":
         if self.kind == "openai" and not self.base_url:
             raise ValueError("base_url is required when kind is 'openai'")
+        if self.kind == "openai" and self.server == "generic" and self.mode == "tokens":
+            raise ValueError("server 'generic' is sent standard OpenAI fields only, and mode 'tokens' needs vLLM's "
+                             "token-id extensions: set mode=text (evaluation only), or server auto or vllm")
         return self
 
     def serving(self, model: str) -> "EngineConfig":
@@ -104,6 +115,7 @@ def make_engine(spec: Mapping[str, Any] | EngineConfig | None, *, model: Any = N
             timeout_s=config.timeout_s,
             max_retries=config.max_retries,
             server=config.server,
+            extra_body=config.extra_body,
         )
     from agent_rl.engines.vllm import VLLMEngine
 

@@ -245,7 +245,23 @@ async def evaluate(
         "wall_s": round(time.monotonic() - started, 3),
     }
     rows = store.rows_for(ids, config.samples)
-    return write_eval_reports(config.out, rows, config.ks, meta)
+    report = write_eval_reports(config.out, rows, config.ks, meta)
+    summary = all_errored_summary([row.get("error") for row in rows])
+    if summary:  # for the CLI (prints it, exits non-zero); not part of report.json
+        report["all_errored"] = summary
+    return report
+
+
+def all_errored_summary(errors: Sequence[str | None], what: str = "sample", limit: int = 3) -> str | None:
+    """One line naming the distinct errors, most frequent first, when every sample (episode,
+    …: `what`) errored (`errors`: one entry each, None where none); else None."""
+    if not errors or not all(errors):
+        return None
+    distinct = Counter(" ".join(str(e).split())[:500] for e in errors)
+    parts = [f"{n}× {message}" for message, n in distinct.most_common(limit)]
+    if len(distinct) > limit:
+        parts.append(f"{len(distinct) - limit} other distinct error(s)")
+    return f"every {what} errored ({len(errors)} of {len(errors)}): " + "; ".join(parts)
 
 
 class _ProgressBar:
