@@ -78,6 +78,7 @@ def pipeline_overrides(args: argparse.Namespace, out: Path) -> list[str]:
         f"train.rollout.group_size={args.group_size}", f"train.rollout.tasks_per_step={tasks_per_step}",
         f"train.algorithm.mini_batch_size={batch}", f"train.algorithm.micro_batch_size={4 if batch % 4 == 0 else 1}",
         f"train.max_steps={args.rl_steps}", f"train.optim.lr={args.rl_lr}",
+        *([f"train.agent.sampling.temperature={args.rl_temperature}"] if args.rl_temperature is not None else []),
         f"sft.max_steps={args.sft_steps}", f"sft.optim.lr={args.sft_lr}",
         f"eval.samples={args.samples}", f"eval.temperature={args.temperature}",
         # The held-out subset: the first N of the split, round-robin by library (a file keeps it exact).
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sft-lr", type=float, default=1e-4)
     parser.add_argument("--rl-steps", type=int, default=8)
     parser.add_argument("--rl-lr", type=float, default=1e-5)
+    parser.add_argument("--rl-temperature", type=float, default=None,
+                        help="RL rollout temperature (default: the recipe's)")
     parser.add_argument("--group-size", type=int, default=2)
     parser.add_argument("--tasks-per-step", type=int, default=0,
                         help="RL groups per step (0: every train task, so the curve tracks the policy, not the task mix)")
