@@ -30,7 +30,7 @@ import collections
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from agent_rl.rollout.runner import episode_seed
@@ -63,7 +63,6 @@ class Group:
     draw: Draw
     trajectories: list[Trajectory]
     started_version: int
-    finished_at: float = field(default_factory=time.monotonic)
 
     @property
     def oldest_version(self) -> int:
@@ -85,7 +84,6 @@ def staleness(trainer_version: int, group: Group) -> int:
 class ProducerStats:
     """Counters since the last `take_stats` call."""
 
-    started: int = 0
     stale_dropped: int = 0
     stale_dropped_episodes: int = 0
     wait_s: float = 0.0  # the trainer blocked in take()
@@ -256,7 +254,6 @@ class AsyncRollouts:
                     if draw is not None:
                         self._running[draw.index] = draw
                         self._episodes_running += self.group_size
-                        self._stats.started += 1
                 if draw is None:
                     await asyncio.sleep(0.02)  # woken by time: take(), updating() and close() are cheap to poll
                     continue
