@@ -63,6 +63,24 @@ class TrainBatch:
         )
 
 
+def episode_advantages(group: Sequence[Trajectory], rewards: Sequence[float], estimator: str) -> list[float]:
+    """Group advantages per episode, each row getting its episode's.
+
+    An episode an outside harness split into segments (it rewrote its history) is several
+    consecutive rows, segment 0 first; counting each row as a sample would weight that episode
+    by its number of segments, so the statistics run over episodes (a segmented episode's
+    reward is its first row's) and every segment gets its episode's advantage."""
+    episode_of: list[int] = []
+    for row, traj in enumerate(group):
+        starts = row == 0 or traj.segment == 0
+        episode_of.append(len(set(episode_of)) if starts else episode_of[-1])
+    if len(set(episode_of)) == len(group):
+        return group_advantages(rewards, estimator)
+    firsts = [episode_of.index(e) for e in sorted(set(episode_of))]
+    per_episode = group_advantages([rewards[row] for row in firsts], estimator)
+    return [per_episode[e] for e in episode_of]
+
+
 def build_train_batch(groups: Sequence[Sequence[Trajectory]], settings: ShapingSettings, pad_id: int) -> TrainBatch:
     trajectories: list[Trajectory] = []
     advantages: list[float] = []
@@ -84,7 +102,7 @@ def build_train_batch(groups: Sequence[Sequence[Trajectory]], settings: ShapingS
             )
             for t in group
         ]
-        advantages += group_advantages([s.reward for s in shaped], settings.estimator)
+        advantages += episode_advantages(group, [s.reward for s in shaped], settings.estimator)
         trajectories += list(group)
         shaped_rewards += [s.reward for s in shaped]
         penalties += [s.penalty for s in shaped]

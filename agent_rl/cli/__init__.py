@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "sandbox",
     "tasks",
     "serve",
+    "gateway",
     "rollout",
     "demos",
     "sft",

@@ -46,13 +46,16 @@ class ChatTokenizer(Protocol):
     def decode(self, token_ids: Sequence[int], **kwargs: Any) -> str: ...
 
 
-def render(tokenizer: ChatTokenizer, messages: list[Message], *, add_generation_prompt: bool) -> str:
+def render(tokenizer: ChatTokenizer, messages: list[Message], *, add_generation_prompt: bool,
+           **template_kwargs: Any) -> str:
+    """The template's text for `messages`; `template_kwargs` go to the template as they are
+    (e.g. `tools=[...]` for templates that render tool schemas)."""
     if not getattr(tokenizer, "chat_template", None):
         raise TemplateDriftError(
             f"tokenizer {type(tokenizer).__name__} has no chat_template; set tokenizer.chat_template"
         )
     text = tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt, **template_kwargs
     )
     if not isinstance(text, str):
         raise TemplateDriftError(f"apply_chat_template returned {type(text).__name__}, expected text")
@@ -111,15 +114,20 @@ class TokenConversation:
     # The template text the current ids correspond to; each new turn must extend it.
     rendered: str = ""
     awaiting_generation: bool = True
+    # Passed to every render (e.g. `tools`): a conversation keeps them from start to end.
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, tokenizer: ChatTokenizer, messages: list[Message]) -> "TokenConversation":
+    def start(cls, tokenizer: ChatTokenizer, messages: list[Message],
+              template_kwargs: dict[str, Any] | None = None) -> "TokenConversation":
         if not messages:
             raise ValueError("a conversation needs at least one message")
         messages = [dict(m) for m in messages]
-        rendered = render(tokenizer, messages, add_generation_prompt=True)
+        kwargs = dict(template_kwargs or {})
+        rendered = render(tokenizer, messages, add_generation_prompt=True, **kwargs)
         prompt_ids = encode(tokenizer, rendered)
-        conv = cls(tokenizer=tokenizer, messages=messages, prompt_ids=prompt_ids, rendered=rendered)
+        conv = cls(tokenizer=tokenizer, messages=messages, prompt_ids=prompt_ids, rendered=rendered,
+                   template_kwargs=kwargs)
         conv.segments.append(Segment("prompt", 0, len(prompt_ids)))
         return conv
 
@@ -178,12 +186,21 @@ class TokenConversation:
 
     def add_observation(self, content: str, role: str = "user") -> list[int]:
         """Append an environment turn as the token delta the template adds for it (mask 0)."""
+        if not isinstance(content, str):
+            raise TypeError(f"observation must be text, got {type(content).__name__}")
+        return self.add_messages([{"role": role, "content": content}])
+
+    def add_messages(self, messages: list[Message]) -> list[int]:
+        """Append turns the model did not sample (tool results, a user turn, several at once)
+        as the template's token delta for them plus the next generation prompt (mask 0)."""
         if self.awaiting_generation:
-            raise RuntimeError("add_observation before the assistant replied")
-        delta_text, rendered = self._observation_text(content, role)
+            raise RuntimeError("add_messages before the assistant replied")
+        if not messages:
+            raise ValueError("add_messages needs at least one message")
+        delta_text, rendered = self._messages_text(messages)
         delta = encode(self.tokenizer, delta_text)
         self._append("template", delta, [0] * len(delta), [0.0] * len(delta))
-        self.messages.append({"role": role, "content": content})
+        self.messages.extend(dict(m) for m in messages)
         self.rendered = rendered
         self.awaiting_generation = True
         return delta
@@ -191,7 +208,8 @@ class TokenConversation:
     # --- checking ---------------------------------------------------------------------
     def verify(self) -> RenderCheck:
         """Re-render `messages` and compare with the ids; raise TemplateDriftError on drift."""
-        full = render(self.tokenizer, self.messages, add_generation_prompt=self.awaiting_generation)
+        full = render(self.tokenizer, self.messages, add_generation_prompt=self.awaiting_generation,
+                      **self.template_kwargs)
         ours = self.ids
         seen = decode_exact(self.tokenizer, ours)
         if full != seen:
@@ -227,6 +245,7 @@ class TokenConversation:
             self.tokenizer,
             self.messages + [{"role": "assistant", "content": content}],
             add_generation_prompt=False,
+            **self.template_kwargs,
         )
         expected_head = self.rendered + content
         if not after.startswith(expected_head):
@@ -241,13 +260,16 @@ class TokenConversation:
     def _observation_text(self, content: str, role: str) -> tuple[str, str]:
         if not isinstance(content, str):
             raise TypeError(f"observation must be text, got {type(content).__name__}")
-        rendered = render(
-            self.tokenizer, self.messages + [{"role": role, "content": content}], add_generation_prompt=True
-        )
+        return self._messages_text([{"role": role, "content": content}])
+
+    def _messages_text(self, messages: list[Message]) -> tuple[str, str]:
+        rendered = render(self.tokenizer, self.messages + [dict(m) for m in messages], add_generation_prompt=True,
+                          **self.template_kwargs)
         if not rendered.startswith(self.rendered):
             at = _first_difference(rendered, self.rendered)
+            roles = "/".join(str(m.get("role")) for m in messages)
             raise TemplateDriftError(
-                f"adding a {role} turn changes how earlier turns render (e.g. a template that strips "
+                f"adding a {roles} turn changes how earlier turns render (e.g. a template that strips "
                 f"earlier reasoning), first difference at char {at}: "
                 f"{rendered[at:at + 40]!r} vs {self.rendered[at:at + 40]!r}"
             )

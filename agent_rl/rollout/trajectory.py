@@ -5,7 +5,9 @@ chat template adds for environment turns (loss_mask 0). `behaviour_logprobs` is 
 `response_ids` and is 0.0 wherever the mask is 0. `token_versions`, when present, is aligned
 too: the policy version whose weights sampled each token, -1 where the mask is 0. An episode
 that was in flight while the trainer pushed new weights (asynchronous training) carries more
-than one version; its behaviour logprobs are each token's own.
+than one version; its behaviour logprobs are each token's own. An episode an outside harness
+played through the gateway is split into several segments (`segment` of `segments`) when the
+harness rewrote its history (agent_rl/gateway/recording.py).
 """
 from __future__ import annotations
 
@@ -35,6 +37,11 @@ class Trajectory:
     error: str | None = None  # set when the episode failed; such trajectories never train
     text_mode: bool = False  # produced by a text-only engine: not token-exact, never train
     token_versions: list[int] = field(default_factory=list)  # [] in files written before versions were kept
+    # An outside harness that rewrote its history (gateway sessions) gives one episode several
+    # token-exact segments; each is a Trajectory sharing the episode's reward, advantage and
+    # group_index. Ordinary episodes are segment 0 of 1.
+    segment: int = 0
+    segments: int = 1
 
     def __post_init__(self) -> None:
         self.check_aligned()

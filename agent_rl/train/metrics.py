@@ -60,10 +60,13 @@ def step_metrics(trajectories: Sequence[Any], sampling: Any, batch: Any, update:
     every row has every `STEP_METRICS` key.
     """
     ok = [t for t in trajectories if t.error is None]
+    # A harness episode split into segments (gateway sessions) counts once in the outcomes.
+    episodes = [t for t in ok if t.segment == 0]
     sampled_tokens = sum(t.num_sampled_tokens for t in ok)
     metrics: dict[str, Any] = {
-        "reward_mean": mean([t.reward for t in ok]),
-        "solve_rate": mean([1.0 if t.resolved else 0.0 for t in ok]),
+        "reward_mean": mean([t.reward for t in episodes]),
+        "solve_rate": mean([1.0 if t.resolved else 0.0 for t in episodes]),
+        "history_splits": sum(1 for t in ok if t.segment > 0),
         "zero_variance_group_fraction": sampling.zero_variance_fraction,
         "generation_rounds": sampling.rounds,
         "groups_kept": len(sampling.kept),

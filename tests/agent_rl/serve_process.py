@@ -15,12 +15,14 @@ STARTUP_TIMEOUT_S = 180  # loading from the converted cache; generous for a load
 class ServerProcess:
     """`python -m agent_rl.cli serve --port 0`, with the URL it prints."""
 
-    def __init__(self, log_path: Path, batch_wait_ms: int = 20) -> None:
+    def __init__(self, log_path: Path, batch_wait_ms: int = 20, command: list[str] | None = None) -> None:
         env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
         self.log_path = log_path
         self._log = open(log_path, "w")
+        # `command`: another server subcommand that prints "... at http://..." the same way (gateway).
+        args = command or ["serve", "--port", "0", "--batch-wait-ms", str(batch_wait_ms)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent_rl.cli", "serve", "--port", "0", "--batch-wait-ms", str(batch_wait_ms)],
+            [sys.executable, "-m", "agent_rl.cli", *args],
             stdout=subprocess.PIPE, stderr=self._log, text=True, env=env,
         )
         self.lines: queue.Queue[str] = queue.Queue()
@@ -41,7 +43,7 @@ class ServerProcess:
                     break
                 continue
             if " at http://" in line:
-                return line.split(" at ", 1)[1].strip()
+                return line.split(" at ", 1)[1].split()[0].strip()
         self.stop()
         raise RuntimeError(f"agent-rl serve did not start: {self.log_path.read_text()[-2000:]}")
 
