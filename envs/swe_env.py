@@ -274,6 +274,22 @@ class SWEEnv(gymnasium.Env[str, str]):
             self._own_sandboxes.close()
         self._active = False
 
+    def run_command(self, command: str, *, timeout: float | None = None, cwd: str | None = None) -> dict[str, Any]:
+        """Run one shell command in the workspace for an outside harness (agent_rl's gateway
+        `/exec`): the harness drives its own loop, this env keeps the sandbox, the diff and the
+        grading. The command gets the env's command timeout (at most `timeout`) and the time
+        left in the episode; `cwd` is relative to the task's workdir.
+
+        Returns {"output", "returncode", "timed_out"}. Raises SandboxDied when the workspace
+        is gone, RuntimeError when no episode is running.
+        """
+        self._require_active()
+        assert self.sandbox is not None
+        limit = self._command_timeout()
+        timeout = limit if timeout is None else max(1.0, min(float(timeout), limit))
+        result = self.sandbox.exec(command, timeout=timeout, cwd=self._resolve(cwd) if cwd else None)
+        return {"output": result.output, "returncode": result.exit_code, "timed_out": result.timed_out}
+
     # ---------------------------------------------------------------- async twins
 
     async def areset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, ResetInfo]:
@@ -284,6 +300,9 @@ class SWEEnv(gymnasium.Env[str, str]):
 
     async def afinish(self, reason: str = "truncated") -> tuple[str, float, bool, bool, StepInfo]:
         return await run_blocking(lambda: self.finish(reason))
+
+    async def arun_command(self, command: str, *, timeout: float | None = None, cwd: str | None = None) -> dict[str, Any]:
+        return await run_blocking(lambda: self.run_command(command, timeout=timeout, cwd=cwd))
 
     async def aclose(self) -> None:
         await run_blocking(self.close)

@@ -29,11 +29,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from agent_rl.rollout.agent import AgentConfig, check_template, run_episode
 from agent_rl.rollout.chat_template import ChatTokenizer
 from agent_rl.rollout.deadlines import Deadline, DeadlinePolicy, PartialGroupPolicy, StepDeadline
+from agent_rl.rollout.harness import HarnessConfig, run_harness_episode
 from agent_rl.engines.base import Engine
 from agent_rl.rollout.trajectory import Trajectory
 from sandboxes.executor import blocking_executor, run_blocking
@@ -64,6 +65,13 @@ class RolloutConfig(StrictModel):
     """Seconds of the episode deadline kept for grading and teardown: no turn starts that would eat into them (the next turn is assumed as slow as the slowest so far). None: a fifth of episode_deadline_s, at most 60."""
     step_deadline: StepDeadline | None = None
     """Cut a step's stragglers once most of its episodes are done; None: every episode runs to its end (or its own deadline)."""
+    harness: HarnessConfig | None = None
+    """An outside agent harness plays the episodes through the recording gateway (a command template, or {command, timeout_s, env, log_dir}); None: our own agent loop. See agent_rl/rollout/harness.py."""
+
+    @field_validator("harness", mode="before")
+    @classmethod
+    def _harness_shorthand(cls, value: Any) -> Any:
+        return {"command": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _reserve_fits(self) -> "RolloutConfig":
@@ -374,6 +382,8 @@ class EpisodeRunner:
             for i, task in enumerate(tasks)
             for g in range(rollout.group_size)
         ]
+        if self.rollout.harness is not None:
+            return await self._collect_harness(jobs, engine, tokenizer, agent_cfg, progress=progress)
         results: list[Trajectory | None] = [None] * len(jobs)
         tally = _Tally()
         gate = asyncio.Semaphore(rollout.concurrency)  # made per call: each call may have its own loop
@@ -408,6 +418,62 @@ class EpisodeRunner:
         if cutter.fired:
             log.info("step deadline: %d of %d episodes cut", cutter.cut, len(jobs))
         return [t for t in results if t is not None]
+
+    async def _collect_harness(self, jobs: list[_Job], engine: Engine, tokenizer: ChatTokenizer,
+                               agent_cfg: AgentConfig, *, progress: bool) -> list[Trajectory]:
+        """Every job played by `rollout.harness` through a gateway on loopback, started for this
+        call in this loop. The gateway samples with the agent's settings (temperature, top_p,
+        max_tokens_per_turn, max_total_tokens). A segmented episode gives several trajectories,
+        kept together in job order."""
+        from agent_rl.gateway.server import Gateway
+
+        harness = self.rollout.harness
+        assert harness is not None
+        gateway_config = {"temperature": agent_cfg.sampling.temperature, "top_p": agent_cfg.sampling.top_p,
+                          "max_tokens": agent_cfg.max_tokens_per_turn, "max_context_tokens": agent_cfg.max_total_tokens}
+        results: list[list[Trajectory]] = [[] for _ in jobs]
+        tally = _Tally()
+        gate = asyncio.Semaphore(self.concurrency)
+        async with Gateway(engine, tokenizer, model_name=getattr(engine, "name", "agent-rl"),
+                           config=gateway_config) as gateway:
+            with _ProgressBar(len(jobs), enabled=progress) as bar:
+
+                async def one(job: _Job) -> None:
+                    async with gate:
+                        results[job.index] = await self.harness_episode(job.task, gateway, harness,
+                                                                        group_index=job.group_index)
+                    for traj in results[job.index]:
+                        if traj.segment == 0:
+                            tally.add(traj)
+                    bar.update(tally)
+
+                await asyncio.gather(*(one(job) for job in jobs))
+        return [t for group in results for t in group]
+
+    async def harness_episode(self, task: Any, gateway: Any, harness: HarnessConfig, *,
+                              group_index: int = 0) -> list[Trajectory]:
+        """One episode of `task` played by the harness on a borrowed environment, under the
+        episode deadline; never raises for a broken episode (error trajectory instead)."""
+        deadline = self.rollout.new_deadline()
+        env: Any = None
+        trajectories: list[Trajectory] = []
+        try:
+            async with deadline.scope():
+                env = await self._aborrow_env(task)
+                remaining = deadline.remaining()
+                timeout = None if math.isinf(remaining) else max(1.0, remaining - self.rollout.reserve_s)
+                trajectories = await run_harness_episode(env, gateway, harness, task, group_index=group_index,
+                                                         timeout_s=timeout)
+        except Exception as exc:
+            reason = f"cut by the {deadline.cut_by} deadline" if deadline.cut_by else f"{type(exc).__name__}: {exc}"
+            log.warning("harness episode of %s failed: %s", _task_id(task), reason)
+            trajectories = [Trajectory(task_id=_task_id(task), finish_reason="deadline" if deadline.cut_by else "error",
+                                       group_index=group_index, error=f"harness episode failed: {reason}")]
+        finally:
+            if env is not None:
+                broken = not trajectories or any(t.error for t in trajectories) or bool(deadline.cut_by)
+                await self._release_env(env, trajectories[0] if trajectories and not broken else None, deadline)
+        return trajectories
 
     # ------------------------------------------------------------------ sandboxes
 

@@ -271,6 +271,10 @@ class TrainConfig(StrictModel):
                 f"{self.batch_size} trajectories, which is not a multiple of algorithm.mini_batch_size "
                 f"({alg.mini_batch_size})"
             )
+        if ro.harness is not None and (alg.mode == "async" or self.cluster.kind != "local"):
+            # The gateway lives in the rollout's event loop on this machine; the async producer
+            # and Ray workers run episodes elsewhere. Not wired yet: refuse rather than ignore.
+            raise ValueError("rollout.harness runs with algorithm.mode sync and cluster.kind local only")
         temperature = self.agent.sampling.temperature
         if temperature <= 0:
             raise ValueError(f"agent.sampling.temperature must be > 0 for training (got {temperature}): "
