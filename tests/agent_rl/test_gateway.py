@@ -300,3 +300,33 @@ def test_agent_rl_gateway_command_serves_sessions(tmp_path):
         assert recording["call_log"][0]["sampled_ids"] == recording["segment_log"][0]["response_ids"]
     finally:
         assert server.stop() == 0
+
+
+async def test_gateway_in_front_of_an_openai_compatible_upstream(tmp_path):
+    """The gateway over the `openai` engine (token mode) talking to `agent-rl serve`, as it
+    would to a vLLM server: the recording holds the upstream's own token ids and logprobs."""
+    from serve_process import ServerProcess
+
+    from agent_rl.engines.factory import make_engine
+    from agent_rl.engines.models import load_tokenizer
+
+    server = ServerProcess(tmp_path / "serve.log")
+    tokenizer = load_tokenizer("smollm2-135m")
+    upstream = make_engine({"kind": "openai", "base_url": server.url.rsplit("/v1", 1)[0],
+                            "model": "smollm2-135m"}, tokenizer=tokenizer)
+    try:
+        async with Gateway(upstream, tokenizer, config={"max_tokens": 8}) as gateway:
+            session = gateway.open_session()
+            client = openai.AsyncOpenAI(base_url=gateway.base_url(session), api_key="unused", max_retries=0)
+            messages = [SYSTEM, {"role": "user", "content": "Hi."}]
+            reply = await client.chat.completions.create(model="m", messages=messages,
+                                                         extra_body={"return_token_ids": True})
+            messages += [reply.choices[0].message.model_dump(), {"role": "user", "content": "More."}]
+            await client.chat.completions.create(model="m", messages=messages)
+            assert session.summary()["segments"] == 1 and len(session.calls) == 2
+            first = session.calls[0]
+            assert reply.choices[0].model_extra["token_ids"] == first.sampled_ids
+            assert all(lp <= 0.0 for lp in first.logprobs) and any(lp < 0.0 for lp in first.logprobs)
+    finally:
+        await upstream.close()
+        server.stop()
