@@ -25,6 +25,12 @@ The steps, each a defence against a way of faking a pass:
    xpassed test's body ran clean and passes: see `envs.pytest_protocol`); any tampering
    signal fails every test.
 
+Tasks whose runner is not pytest (Django, SymPy, unittest) or that name a `log_parser` share
+steps 1-4 and then run the repository's own test command and read its log the way the official
+SWE-bench harness does (`envs.swebench.log_grading`, whose docstring says what replaces the
+plugin there: grader-owned markers, the trusted exit status, a stricter scan). A task's
+`env_activate` (e.g. the official images' conda activation) runs before the tests on both paths.
+
 The report uses SWE-bench's keys, plus `fraction_passed`, timings, `error`, `dropped_files`
 and `tamper`.
 """
@@ -44,6 +50,8 @@ from pydantic import Field
 from envs import pytest_protocol as protocol
 from envs.episode_sandboxes import SandboxFactory
 from envs.patch_screen import filter_patch, hidden_test_files, protection_reason, scan_patch
+from envs.swebench import log_grading
+from envs.swebench import specs as swebench_specs
 from envs.tasks import Task
 from sandboxes.base import Sandbox
 from sandboxes.docker import DockerSandboxConfig
@@ -131,7 +139,12 @@ def _test_command(task: Task, launcher: str, control: str, junit: str, files: li
         python = protocol.python_of(task.test_cmd)
     except protocol.NotPytestError as exc:
         raise GradingError(f"task {task.instance_id!r}: {exc}") from None
-    return protocol.shell_command(python, launcher, control, task.workdir, junit, files)
+    command = protocol.shell_command(python, launcher, control, task.workdir, junit, files)
+    if task.env_activate.strip():
+        # The image's environment (e.g. conda's `testbed`) first; the launcher still runs
+        # with `-I` and the protocol's environment, so the protections are unchanged.
+        command = f"{task.env_activate.strip()} && cd {shlex.quote(task.workdir)} && {command}"
+    return command
 
 
 class GradingError(RuntimeError):
@@ -216,10 +229,51 @@ def _grade_into(
             ok, why = _apply(box, task, task.test_patch, f"{scratch}/tests.patch", config, fallback=False)
             if not ok:
                 raise GradingError(f"the hidden test patch does not apply: {why}")
+        if log_grading.uses_log_runner(task):
+            if config.scan_patch:
+                report.tamper += log_grading.scan_for_log_runner(kept)
+            _run_logged_tests(box, task, scratch, config, report)
+            return
         passed = _run_tests(box, task, scratch, config, report)
     if report.tamper:
         passed = set()
     _status_lists(report, task, passed)
+
+
+def _run_logged_tests(box: Sandbox, task: Task, scratch: str, config: GradingConfig, report: GradeReport) -> None:
+    """Steps 5-6 for runners other than pytest: the repository's own test command, its log
+    read by the SWE-bench parser, the verdict by `envs.swebench.report` (see
+    `envs.swebench.log_grading` for what replaces the plugin). Fills `report`."""
+    spec = swebench_specs.for_task(task)
+    log_path = f"{scratch}/test_output.txt"  # outside the repository; only the runner writes it
+    command = log_grading.test_command(task, spec)
+    timeout = config.test_timeout_s or task.test_timeout_s
+    timed = time.monotonic()
+    run = box.exec(log_grading.shell_command(task, command, log_path), timeout=timeout)
+    report.timings["test_s"] = round(time.monotonic() - timed, 3)
+    try:
+        output = box.read_file(log_path)
+    except Exception:  # the runner never started (activation failed) or removed the file
+        output = ""
+    report.test_output = (output or run.output)[-4000:]
+    if run.timed_out:
+        report.error = f"tests timed out after {timeout:g}s"
+        _status_lists(report, task, set())
+        return
+    report.tamper += log_grading.forged_markers(output)
+    fields, why = log_grading.verdict(task, spec, output, run.exit_code)
+    if why:
+        report.error = report.error or f"{why} ({spec.parser_name} parser; command: {command})"
+    if report.tamper or why:
+        _status_lists(report, task, set())
+        return
+    status = fields["tests_status"]
+    for kind in ("FAIL_TO_PASS", "PASS_TO_PASS"):
+        report.tests_status[kind] = {"success": list(status[kind]["success"]), "failure": list(status[kind]["failure"])}
+    good = sum(len(status[k]["success"]) for k in ("FAIL_TO_PASS", "PASS_TO_PASS"))
+    counted = good + sum(len(status[k]["failure"]) for k in ("FAIL_TO_PASS", "PASS_TO_PASS"))
+    report.fraction_passed = good / counted if counted else 0.0
+    report.resolved = bool(fields["resolved"])
 
 
 def _git(cmd: str) -> str:

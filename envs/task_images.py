@@ -1,4 +1,6 @@
-"""Task → Docker image: the task's repository at its base commit, plus its setup commands.
+"""Task → Docker image: the task's repository at its base commit, plus its setup commands;
+or, for SWE-bench-family datasets, the prebuilt image the row names (checked, pulled, or a
+clear error saying how to provide it: `ensure_images`).
 
 `sandboxes.repo_images.build_repo_image` does the building and already names images by a
 content hash (so a rebuild is a no-op). This module adds what many concurrent episodes
@@ -10,15 +12,28 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
+import os
+import shutil
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from envs.tasks import Task, TaskError, cache_dir, resolve_repo
+
+log = logging.getLogger(__name__)
+
+MIN_FREE_DISK_ENV = "AGENT_RL_MIN_FREE_DISK_GB"
+DEFAULT_MIN_FREE_DISK_GB = 50.0  # SWE-bench instance images are 1-3 GB each, sharing layers
+PULL_ENV = "AGENT_RL_IMAGE_PULL"  # "0": never try to pull a missing image
 
 
 class TaskImageError(RuntimeError):
     """The task's image could not be built; the message names the task."""
+
+
+class ImageUnavailableError(TaskImageError):
+    """A prebuilt image is neither on the engine nor pullable, or the disk is too full to pull."""
 
 
 _memo: dict[str, str] = {}
@@ -48,8 +63,12 @@ def _exclusive(key: str) -> Iterator[None]:
 
 
 def task_image(task: Task, *, client: object | None = None) -> str:
-    """The image tag to start this task's sandboxes from, building it if needed."""
+    """The image tag to start this task's sandboxes from, building it if needed. A prebuilt
+    image named by a SWE-bench-family dataset (see `envs.swebench.datasets`) is checked once per
+    process: present, or pulled, or an ImageUnavailableError saying how to provide it."""
     if task.image:
+        if task.extra.get("image_source"):
+            _require_once(task.image, task, client)
         return task.image
     key = image_key(task)
     cached = _memo.get(key)
@@ -77,3 +96,110 @@ def task_image(task: Task, *, client: object | None = None) -> str:
             raise TaskImageError(f"task {task.instance_id!r}: building its image failed: {exc}") from exc
         _memo[key] = tag
         return tag
+
+
+# --------------------------------------------------------------------------------------
+# Prebuilt images (SWE-bench-family datasets): present, pullable, room on disk
+# --------------------------------------------------------------------------------------
+
+_present: set[str] = set()
+
+
+def _require_once(image: str, task: Task, client: object | None) -> None:
+    if image in _present:
+        return
+    ensure_images([image], client=client, tasks={image: task.instance_id})
+    _present.add(image)
+
+
+def _docker_client(client: object | None) -> "object":
+    if client is not None:
+        return client
+    from sandboxes.deployment import default_client
+
+    return default_client()
+
+
+def _free_disk_gb(client: object) -> tuple[float | None, str]:
+    """(free GB where the engine keeps its images, that place), None when it cannot be read
+    (a remote engine, or a data root this user may not stat)."""
+    try:
+        root = client.info().get("DockerRootDir") or "/var/lib/docker"  # type: ignore[attr-defined]
+    except Exception as exc:  # an engine that does not answer `info` is reported by the pull itself
+        return None, f"docker info failed: {exc}"
+    try:
+        return shutil.disk_usage(root).free / 1e9, root
+    except OSError as exc:
+        return None, f"{root}: {exc.strerror or exc}"
+
+
+def how_to_provide(image: str) -> str:
+    """What a user can do about a missing image."""
+    return (
+        f"make {image!r} available to the Docker engine: `docker load -i <archive>` of a saved copy; "
+        "or build it (SWE-bench: `python -m swebench.harness.prepare_images`, which names images "
+        "as the dataset expects); or pull it from a mirror by setting AGENT_RL_IMAGE_REGISTRY to "
+        "the mirror's prefix (e.g. mirror.corp:5000/) before loading the tasks"
+    )
+
+
+def ensure_images(images: Iterable[str], *, client: object | None = None, pull: bool | None = None,
+                  min_free_gb: float | None = None, tasks: "dict[str, str] | None" = None) -> list[str]:
+    """Make sure every image is on the engine: the missing ones are pulled (unless `pull` is
+    False or AGENT_RL_IMAGE_PULL=0), after checking that the engine's disk has at least
+    `min_free_gb` free (default AGENT_RL_MIN_FREE_DISK_GB, else 50; 0 turns the check off).
+    Returns the images that were pulled. Raises ImageUnavailableError naming every image that
+    is still missing (and its task, when `tasks` maps image → instance id) and how to provide it,
+    or the free space and the threshold when the disk is too full to pull."""
+    import docker
+
+    wanted = list(dict.fromkeys(i for i in images if i))
+    if not wanted:
+        return []
+    engine = _docker_client(client)
+    missing = []
+    for image in wanted:
+        try:
+            engine.images.get(image)  # type: ignore[attr-defined]
+        except docker.errors.ImageNotFound:
+            missing.append(image)
+    if not missing:
+        return []
+    pull = os.environ.get(PULL_ENV, "1") != "0" if pull is None else pull
+    named = tasks or {}
+
+    def label(image: str) -> str:
+        return f"{image} (task {named[image]!r})" if image in named else image
+
+    if not pull:
+        raise ImageUnavailableError(
+            f"{len(missing)} image(s) not on the Docker engine (pulling is off): "
+            f"{', '.join(label(i) for i in missing[:10])}{' …' if len(missing) > 10 else ''}. "
+            + how_to_provide(missing[0])
+        )
+    threshold = float(os.environ.get(MIN_FREE_DISK_ENV, DEFAULT_MIN_FREE_DISK_GB)) if min_free_gb is None else min_free_gb
+    if threshold > 0:
+        free, where = _free_disk_gb(engine)
+        if free is None:
+            log.warning("cannot check free disk before pulling %d image(s): %s", len(missing), where)
+        elif free < threshold:
+            raise ImageUnavailableError(
+                f"refusing to pull {len(missing)} image(s): {free:.1f} GB free at {where}, below the "
+                f"{threshold:g} GB threshold ({MIN_FREE_DISK_ENV}; pass min_free_gb=0 to skip). Free space "
+                "(`docker image prune`), move Docker's data root, or load fewer tasks"
+            )
+    pulled, failed = [], []
+    for image in missing:
+        try:
+            engine.images.pull(image)  # type: ignore[attr-defined]
+            pulled.append(image)
+        except docker.errors.DockerException as exc:
+            failed.append((image, str(exc).splitlines()[0][:200]))
+    if failed:
+        first, why = failed[0]
+        raise ImageUnavailableError(
+            f"{len(failed)} image(s) not on the Docker engine and not pullable: "
+            f"{', '.join(label(i) for i, _ in failed[:10])}{' …' if len(failed) > 10 else ''} "
+            f"(pulling {first!r}: {why}). " + how_to_provide(first)
+        )
+    return pulled

@@ -49,6 +49,7 @@ class Task:
     test_cmd: str = "python3 -m pytest"  # junit flags and test ids are appended by the grader
     test_files: list[str] = field(default_factory=list)  # paths the test_patch touches (derived if empty)
     workdir: str = "/testbed"
+    env_activate: str = ""  # shell run before the tests (e.g. conda activation); empty: none
     exec_timeout_s: float = 60.0
     test_timeout_s: float = 300.0
     # --- metadata ---------------------------------------------------------------------
@@ -80,7 +81,7 @@ class Task:
         kwargs["extra"] = extra
         for name in ("FAIL_TO_PASS", "PASS_TO_PASS"):
             kwargs[name] = _as_test_list(data.get(name, []), iid, name)
-        for name in ("patch", "test_patch", "version", "environment_setup_commit", "image", "test_cmd"):
+        for name in ("patch", "test_patch", "version", "environment_setup_commit", "image", "test_cmd", "env_activate"):
             if name in kwargs and kwargs[name] is None:
                 kwargs[name] = ""
             if name in kwargs and not isinstance(kwargs[name], str):
@@ -120,8 +121,24 @@ class Task:
 # ======================================================================================
 
 
-def _task_from_row(row: Any, source: str) -> Task:
-    """Task.from_dict, with every error message carrying where the row came from."""
+def _task_from_row(row: Any, source: str, dataset: str | None = None) -> Task:
+    """Task.from_dict, with every error message carrying where the row came from.
+
+    A SWE-bench-family row (repo "owner/name", no `setup`; or any row when `dataset` names a
+    profile) first goes through `envs.swebench.datasets.map_row`: its image (explicit field or
+    the dataset's official naming), /testbed, the environment activation and the runner."""
+    if dataset is not None or _is_family_row(row):
+        from envs.swebench import datasets
+
+        profile = None
+        if dataset is not None:
+            profile = datasets.profile_named(dataset)
+            if profile is None:
+                raise TaskError(f"{source}: unknown dataset profile {dataset!r}; known: {', '.join(datasets.PROFILES)}")
+        try:
+            row = datasets.map_row(row, profile, source=source)
+        except datasets.DatasetRowError as exc:
+            raise TaskError(str(exc)) from None
     try:
         return Task.from_dict(row, source=source)
     except TaskError as exc:
@@ -130,8 +147,15 @@ def _task_from_row(row: Any, source: str) -> Task:
         raise TaskError(f"{source}: {exc}") from None
 
 
-def load_jsonl(path: str | os.PathLike[str]) -> list[Task]:
-    """SWE-bench-format JSONL, one task per line; errors name file, line, task and field."""
+def _is_family_row(row: Any) -> bool:
+    from envs.swebench.datasets import is_family_row
+
+    return is_family_row(row)
+
+
+def load_jsonl(path: str | os.PathLike[str], dataset: str | None = None) -> list[Task]:
+    """SWE-bench-format JSONL, one task per line; errors name file, line, task and field.
+    `dataset`: a profile of `envs.swebench.datasets` for every row (else detected per row)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -145,12 +169,12 @@ def load_jsonl(path: str | os.PathLike[str]) -> list[Task]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise TaskError(f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno})") from exc
-        tasks.append(_task_from_row(row, f"{path}:{number}"))
+        tasks.append(_task_from_row(row, f"{path}:{number}", dataset))
     _check_unique(tasks, str(path))
     return tasks
 
 
-def load_json(path: str | os.PathLike[str]) -> list[Task]:
+def load_json(path: str | os.PathLike[str], dataset: str | None = None) -> list[Task]:
     """A JSON file holding a list of task objects (or {"tasks": [...]})."""
     path = Path(path)
     try:
@@ -163,13 +187,14 @@ def load_json(path: str | os.PathLike[str]) -> list[Task]:
         data = data["tasks"]
     if not isinstance(data, list):
         raise TaskError(f"{path}: expected a list of tasks, got {type(data).__name__}")
-    tasks = [_task_from_row(row, f"{path}[{i}]") for i, row in enumerate(data)]
+    tasks = [_task_from_row(row, f"{path}[{i}]", dataset) for i, row in enumerate(data)]
     _check_unique(tasks, str(path))
     return tasks
 
 
-def load_hf_dataset(name_or_path: str, split: str = "test") -> list[Task]:
-    """A Hugging Face dataset in SWE-bench's schema (needs the optional `datasets` package)."""
+def load_hf_dataset(name_or_path: str, split: str = "test", dataset: str | None = None) -> list[Task]:
+    """A Hugging Face dataset in SWE-bench's schema (needs the optional `datasets` package).
+    The profile (`dataset`) defaults to the one its name implies (SWE-bench, SWE-Gym, …)."""
     try:
         import datasets  # type: ignore[import-not-found]
     except ImportError:
@@ -180,7 +205,12 @@ def load_hf_dataset(name_or_path: str, split: str = "test") -> list[Task]:
         rows = datasets.load_dataset(name_or_path, split=split)
     except Exception as exc:  # datasets raises many types; all mean "could not load"
         raise TaskError(f"cannot load dataset {name_or_path!r} split {split!r}: {exc}") from exc
-    tasks = [_task_from_row(dict(row), f"{name_or_path}[{split}][{i}]") for i, row in enumerate(rows)]
+    if dataset is None:
+        from envs.swebench.datasets import profile_for_hf
+
+        known = profile_for_hf(name_or_path)
+        dataset = known.name if known is not None else None
+    tasks = [_task_from_row(dict(row), f"{name_or_path}[{split}][{i}]", dataset) for i, row in enumerate(rows)]
     _check_unique(tasks, name_or_path)
     return tasks
 
@@ -200,7 +230,9 @@ def load_tasks(spec: "str | os.PathLike[str] | Iterable[Task | Mapping[str, Any]
     `builtin:train` / `builtin:heldout` (combinable with a difficulty), the floor tier
     `builtin:floor[:train|heldout|<suite>]`, a `.jsonl` / `.json` file, `hf:<name>[:<split>]`,
     `floor:<any of these>` (their floor variants, e.g. of synthesized tasks), or an iterable
-    of Tasks/dicts.
+    of Tasks/dicts. SWE-bench-family rows (SWE-bench, Verified, Lite, SWE-Gym, SWE-smith,
+    R2E-Gym, SWE-rebench) are mapped by `envs.swebench.datasets`; `<profile>:<file or hf:name>`
+    (e.g. `swe-gym:rows.jsonl`) names the profile instead of detecting it.
     """
     if not isinstance(spec, (str, os.PathLike)):
         tasks = [t if isinstance(t, Task) else Task.from_dict(t, source="task list") for t in spec]
@@ -211,17 +243,30 @@ def load_tasks(spec: "str | os.PathLike[str] | Iterable[Task | Mapping[str, Any]
         return _load_floor(text[len("floor:"):])
     if text == "builtin" or text.startswith("builtin:"):
         return _load_builtin(text)
+    return _load_source(text, None)
+
+
+def _load_source(text: str, dataset: str | None) -> list[Task]:
+    """hf:, .jsonl, .json, or `<profile>:` in front of one of them."""
+    head, sep, rest = text.partition(":")
+    if sep and dataset is None and not text.startswith("hf:"):
+        from envs.swebench.datasets import profile_named
+
+        profile = profile_named(head)
+        if profile is not None:
+            return _load_source(rest, profile.name)
     if text.startswith("hf:"):
         name, _, split = text[3:].partition(":")
-        return load_hf_dataset(name, split or "test")
+        return load_hf_dataset(name, split or "test", dataset)
     path = Path(text)
     if path.suffix == ".jsonl":
-        return load_jsonl(path)
+        return load_jsonl(path, dataset)
     if path.suffix == ".json":
-        return load_json(path)
+        return load_json(path, dataset)
     raise TaskError(
         f"unknown task spec {text!r}: expected builtin[:suite|split][:difficulty], builtin:<difficulty>, "
-        "hf:<dataset>[:split], floor:<spec>, or a .jsonl/.json file"
+        "hf:<dataset>[:split], floor:<spec>, <profile>:<file or hf:name> (profiles: swe-bench, swe-gym, "
+        "swe-smith, swe-rebench, r2e-gym), or a .jsonl/.json file"
     )
 
 
