@@ -81,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"eval: {exc}", file=sys.stderr)
         return 2
     print(render_eval_markdown(report))
-    print(f"wrote {config.out}/results.jsonl, report.json, report.md, pass_at_k.png")
+    import os
+
+    drawn = ", pass_at_k.png" if os.path.exists(os.path.join(config.out, "pass_at_k.png")) else ""
+    print(f"wrote {config.out}/results.jsonl, report.json, report.md{drawn}")
     if report.get("all_errored"):
         print(f"eval: {report['all_errored']}", file=sys.stderr)
         return 1

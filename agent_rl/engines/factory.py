@@ -5,7 +5,7 @@ from typing import Any, ClassVar, Literal, Mapping, get_args
 
 from pydantic import Field, model_validator
 
-from agent_rl.engines.base import Engine
+from agent_rl.engines.base import Engine, EngineError
 from strictconfig import StrictModel
 
 EngineKind = Literal["hf", "openai", "vllm"]
@@ -88,6 +88,8 @@ def make_engine(spec: Mapping[str, Any] | EngineConfig | None, *, model: Any = N
     instead of loading `spec.model` again.
     """
     config = engine_config(spec)
+    if config.kind in ("hf", "vllm"):
+        _require_torch(config.kind)
     if config.kind == "hf":
         from agent_rl.engines.hf import HFEngine
 
@@ -126,3 +128,14 @@ def make_engine(spec: Mapping[str, Any] | EngineConfig | None, *, model: Any = N
         max_model_len=config.max_model_len,
         enable_sleep_mode=config.enable_sleep_mode,
     )
+
+
+def _require_torch(kind: str) -> None:
+    """In-process engines need torch; the slim evaluator image (and `pip install agent-rl`
+    without the train extra) has none, so say what to use instead of a bare ImportError."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise EngineError(f"engine kind {kind!r} runs the model in this process and needs torch, which is not "
+                          "installed: install agent-rl[train] (or use the full image), or evaluate a model served "
+                          "elsewhere with --engine openai --base-url URL")

@@ -189,9 +189,50 @@ def resolve_device(device: str | None) -> str:
 
 
 def load_tokenizer(spec: str | os.PathLike[str]) -> Any:
+    """The tokenizer of a model alias, checkpoint dir, .gguf file or tokenizer-only dir.
+
+    Without torch (the slim evaluator image) a GGUF cannot be converted (transformers reads
+    GGUF only through torch); an alias then uses the tokenizer exported beside the cache
+    (`export_tokenizer`, done when the image is built), which is the converted one, byte for byte."""
     from transformers import AutoTokenizer
 
+    path = Path(str(spec)).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file() and (path / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    if importlib.util.find_spec("torch") is None and _unconverted_gguf(spec) is not None:
+        exported = exported_tokenizer_dir(str(spec))
+        if (exported / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(str(exported), local_files_only=True)
+        raise ModelNotFoundError(
+            f"the tokenizer of '{spec}' lives in a GGUF file, which transformers reads only with torch: run "
+            f"`agent-rl`'s export_tokenizer('{spec}', DIR) where torch is installed and pass DIR as the tokenizer, "
+            f"or place it at {exported}")
     return AutoTokenizer.from_pretrained(str(resolve_checkpoint(spec)), local_files_only=True)
+
+
+def exported_tokenizer_dir(spec: str) -> Path:
+    """Where a torch-less install looks for the tokenizer of an alias or GGUF file."""
+    return cache_root() / "tokenizers" / Path(spec).name.removesuffix(".gguf")
+
+
+def export_tokenizer(spec: str | os.PathLike[str], target: str | os.PathLike[str] | None = None) -> Path:
+    """Save the tokenizer of `spec` as a plain HF tokenizer dir (default: where a torch-less
+    install of this cache looks for it); needs torch when `spec` is a GGUF not yet converted."""
+    out = Path(target) if target is not None else exported_tokenizer_dir(str(spec))
+    load_tokenizer(spec).save_pretrained(str(out))
+    return out
+
+
+def _unconverted_gguf(spec: str | os.PathLike[str]) -> Path | None:
+    """The GGUF file behind an alias or .gguf path whose checkpoint is not converted yet."""
+    text = str(spec)
+    if text in KNOWN_MODELS:
+        return None if (converted_dir(text) / "config.json").is_file() else gguf_path(text)
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        target = cache_root() / "models" / f"{path.stem}-{_gguf_cache_key(path)}"
+        return None if (target / "config.json").is_file() else path
+    return None
 
 
 def load_model(

@@ -7,11 +7,14 @@ canvas so that no global backend is touched and no display is needed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
 
 from agent_rl.eval.passk import aggregate_pass_at_k, default_ks, pass_at_1_mean_stderr
+
+log = logging.getLogger(__name__)
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -115,10 +118,15 @@ def render_eval_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_pass_at_k(curves: Mapping[str, Mapping[int, float]], path: str, title: str) -> None:
-    """One line per curve, k on a log-2 axis, pass@k in [0, 1]."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def plot_pass_at_k(curves: Mapping[str, Mapping[int, float]], path: str, title: str) -> bool:
+    """One line per curve, k on a log-2 axis, pass@k in [0, 1]. False (no file) without
+    matplotlib: the slim evaluator image has none, and the JSON and Markdown say it all."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        log.info("matplotlib is not installed: %s not drawn (report.json and report.md have the numbers)", path)
+        return False
 
     fig = Figure(figsize=(6.4, 4.2), dpi=120)
     FigureCanvasAgg(fig)
@@ -142,6 +150,7 @@ def plot_pass_at_k(curves: Mapping[str, Mapping[int, float]], path: str, title: 
         ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
+    return True
 
 
 def write_eval_reports(out_dir: str, rows: Sequence[Mapping[str, Any]], ks: Sequence[int] | None,
