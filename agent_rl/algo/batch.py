@@ -43,6 +43,9 @@ class TrainBatch:
     advantages: torch.Tensor  # [N]
     shaped_rewards: list[float]
     penalties: list[float]
+    # [N, T] int8, optional: 1 planning, 2 execution, 0 neither (agent_rl.analysis.phases),
+    # aligned with input_ids; only per-phase metrics read it, never the loss.
+    phase_mask: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.trajectories)
@@ -60,6 +63,7 @@ class TrainBatch:
             advantages=self.advantages[index],
             shaped_rewards=[self.shaped_rewards[i] for i in idx],
             penalties=[self.penalties[i] for i in idx],
+            phase_mask=self.phase_mask[index, :width] if self.phase_mask is not None else None,
         )
 
 

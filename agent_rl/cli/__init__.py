@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "eval",
     "grade",
     "compare",
+    "analyze",
     "synth",
 )
 

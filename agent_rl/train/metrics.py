@@ -25,6 +25,10 @@ STEP_METRICS: tuple[str, ...] = (
     "turns_mean",
     "truncation_rate",
     "entropy",
+    "planning_entropy",
+    "execution_entropy",
+    "planning_logprob",
+    "execution_logprob",
     "clip_fraction_low",
     "clip_fraction_high",
     "approx_kl_old",
@@ -78,6 +82,12 @@ def step_metrics(trajectories: Sequence[Any], sampling: Any, batch: Any, update:
         "truncation_rate": mean([1.0 if t.truncated else 0.0 for t in ok]),
         "shaped_reward_mean": mean(batch.shaped_rewards),
         "entropy": None,
+        # Per-phase means over sampled tokens: planning = reasoning outside the action, execution =
+        # the action block / tool call (agent_rl.analysis.phases); None for a phase with no tokens.
+        "planning_entropy": None,
+        "execution_entropy": None,
+        "planning_logprob": None,
+        "execution_logprob": None,
         "clip_fraction_low": None,
         "clip_fraction_high": None,
         "approx_kl_old": None,

@@ -40,6 +40,7 @@ import yaml
 
 from agent_rl.algo.advantages import dynamic_sample
 from agent_rl.algo.batch import ShapingSettings, build_train_batch
+from agent_rl.analysis.phases import ReplySplitter, batch_phase_mask
 from agent_rl.engines.capabilities import TRAINING, Closes, has, require
 from agent_rl.rollout.trajectory import Trajectory, write_jsonl
 from agent_rl.train.checkpoint import CheckpointContents, CheckpointManager, LoadedCheckpoint
@@ -302,6 +303,9 @@ class Trainer:
         learning_rate = self.scheduler.get_last_lr()[0]
         update: dict[str, Any] = {}
         if len(batch) and batch.score_mask.sum() > 0:
+            # Planning vs execution tokens, for the per-phase entropy/logprob metrics only (never the loss).
+            batch.phase_mask = batch_phase_mask(batch.trajectories, batch.input_ids.shape[1],
+                                                ReplySplitter.for_tokenizer(self.tokenizer, cfg.env.action_format))
             settings = UpdateSettings.from_config(cfg, temperature=self.temperature, device=self.device, ranks=self.ranks)
             update = update_step(self.model, self.optimizer, batch, settings, reference=self.reference,
                                  seed=cfg.seed * 7919 + step)

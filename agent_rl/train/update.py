@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from agent_rl.algo.batch import TrainBatch
+from agent_rl.analysis.phases import PHASE_SUM_KEYS, phase_means, phase_sums
 from agent_rl.algo.logprobs import TokenScores
 from agent_rl.algo.loss import LossNormalizer, decoupled_ppo_loss, truncated_is_weights
 from agent_rl.algo.microbatch import plan_micro_batches, split_for_ranks
@@ -82,15 +83,23 @@ class UpdateStats:
     loss_sum: float = 0.0
     optimizer_steps: int = 0
     grad_norms: list[float] | None = None
+    # Σ entropy / logprob and token counts per phase (planning, execution) when the batch has a
+    # phase mask; PHASE_SUM_KEYS name them.
+    phases: dict[str, float] | None = None
 
     def all_ranks(self, ranks: Ranks) -> None:
         """Sum the counters over ranks (each rank saw only its share of the rows)."""
         names = ["tokens", "clip_low", "clip_high", "dual_clip", "kl_ref", "kl_old", "entropy", "loss_sum"]
+        if self.phases is not None:
+            summed = ranks.sum_(torch.tensor([self.phases[k] for k in PHASE_SUM_KEYS], dtype=torch.float64))
+            self.phases = dict(zip(PHASE_SUM_KEYS, summed.tolist()))
         summed = ranks.sum_(torch.tensor([float(getattr(self, n)) for n in names], dtype=torch.float64))
         for name, value in zip(names, summed.tolist()):
             setattr(self, name, value)
 
-    def add(self, out: Any) -> None:
+    def add(self, out: Any, phases: dict[str, float] | None = None) -> None:
+        if phases is not None:
+            self.phases = {k: (self.phases or {}).get(k, 0.0) + phases[k] for k in PHASE_SUM_KEYS}
         self.tokens += out.num_tokens
         self.clip_low += out.clip_low_count
         self.clip_high += out.clip_high_count
@@ -168,15 +177,19 @@ def update_step(
             groups = settings.micro_batches(mb_index.tolist(), batch)
             for i, group in enumerate(groups):
                 set_gradient_sync(model, i == len(groups) - 1)
-                out = _micro_step(model, batch, group, old_logprobs, ref_logprobs, normalizer, settings, one_pass)
+                out, phases = _micro_step(model, batch, group, old_logprobs, ref_logprobs, normalizer, settings,
+                                          one_pass)
                 if group:
-                    stats.add(out)
+                    stats.add(out, phases)
             grad_norm = torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
             optimizer.step()
             stats.optimizer_steps += 1
             stats.grad_norms.append(as_local_float(grad_norm))
     model.eval()
     if settings.ranks.distributed:
+        # Every rank holds the same batch, so all have a phase mask or none do (the sum is a collective).
+        if batch.phase_mask is not None and stats.phases is None:
+            stats.phases = dict.fromkeys(PHASE_SUM_KEYS, 0.0)
         stats.all_ranks(settings.ranks)
         if one_pass:  # each rank filled in its own rows' logprobs
             settings.ranks.sum_(old_logprobs)
@@ -196,12 +209,23 @@ def update_step(
         "grad_norm": sum(stats.grad_norms) / len(stats.grad_norms),
         "optimizer_steps": stats.optimizer_steps,
         "trained_tokens": int(batch.score_mask.sum().item()),
+        **_phase_metrics(stats.phases),
     }
+
+
+def _phase_metrics(sums: dict[str, float] | None) -> dict[str, Any]:
+    """planning_/execution_ entropy and logprob (per-token means over every micro-step, like
+    `entropy`) and the planning share of the phased tokens; {} without a phase mask."""
+    if sums is None:
+        return {}
+    phased = sums["planning_tokens"] + sums["execution_tokens"]
+    return {**phase_means(sums), "planning_token_fraction": sums["planning_tokens"] / phased if phased else None}
 
 
 def _micro_step(model, batch, group, old_logprobs, ref_logprobs, normalizer, settings: UpdateSettings,
                 one_pass: bool):
-    """Forward, DAPO loss and backward for one micro-batch (gradients accumulate).
+    """Forward, DAPO loss and backward for one micro-batch (gradients accumulate); returns the
+    loss output and, when the batch has a phase mask, the per-phase sums (metrics only).
 
     An empty `group` is a padding pass: it runs row 0 with zero weight so this rank joins the
     collectives of a step where other ranks still have rows.
@@ -241,4 +265,7 @@ def _micro_step(model, batch, group, old_logprobs, ref_logprobs, normalizer, set
     # so scaling by N makes the average the sum. A padding pass contributes nothing.
     scale = settings.ranks.world_size if group else 0.0
     (out.loss * scale if scale != 1 else out.loss).backward()
-    return out
+    phases = None
+    if rows.phase_mask is not None and scores.entropy is not None:
+        phases = phase_sums(scores.entropy, scores.logprobs, mask, rows.phase_mask.to(dev))
+    return out, phases
