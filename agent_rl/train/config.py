@@ -21,6 +21,7 @@ from agent_rl.rollout.agent import AgentConfig
 from agent_rl.rollout.ray_workers import ClusterConfig
 from agent_rl.rollout.runner import RolloutConfig
 from agent_rl.train.placement import PlacementConfig
+from agent_rl.train.task_pool import AdaptivePoolConfig
 from envs.swe_env import EnvConfig
 from strictconfig import StrictModel
 
@@ -72,6 +73,11 @@ class TasksConfig(StrictModel):
     """Restrict to these instance ids; None: every task of the source."""
     shuffle: bool = True
     """Draw tasks in a seeded random order (else in id order)."""
+    sampler: Literal["epoch", "adaptive"] = "epoch"
+    """epoch: every task once per seeded epoch (train/sampler.py). adaptive: spend the draws on tasks
+    whose running pass rate lies in a band, retire always-solved and park never-solved tasks
+    (train/task_pool.py, configured by `adaptive`; algorithm.mode sync only)."""
+    adaptive: AdaptivePoolConfig = Field(default_factory=AdaptivePoolConfig)
 
 
 class ReferenceResetConfig(StrictModel):
@@ -275,6 +281,12 @@ class TrainConfig(StrictModel):
             # The gateway lives in the rollout's event loop on this machine; the async producer
             # and Ray workers run episodes elsewhere. Not wired yet: refuse rather than ignore.
             raise ValueError("rollout.harness runs with algorithm.mode sync and cluster.kind local only")
+        if self.tasks.sampler == "adaptive" and alg.mode == "async":
+            # The producer draws ahead from its own thread while the trainer observes graded groups:
+            # which observations a draw sees would depend on thread timing, so neither the run nor a
+            # resume of it could be replayed exactly. Refuse rather than sample irreproducibly.
+            raise ValueError("tasks.sampler adaptive runs with algorithm.mode sync only (the async producer "
+                             "draws ahead of the pass rates it would need); use tasks.sampler epoch with async")
         temperature = self.agent.sampling.temperature
         if temperature <= 0:
             raise ValueError(f"agent.sampling.temperature must be > 0 for training (got {temperature}): "

@@ -6,7 +6,21 @@ state is two integers, so a resumed run draws exactly the tasks the uninterrupte
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
+
+
+class DrawsTasks(Protocol):
+    """What the trainer and the async producer use of a task sampler (this epoch sampler, or
+    train/task_pool.py's adaptive pool). `peek` must return what the next `take` will, and a
+    sampler loaded with `state_dict()` must continue exactly as the one that wrote it."""
+
+    def take(self, n: int) -> list[str]: ...
+
+    def peek(self, n: int) -> list[str]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class TaskSampler:
@@ -47,6 +61,10 @@ class TaskSampler:
         return {"epoch": self.epoch, "index": self.index, "num_tasks": len(self.task_ids), "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        kind = state.get("kind", "epoch")  # epoch states predate the key and never carry it
+        if kind != "epoch":
+            raise ValueError(f"checkpoint's task sampler is {kind!r}, this run's is 'epoch': resume with the "
+                             "same tasks.sampler")
         if state.get("num_tasks") != len(self.task_ids) or state.get("seed") != self.seed:
             raise ValueError(
                 f"checkpoint's task sampler ({state.get('num_tasks')} tasks, seed {state.get('seed')}) does not "

@@ -2,7 +2,8 @@
 
 One step (`Trainer.train_step`):
 
-  1. sample tasks                 TaskSampler: seeded epochs, resumable position
+  1. sample tasks                 TaskSampler (seeded epochs) or AdaptiveTaskPool (by running
+                                  pass rate, shown each graded group); resumable
   2. roll out G per task          agent_rl.rollout.runner.collect through the engine
   3. grade, shape, filter         dynamic sampling drops zero-variance groups, draws more
   4. advantages                   per group, on shaped rewards (algo/batch.py)
@@ -51,7 +52,7 @@ from agent_rl.train.distributed.fsdp import shard, unwrap
 from agent_rl.train.distributed.ranks import Ranks
 from agent_rl.train.metrics import MetricsLogger, mean, step_metrics
 from agent_rl.train.policy import find_resume_checkpoint, load_policy, make_optimizer, run_to_max_steps, seed_everything
-from agent_rl.train.sampler import TaskSampler
+from agent_rl.train.task_pool import LearnsFromOutcomes, make_task_sampler, pool_metrics
 from agent_rl.train.update import UpdateSettings, update_step
 from agent_rl.train.weight_sync import probe_ids, sync_weights, trainer_probe_logprobs
 
@@ -175,7 +176,8 @@ class Trainer:
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, cfg.max_steps)
         # Only rank 0 rolls out; the others never materialize task repositories.
         self.tasks = self._load_tasks() if self.ranks.is_main else {}
-        self.sampler = TaskSampler(sorted(self.tasks), seed=cfg.seed, shuffle=cfg.tasks.shuffle) if self.tasks else None
+        self.sampler = make_task_sampler(cfg.tasks, sorted(self.tasks), seed=cfg.seed,
+                                         difficulty={i: t.difficulty for i, t in self.tasks.items()}) if self.tasks else None
         history: list[dict[str, Any]] = []
         fingerprint = None
         if loaded is not None:
@@ -335,6 +337,7 @@ class Trainer:
         metrics.update(rollout.get("async", {}))
         metrics["deadline_episodes"] = sum(t.finish_reason == "deadline" for t in rollout["trajectories"])
         metrics["partial_groups_dropped"], self._partial_groups_dropped = self._partial_groups_dropped, 0
+        metrics.update(pool_metrics(self.sampler))  # tasks.sampler adaptive: the pool's make-up after this step
         row = self.metrics.log(step, metrics)
         self._maybe_checkpoint(step)
         if self.on_step is not None:
@@ -360,6 +363,7 @@ class Trainer:
             # run replays the same seeds as the uninterrupted one.
             trajectories = self._collect(task_ids, seed=(cfg.seed * 1_000_003 + step) * 1000 + len(drawn_tasks))
             all_trajectories.extend(trajectories)
+            self._observe(trajectories, task_ids)
             return self._group(trajectories, task_ids)
 
         rollout_started = time.monotonic()
@@ -494,6 +498,15 @@ class Trainer:
         if self.runner is not None and self.step + 1 < self.config.max_steps:
             upcoming = self.sampler.peek(self.config.rollout.tasks_per_step)
             self.runner.prefetch([self.tasks[t] for t in upcoming], self.config.rollout.group_size)
+
+    def _observe(self, trajectories: list[Trajectory], task_ids: list[str]) -> None:
+        """An adaptive pool learns each drawn task's pass rate from its graded episodes (broken
+        ones say nothing about the task; the partial-group policy does not matter here), at once:
+        a dynamic-sampling round later in this step already draws on what this round showed."""
+        if isinstance(self.sampler, LearnsFromOutcomes):
+            # A harness episode split into segments is one outcome: its first segment stands for it.
+            for group in group_by_task([t for t in trajectories if t.error is None and t.segment == 0], task_ids):
+                self.sampler.observe(group[0].task_id, [t.reward for t in group])
 
     def _group(self, trajectories: list[Trajectory], task_ids: list[str]) -> list[list[Trajectory]]:
         """`group_by_task`, then the step deadline's policy for groups that lost members (cut by a
