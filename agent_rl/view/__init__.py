@@ -1,0 +1,1 @@
+"""`agent-rl view`: a run's trajectories in a local web page (or one static HTML file)."""
