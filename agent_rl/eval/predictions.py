@@ -305,6 +305,47 @@ def write_grade_outputs(out_dir: str, outcomes: Sequence[InstanceOutcome], repor
         json.dump(report, fh, indent=2, default=str)
 
 
+def official_instance_fields(outcome: InstanceOutcome) -> dict[str, Any] | None:
+    """The instance's report.json fields as the official harness writes them, or None where the
+    harness writes no report (an empty patch, a patch refused before any container ran)."""
+    report = outcome.report
+    if outcome.status == "empty_patch" or not report:
+        return None
+    applied = bool(report.get("patch_successfully_applied", report.get("patch_applied", True)))
+    fields: dict[str, Any] = {"patch_is_None": False, "patch_exists": True, "patch_successfully_applied": applied,
+                              "resolved": outcome.status == "resolved", "infra_failure": False}
+    if applied and not report.get("error"):
+        status = report.get("tests_status") or {}
+        fields["tests_status"] = {kind: {"success": list((status.get(kind) or {}).get("success", [])),
+                                         "failure": list((status.get(kind) or {}).get("failure", []))}
+                                  for kind in ("FAIL_TO_PASS", "PASS_TO_PASS", "FAIL_TO_FAIL", "PASS_TO_FAIL")}
+    return fields
+
+
+def write_official_layout(out_dir: str, run_id: str, outcomes: Sequence[InstanceOutcome],
+                          instance_ids: Sequence[str]) -> str | None:
+    """The official harness's files beside ours, so tools that read them read a run of ours:
+    DIR/logs/run_evaluation/<run_id>/<model>/<id>/report.json (+ test_output.txt) and the run
+    summary DIR/<model>.<run_id>.json, computed from those files as the harness computes it.
+    Returns the summary's path (None when nothing was submitted)."""
+    from envs.swebench import report as official
+
+    predictions: dict[str, dict[str, Any]] = {}
+    for o in outcomes:
+        model = o.model_name_or_path or "agent-rl"
+        predictions[o.instance_id] = {"instance_id": o.instance_id, "model_name_or_path": model,
+                                      "model_patch": o.model_patch}
+        fields = official_instance_fields(o)
+        if fields is not None:
+            output = o.report.get("test_output")
+            official.write_instance_report(out_dir, run_id, model, {o.instance_id: fields},
+                                           test_output=output if isinstance(output, str) else None)
+    if not predictions:
+        return None
+    known = list(dict.fromkeys([*instance_ids, *predictions]))
+    return str(official.write_run_report(out_dir, run_id, predictions, known))
+
+
 def report_as_dict(report: Any) -> dict[str, Any]:
     """The grader may hand back a dict or a report object with `to_dict()`."""
     if isinstance(report, Mapping):
@@ -335,12 +376,16 @@ def grade_predictions_file(
     workers: int = 2,
     grader: Grader | None = None,
     on_done: Callable[[InstanceOutcome], None] | None = None,
+    run_id: str = "agent-rl",
 ) -> dict[str, Any]:
-    """Parse, grade and write DIR/report.json plus the per-instance reports; return the run report."""
+    """Parse, grade and write DIR/report.json plus the per-instance reports, and the official
+    harness's layout (`write_official_layout`); return the run report."""
     from envs.tasks import load_tasks
 
     parsed = load_predictions(predictions_path)
     tasks = {t.instance_id: t for t in load_tasks(tasks_spec)}
     outcomes, report = grade_predictions(parsed, tasks, grader or container_grader(), workers, on_done)
+    known = [o for o in outcomes if o.instance_id in tasks]  # unknown ids have no dataset row to report on
+    report["official_report"] = write_official_layout(out_dir, run_id, known, list(tasks))
     write_grade_outputs(out_dir, outcomes, report)
     return report

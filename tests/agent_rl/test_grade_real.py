@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +67,29 @@ def test_grade_mixed_predictions_gives_the_exact_report(tmp_path) -> None:
     per_instance = json.loads((out / "instances" / gold_id / "report.json").read_text())[gold_id]
     assert per_instance["resolved"] and per_instance["report"]["patch_successfully_applied"]
     assert (out / "instances" / gold_id / "patch.diff").read_text() == gold.patch
+
+    # The official harness's layout: its own make_run_report reads our per-instance files and
+    # writes the summary we wrote.
+    from swebench.harness.reporting import make_run_report
+
+    submitted = [json.loads(line) for line in lines[:4]]
+    predictions = {p["instance_id"]: p for p in submitted}
+    official_dir = tmp_path / "official"
+    cwd = os.getcwd()
+    os.chdir(out)  # it reads logs/run_evaluation relative to the working directory
+    try:
+        official = Path(make_run_report(predictions, [{"instance_id": i} for i in ids], "agent-rl", client=None,
+                                        report_dir=str(official_dir)))
+    finally:
+        os.chdir(cwd)
+    ours = Path(report["official_report"])
+    assert ours.name == official.name == "gold.agent-rl.json"
+    assert json.loads(ours.read_text()) == json.loads(official.read_text())
+    summary = json.loads(ours.read_text())
+    assert summary["resolved_ids"] == [gold_id] and summary["unresolved_ids"] == [wrong_id]
+    assert summary["empty_patch_ids"] == [empty_id] and summary["error_ids"] == [garbage_id]
+    instance = json.loads((out / "logs/run_evaluation/agent-rl/gold" / gold_id / "report.json").read_text())[gold_id]
+    assert instance["resolved"] and instance["tests_status"]["FAIL_TO_PASS"]["success"] == gold.FAIL_TO_PASS
 
 
 def test_patches_that_do_not_apply_and_binary_patches_are_errors_with_reasons(tmp_path) -> None:
