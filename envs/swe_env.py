@@ -287,7 +287,8 @@ class SWEEnv(gymnasium.Env[str, str]):
         assert self.sandbox is not None
         limit = self._command_timeout()
         timeout = limit if timeout is None else max(1.0, min(float(timeout), limit))
-        result = self.sandbox.exec(command, timeout=timeout, cwd=self._resolve(cwd) if cwd else None)
+        result = self.sandbox.exec(self._in_task_env(command), timeout=timeout,
+                                   cwd=self._resolve(cwd) if cwd else None)
         return {"output": result.output, "returncode": result.exit_code, "timed_out": result.timed_out}
 
     # ---------------------------------------------------------------- async twins
@@ -404,10 +405,17 @@ class SWEEnv(gymnasium.Env[str, str]):
         except Exception as exc:  # a sandbox hiccup becomes an observation; the episode goes on
             return f"Error: {type(exc).__name__}: {exc}"
 
+    def _in_task_env(self, command: str) -> str:
+        """The command after the task's environment activation (e.g. conda's `testbed` in the
+        official SWE-bench images), as the grader runs the tests: the agent sees what they see."""
+        assert self.task is not None
+        activate = self.task.env_activate.strip()
+        return f"{activate}\n{command}" if activate else command
+
     def _run_bash(self, command: str) -> str:
         assert self.sandbox is not None
         timeout = self._command_timeout()
-        result = self.sandbox.exec(command, timeout=timeout)
+        result = self.sandbox.exec(self._in_task_env(command), timeout=timeout)
         parts = [result.output.rstrip("\n")] if result.output.strip() else []
         if result.timed_out:
             parts.append(f"[command timed out after {timeout:g}s and was killed]")

@@ -271,3 +271,21 @@ def test_tampering_outside_the_diff_does_not_survive_into_grading(task):
         _, reward, terminated, _, info = env.step(SUBMIT)
         assert terminated and reward == 0.0 and info["patch"] == ""
         assert info["grade"]["tests_status"]["FAIL_TO_PASS"]["failure"] == F2P
+
+
+@pytest.mark.docker
+def test_the_agent_runs_in_the_tasks_activated_environment(task):
+    """Official SWE-bench images activate conda's testbed before the tests; the agent's commands
+    (its own actions, and an outside harness's through run_command) get the same activation."""
+    import dataclasses
+
+    activated = dataclasses.replace(task, env_activate="export AGENT_RL_ACTIVATED=testbed && cd /tmp")
+    env = SWEEnv(tasks=[activated])
+    try:
+        env.reset(seed=0)
+        obs, *_ = env.step("```bash\necho \"env=$AGENT_RL_ACTIVATED\"\npwd\n```")
+        assert "env=testbed" in obs and "/tmp" in obs
+        result = env.run_command("echo \"env=$AGENT_RL_ACTIVATED\"")
+        assert result["output"].strip() == "env=testbed" and result["returncode"] == 0
+    finally:
+        env.close()
