@@ -113,15 +113,32 @@ def result_row(
     }
 
 
-class ResultsStore:
-    """results.jsonl: append-only; for a (task, sample) pair the last line wins."""
+def settings_key(config: "EvalConfig") -> str:
+    """A digest of what decides a sample's outcome (model, engine, agent incl. sampling, env,
+    seed); not samples, ks, workers, out or retry_errors, so adding samples still resumes."""
+    settings = {"model": config.model, "seed": config.seed, "engine": config.engine.model_dump(mode="json"),
+                "agent": config.agent.model_dump(mode="json"), "env": config.env.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    def __init__(self, out_dir: str) -> None:
+
+class ResultsStore:
+    """results.jsonl: append-only; for a (task, sample) pair the last line wins.
+
+    With `settings` (a `settings_key`), every appended row is stamped with it and rows written
+    under other settings (another model, temperature, turn budget, ...) are ignored on load,
+    so a re-run with changed settings samples again instead of reporting the old outcomes."""
+
+    def __init__(self, out_dir: str, settings: str | None = None) -> None:
         os.makedirs(out_dir, exist_ok=True)
         self.path = os.path.join(out_dir, RESULTS_FILE)
+        self.settings = settings
         self.rows: dict[tuple[str, int], dict[str, Any]] = {}
+        self.stale = 0  # rows ignored: written under other settings
         self._needs_newline = False  # a torn last line must not swallow the next record
         self._load()
+        if self.stale:
+            log.warning("%s: %d row(s) were written under other eval settings (model, engine, agent, env or "
+                        "seed); they are ignored and their samples run again", self.path, self.stale)
 
     def _load(self) -> None:
         if not os.path.exists(self.path):
@@ -142,6 +159,9 @@ class ResultsStore:
                     # A run killed mid-write leaves a torn last line: that sample simply runs again.
                     log.warning("%s:%d: unreadable results line ignored (its sample will re-run)", self.path, lineno)
                     continue
+                if self.settings is not None and row.get("settings") != self.settings:
+                    self.stale += 1
+                    continue
                 self.rows[key] = row
 
     def is_done(self, task_id: str, sample: int, retry_errors: bool) -> bool:
@@ -151,6 +171,8 @@ class ResultsStore:
         return not (retry_errors and row.get("error"))
 
     def append(self, row: dict[str, Any]) -> None:
+        if self.settings is not None:
+            row = {**row, "settings": self.settings}
         with open(self.path, "a", encoding="utf-8") as fh:
             if self._needs_newline:
                 fh.write("\n")
@@ -226,7 +248,7 @@ async def evaluate(
     dupes = sorted(i for i, count in Counter(ids).items() if count > 1)
     if dupes:
         raise ValueError(f"duplicate task ids in {config.tasks!r}: {dupes}")
-    store = ResultsStore(config.out)
+    store = ResultsStore(config.out, settings=settings_key(config))
     jobs = pending_jobs(tasks, store, config.samples, config.retry_errors)
     skipped = len(tasks) * config.samples - len(jobs)
     if skipped:

@@ -89,3 +89,30 @@ def test_config_rejects_k_beyond_samples_and_seeds_are_order_free() -> None:
     with pytest.raises(ValueError, match=r"exceed --samples 2"):
         EvalConfig(model="m", tasks="t", out="o", samples=2, ks=[1, 4])
     assert sample_seed(0, "a", 1) == sample_seed(0, "a", 1) != sample_seed(0, "a", 2)
+
+
+async def test_rerun_with_other_settings_samples_again_instead_of_reusing_old_rows(tmp_path) -> None:
+    """A results.jsonl written under other settings (here greedy: the pipeline's default eval)
+    must not stand in for a temperature-1 eval into the same directory: the old rows were
+    reported as the new eval's outcomes, though no sample had been drawn at temperature 1."""
+    tasks = [FakeTask("a"), FakeTask("b")]
+    greedy = EvalConfig.from_config({"model": "m", "tasks": "fake", "out": str(tmp_path), "samples": 2,
+                                     "agent": {"sampling": {"temperature": 0.0}}})
+    first = ScriptedRunner(wins={("a", 0), ("a", 1), ("b", 0), ("b", 1)})
+    assert (await evaluate(greedy, tasks, first, progress=False))["totals"]["resolved"] == 4
+
+    sampled = EvalConfig.from_config({"model": "m", "tasks": "fake", "out": str(tmp_path), "samples": 2,
+                                      "agent": {"sampling": {"temperature": 1.0}}})
+    second = ScriptedRunner(wins={("a", 1)})
+    report = await evaluate(sampled, tasks, second, progress=False)
+    assert sorted(second.calls) == [(t, s) for t in "ab" for s in range(2)]
+    assert report["totals"]["resolved"] == 1 and report["totals"]["samples"] == 4
+
+    # Same settings again: everything resumes; more samples: only the new indices run.
+    again = ScriptedRunner(wins=set())
+    await evaluate(sampled, tasks, again, progress=False)
+    assert again.calls == []
+    sampled.samples = 3
+    more = ScriptedRunner(wins=set())
+    report = await evaluate(sampled, tasks, more, progress=False)
+    assert sorted(more.calls) == [("a", 2), ("b", 2)] and report["totals"]["samples"] == 6
