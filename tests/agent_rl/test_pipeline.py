@@ -117,7 +117,8 @@ def test_a_tiny_real_pipeline_runs_every_stage_and_a_rerun_resumes(tmp_path, cap
     argv = ["pipeline", "--config", str(ROOT / "configs" / "learn-cpu.yaml"), f"output_dir={out}",
             "train.tasks.ids=[semvertools-001-floor]", "train.rollout.tasks_per_step=1",
             "train.algorithm.mini_batch_size=2", "train.algorithm.micro_batch_size=2", "train.max_steps=1",
-            "train.agent.max_turns=2", "train.env.max_turns=2", "train.logging.tensorboard=false",
+            "train.agent.max_turns=2", "train.env.max_turns=2", "train.agent.max_tokens_per_turn=128",
+            "train.logging.tensorboard=false",
             "sft.max_steps=2", "sft.batch_size=1"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
