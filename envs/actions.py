@@ -152,11 +152,16 @@ class _Block:
     tag: str
     arg: str  # the rest of the info string (a path, for file actions)
     body: str
+    span: tuple[int, int]  # [start, end) characters, opening fence line through closing fence line
 
 
-def _fenced_blocks(text: str) -> tuple[list[_Block], bool]:
-    """Markdown-style fenced blocks. Returns (blocks, whether a fence was left unclosed)."""
+def _fenced_blocks(text: str) -> tuple[list[_Block], _Block | None]:
+    """Markdown-style fenced blocks, and the block left unclosed (running to the end of the
+    text, where reading stops), if any."""
     lines = text.split("\n")
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line) + 1)
     blocks: list[_Block] = []
     i = 0
     while i < len(lines):
@@ -165,16 +170,29 @@ def _fenced_blocks(text: str) -> tuple[list[_Block], bool]:
             i += 1
             continue
         fence, info = opening.group(1), opening.group(2).strip()
+        tag, _, arg = info.partition(" ")
         closing = re.compile(rf"^[ \t]{{0,3}}`{{{len(fence)},}}[ \t]*$")
         for j in range(i + 1, len(lines)):
             if closing.match(lines[j]):
-                tag, _, arg = info.partition(" ")
-                blocks.append(_Block(tag.lower(), arg.strip(), "\n".join(lines[i + 1 : j])))
+                blocks.append(_Block(tag.lower(), arg.strip(), "\n".join(lines[i + 1 : j]),
+                                     (starts[i], starts[j] + len(lines[j]))))
                 i = j + 1
                 break
         else:
-            return blocks, True
-    return blocks, False
+            return blocks, _Block(tag.lower(), arg.strip(), "\n".join(lines[i + 1:]), (starts[i], len(text)))
+    return blocks, None
+
+
+def fenced_action_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans [start, end) of what the fenced format reads as actions: every block
+    with an action tag (fences included; one left unclosed runs to the end), and `<submit/>`
+    tags outside them. The analysis of planning vs execution tokens uses exactly these."""
+    blocks, unclosed = _fenced_blocks(text)
+    spans = [b.span for b in [*blocks, *([unclosed] if unclosed else [])] if b.tag in _ACTION_TAGS]
+    inside = list(spans)
+    spans += [(m.start(), m.end()) for m in _SUBMIT_TAG.finditer(text)
+              if not any(s <= m.start() < e for s, e in inside)]
+    return sorted(spans)
 
 
 _FENCED_HINT = (
@@ -201,7 +219,7 @@ def _parse_fenced(text: str) -> Action | FormatError:
     if not actions:
         if _SUBMIT_TAG.search(text):
             return Submit()
-        if unclosed:
+        if unclosed is not None:
             return _fenced_error("a ``` block was opened but never closed.")
         untagged = [b for b in blocks if b.tag not in _ACTION_TAGS]
         if untagged:

@@ -29,13 +29,11 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
+from envs.actions import fenced_action_spans
+
 NONE, PLANNING, EXECUTION = 0, 1, 2
 PHASE_NAMES = {PLANNING: "planning", EXECUTION: "execution"}
 
-# Mirrors envs.actions (the tests check the tag list against the env's own).
-FENCED_ACTION_TAGS = ("bash", "sh", "shell", "console", "view", "create", "edit", "str_replace", "replace", "submit")
-_OPEN_FENCE = re.compile(r"^[ \t]{0,3}(`{3,})[ \t]*([^`\n]*)$")
-_SUBMIT_TAG = re.compile(r"<submit\s*/?>", re.IGNORECASE)
 _TOOL_CALL = re.compile(r"<tool_call>.*?</tool_call>", re.DOTALL)
 _JSON_FENCE = re.compile(r"```(?:json)?[ \t]*\n(.*)\n```", re.DOTALL)
 
@@ -49,41 +47,10 @@ Span = tuple[int, int]  # [start, end) character offsets
 def execution_spans(text: str, fmt: str) -> list[Span]:
     """Character spans of `text` that are the action(s), for action format `fmt`."""
     if fmt == "fenced":
-        return _fenced_spans(text)
+        return fenced_action_spans(text)  # the env's own reading of the reply
     if fmt == "json":
         return _json_spans(text)
     raise ValueError(f"unknown action format {fmt!r}; expected 'fenced' or 'json'")
-
-
-def _line_starts(text: str) -> list[int]:
-    return [0] + [m.end() for m in re.finditer("\n", text)]
-
-
-def _fenced_spans(text: str) -> list[Span]:
-    lines = text.split("\n")
-    starts = _line_starts(text)
-    spans: list[Span] = []
-    i = 0
-    while i < len(lines):
-        opening = _OPEN_FENCE.match(lines[i])
-        if not opening:
-            i += 1
-            continue
-        fence, info = opening.group(1), opening.group(2).strip()
-        is_action = info.partition(" ")[0].lower() in FENCED_ACTION_TAGS
-        closing = re.compile(rf"^[ \t]{{0,3}}`{{{len(fence)},}}[ \t]*$")
-        end_line = next((j for j in range(i + 1, len(lines)) if closing.match(lines[j])), None)
-        if end_line is None:  # unclosed: the env stops reading here too
-            if is_action:
-                spans.append((starts[i], len(text)))
-            break
-        if is_action:
-            spans.append((starts[i], starts[end_line] + len(lines[end_line])))
-        i = end_line + 1
-    inside = list(spans)
-    spans += [(m.start(), m.end()) for m in _SUBMIT_TAG.finditer(text)
-              if not any(s <= m.start() < e for s, e in inside)]
-    return sorted(spans)
 
 
 def _json_spans(text: str) -> list[Span]:

@@ -125,7 +125,10 @@ def test_json_reply_split_in_both_json_shapes():
 def test_fenced_action_tags_are_the_envs():
     from envs import actions
 
-    assert set(phases.FENCED_ACTION_TAGS) == set(actions._ACTION_TAGS)
+    for tag in actions._ACTION_TAGS:  # every block the env acts on is execution, fences included
+        block = f"```{tag} a.py\nbody\n```"
+        assert _span_texts(f"thinking\n{block}\nmore", "fenced") == [block]
+    assert _span_texts("thinking\n```python\nx = 1\n```", "fenced") == []
 
 
 @pytest.fixture(scope="module")
