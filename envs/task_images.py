@@ -183,10 +183,14 @@ def ensure_images(images: Iterable[str], *, client: object | None = None, pull: 
         if free is None:
             log.warning("cannot check free disk before pulling %d image(s): %s", len(missing), where)
         elif free < threshold:
+            # Name what is missing here too: on a full disk the user still needs to know
+            # which images to provide another way (docker load, a mirror).
             raise ImageUnavailableError(
                 f"refusing to pull {len(missing)} image(s): {free:.1f} GB free at {where}, below the "
                 f"{threshold:g} GB threshold ({MIN_FREE_DISK_ENV}; pass min_free_gb=0 to skip). Free space "
-                "(`docker image prune`), move Docker's data root, or load fewer tasks"
+                "(`docker image prune`), move Docker's data root, or load fewer tasks. Missing: "
+                f"{', '.join(label(i) for i in missing[:10])}{' …' if len(missing) > 10 else ''}. "
+                + how_to_provide(missing[0])
             )
     pulled, failed = [], []
     for image in missing:

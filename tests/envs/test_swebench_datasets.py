@@ -284,6 +284,7 @@ def fake_client(root, **kwargs):
 
 def test_a_missing_image_is_named_with_how_to_provide_it(tmp_path, monkeypatch):
     monkeypatch.setattr(task_images, "_present", set())
+    monkeypatch.setenv(task_images.MIN_FREE_DISK_ENV, "0")  # the pull itself must be tried, whatever the host's disk
     (task,) = load_tasks(write_rows(tmp_path / "v.jsonl", [swe_row()]))
     client = fake_client(tmp_path)
     with pytest.raises(ImageUnavailableError) as err:
@@ -300,8 +301,9 @@ def test_a_missing_image_is_named_with_how_to_provide_it(tmp_path, monkeypatch):
 
 def test_pulls_are_refused_when_the_disk_is_too_full(tmp_path, monkeypatch):
     client = fake_client(tmp_path, pullable={"a:1", "b:1"})
-    with pytest.raises(ImageUnavailableError, match=r"refusing to pull 2 image\(s\): .* GB free at .*below the 1e\+09 GB"):
-        ensure_images(["a:1", "b:1"], client=client, min_free_gb=1e9)
+    with pytest.raises(ImageUnavailableError, match=r"refusing to pull 2 image\(s\): .* GB free at .*below the 1e\+09 GB") as err:
+        ensure_images(["a:1", "b:1"], client=client, min_free_gb=1e9, tasks={"a:1": "task-a"})
+    assert "Missing: a:1 (task 'task-a'), b:1." in str(err.value) and "docker load" in str(err.value)
     monkeypatch.setenv(task_images.MIN_FREE_DISK_ENV, "0")
     assert ensure_images(["a:1", "b:1"], client=client) == ["a:1", "b:1"]
     assert ensure_images(["a:1"], client=client) == []  # present now: nothing to do

@@ -58,8 +58,11 @@ def make_unittest_repo(root: Path) -> dict:
     return {"repo": repo, "base_commit": base, "patch": gold, "test_patch": test_patch}
 
 
-def test_swebench_rows_load_and_grade_end_to_end(tmp_path):
+def test_swebench_rows_load_and_grade_end_to_end(tmp_path, monkeypatch):
     from sandboxes.repo_images import build_repo_image
+    from envs.task_images import MIN_FREE_DISK_ENV
+
+    monkeypatch.setenv(MIN_FREE_DISK_ENV, "0")  # the missing image's pull is tried whatever the host's disk
 
     quiet = lambda _msg: None  # noqa: E731
     tiny = make_tiny_task(tmp_path)
