@@ -16,11 +16,15 @@ Stages, each the same code its own command runs, each writing under `output_dir/
 
 A re-run with the same output_dir skips what finished and resumes what did not (demos by their
 report, SFT and DAPO from their latest checkpoint when `checkpoint.every` > 0, evals from their
-results.jsonl), so a killed pipeline loses at most the step in flight.
+results.jsonl), so a killed pipeline loses at most the step in flight. It reuses a stage only
+under the settings it ran with: demos, sft and rl carry a `stage.json` mark (stage_marks.py)
+covering their settings and their inputs, and eval rows are stamped with theirs, so a changed
+setting runs that stage and everything after it again (a stale stage is moved aside, not lost).
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -30,6 +34,7 @@ from pydantic import Field, model_validator
 
 from agent_rl.train.config import TrainConfig
 from agent_rl.train.sft_config import SFTConfig
+from agent_rl.train.stage_marks import claim_stage
 from strictconfig import StrictModel
 
 log = logging.getLogger(__name__)
@@ -129,6 +134,20 @@ def write_heldout_tasks(config: PipelineConfig) -> str | None:
     return write_tasks_jsonl(tasks, Path(config.output_dir) / "tasks-heldout.jsonl")
 
 
+# Settings that never change what a training stage produces: where it writes, how often it
+# checkpoints, what it logs. Everything else, including max_steps, is part of its mark.
+_NOT_RESULT_KEYS = ("output_dir", "checkpoint", "logging")
+
+
+def file_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def result_settings(config: Any) -> dict[str, Any]:
+    """A stage config's settings that decide its result (see _NOT_RESULT_KEYS)."""
+    return {k: v for k, v in config.model_dump(mode="json").items() if k not in _NOT_RESULT_KEYS}
+
+
 def finished_checkpoint(checkpoint_dir: Path, max_steps: int) -> Path | None:
     """The run's final checkpoint's model directory, if the run reached max_steps."""
     from agent_rl.train.checkpoint import CheckpointManager
@@ -167,6 +186,7 @@ class Pipeline:
         self.say = say
         self.out = Path(config.output_dir)
         self.evals: dict[str, dict[str, dict[str, Any]]] = {}
+        self.marks: dict[str, str] = {}  # stage → digest of the settings it ran under (stage_marks)
 
     def run(self) -> dict[str, Any]:
         from agent_rl.recipes import dump_yaml
@@ -193,7 +213,12 @@ class Pipeline:
     # ------------------------------------------------------------------ stages
     def _evaluate(self, stage: str, model: str, tag: str) -> None:
         for split, tasks in self.splits.items():
-            report = evaluate_policy(self.config, model, tasks, self.out / f"eval-{stage}-{split}")
+            out = self.out / f"eval-{stage}-{split}"
+            # Eval rows carry their own settings key (model path, sampling, budgets), but a
+            # stage re-trained under new settings writes its checkpoint to the same path: the
+            # mark ties the directory to the policy's own stage digest as well.
+            claim_stage(out, {"policy": self.marks.get(stage, model)}, self.say)
+            report = evaluate_policy(self.config, model, tasks, out)
             self.evals.setdefault(stage, {})[split] = report
             solved, n = solve_counts(report)
             self.say(f"{tag} eval {stage:<4} on {split:<7}: solved {solved}/{n} (pass@1 {report['pass_at_k']['1']:.2f})")
@@ -204,9 +229,15 @@ class Pipeline:
         from envs.tasks import load_tasks
 
         out = self.config.stage_dir("demos")
+        agent = self.config.train.agent
+        self.marks["demos"] = claim_stage(out, {
+            "tasks": file_digest(train_tasks), "tokenizer": self.config.train.model.name,
+            "demos": self.config.demos.model_dump(mode="json", exclude={"concurrency"}),
+            "env": self.config.train.env.model_dump(mode="json"),
+            "max_total_tokens": agent.max_total_tokens, "max_tokens_per_turn": agent.max_tokens_per_turn,
+        }, self.say)
         report_path = out / "report.json"
         if not report_path.exists():  # the report is written last: its presence means the stage finished
-            agent = self.config.train.agent
             report = asyncio.run(collect_demos(
                 load_tasks(train_tasks), load_tokenizer(self.config.train.model.name), out,
                 concurrency=self.config.demos.concurrency, env_config=self.config.train.env,
@@ -229,6 +260,8 @@ class Pipeline:
             "model": cfg.train.model, "output_dir": str(cfg.stage_dir("sft")),
             "data": cfg.sft.data.model_copy(update={"paths": [str(demos)]}),
         })
+        self.marks["sft"] = claim_stage(cfg.stage_dir("sft"), {**result_settings(sft), "demos": self.marks["demos"]},
+                                        self.say)
 
         def train() -> None:
             history = SFTTrainer(sft, resume=True).train()
@@ -247,6 +280,8 @@ class Pipeline:
             "tasks": cfg.train.tasks.model_copy(update={"source": train_tasks, "ids": None}),
             "output_dir": str(cfg.stage_dir("rl")),
         })
+        self.marks["rl"] = claim_stage(cfg.stage_dir("rl"), {
+            **result_settings(rl), "tasks": file_digest(train_tasks), "sft": self.marks["sft"]}, self.say)
 
         def on_step(step: int, row: dict[str, Any]) -> None:
             self.say(f"[6/7] rl step {step}/{rl.max_steps}: reward {row.get('reward_mean', float('nan')):.2f} "

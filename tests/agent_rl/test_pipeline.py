@@ -142,3 +142,14 @@ def test_a_tiny_real_pipeline_runs_every_stage_and_a_rerun_resumes(tmp_path, cap
     for stage in ("base", "sft", "rl"):
         assert (out / f"eval-{stage}-train" / "results.jsonl").read_text().count("\n") == 1
     assert json.loads((out / "summary.json").read_text())["stages"] == summary["stages"]
+
+    # A changed RL setting redoes RL and its eval, not the stages above it; the old RL run is
+    # kept beside, not deleted.
+    assert main([*argv, "train.optim.lr=2e-5"]) == 0
+    changed = capsys.readouterr().out
+    assert "rl: settings changed since it ran (optim.lr)" in changed, changed
+    assert "sft: finished earlier" in changed and "rl: finished earlier" not in changed
+    assert "[6/7] rl step 1/1" in changed and "eval-rl-train: settings changed" in changed
+    assert [p.name for p in out.glob("rl.stale-*")] and [p.name for p in out.glob("eval-rl-train.stale-*")]
+    assert not list(out.glob("sft.stale-*")) and not list(out.glob("eval-sft-train.stale-*"))
+    assert (out / "eval-rl-train" / "results.jsonl").read_text().count("\n") == 1
