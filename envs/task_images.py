@@ -112,6 +112,19 @@ def _require_once(image: str, task: Task, client: object | None) -> None:
     _present.add(image)
 
 
+def require_prebuilt_images(tasks: Iterable[Task], *, client: object | None = None) -> list[str]:
+    """Check every prebuilt image these tasks name (SWE-bench-family rows) before a run starts:
+    present, or pulled, or one ImageUnavailableError naming every missing image and its task.
+    A run over 500 instances then fails in its first second, not at instance 400. Tasks built
+    from a repository are not checked here (their images are built on first use). Returns the
+    images pulled."""
+    wanted = {t.image: t.instance_id for t in tasks if t.image and t.extra.get("image_source")}
+    todo = {image: task for image, task in wanted.items() if image not in _present}
+    pulled = ensure_images(list(todo), client=client, tasks=todo) if todo else []
+    _present.update(todo)
+    return pulled
+
+
 def _docker_client(client: object | None) -> "object":
     if client is not None:
         return client

@@ -370,7 +370,10 @@ async def run_eval(config: EvalConfig, *, progress: bool = True) -> dict[str, An
     from agent_rl.rollout.runner import EpisodeRunner
     from envs.tasks import load_tasks
 
+    from envs.task_images import require_prebuilt_images
+
     tasks = load_tasks(config.tasks)
+    require_prebuilt_images(tasks)  # every missing dataset image named now, before the model loads
     agent_config, env_config, engine_config = config.agent, config.env, config.engine
     engine = make_engine(engine_config)
     try:

@@ -236,6 +236,9 @@ class Trainer:
             if missing:
                 raise ValueError(f"tasks.ids not found in {self.config.tasks.source}: {', '.join(sorted(missing))}")
             tasks = [t for t in tasks if t.instance_id in wanted]
+        from envs.task_images import require_prebuilt_images
+
+        require_prebuilt_images(tasks)  # a missing dataset image fails the run now, not at its first draw
         return {t.instance_id: t for t in tasks}
 
     def _make_engine(self, model: Any) -> Any:

@@ -81,3 +81,18 @@ def test_eval_writes_reports_and_resumes(two_tasks, tmp_path) -> None:
     assert main(["compare", str(out), str(other), "--out", str(tmp_path / "cmp")]) == 0
     comp = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert comp["shared_ks"] == [1, 2, 4] and comp["crossover_k"] == {"again": 1}
+
+
+def test_a_dataset_image_that_is_missing_fails_the_eval_before_the_model_loads(tmp_path, monkeypatch) -> None:
+    from envs.task_images import ImageUnavailableError
+
+    monkeypatch.setenv("AGENT_RL_IMAGE_PULL", "0")  # no registry here; the check is the point
+    row = {"instance_id": "agentrl__gone-1", "repo": "agent-rl/gone", "base_commit": "e7fd69d051eaa67cb17f172a39b57253e9cb831a",
+           "problem_statement": "p", "FAIL_TO_PASS": json.dumps(["t"]), "image_name": "agent-rl-test/missing:none"}
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps(row) + "\n")
+    # The model path does not exist either: the image check must come first, and name the task.
+    with pytest.raises(ImageUnavailableError, match=r"agent-rl-test/missing:none \(task 'agentrl__gone-1'\)"):
+        main(["eval", "--model", str(tmp_path / "no-such-model"), "--tasks", str(rows), "--out", str(tmp_path / "e"),
+              "--no-progress"])
+    assert not (tmp_path / "e" / "results.jsonl").exists()

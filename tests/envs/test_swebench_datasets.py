@@ -307,3 +307,23 @@ def test_pulls_are_refused_when_the_disk_is_too_full(tmp_path, monkeypatch):
     monkeypatch.setenv(task_images.MIN_FREE_DISK_ENV, "0")
     assert ensure_images(["a:1", "b:1"], client=client) == ["a:1", "b:1"]
     assert ensure_images(["a:1"], client=client) == []  # present now: nothing to do
+
+
+def test_a_run_checks_every_dataset_image_up_front_and_names_all_the_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(task_images, "_present", set())
+    monkeypatch.setenv(task_images.MIN_FREE_DISK_ENV, "0")
+    rows = [swe_row(), swe_row("django__django-11100"), swe_row("sympy__sympy-20590", repo="sympy/sympy")]
+    tasks = load_tasks(write_rows(tmp_path / "v.jsonl", rows))
+    client = fake_client(tmp_path, present={tasks[0].image})
+    with pytest.raises(ImageUnavailableError) as err:
+        task_images.require_prebuilt_images(tasks, client=client)
+    message = str(err.value)
+    assert "2 image(s) not on the Docker engine and not pullable" in message
+    assert "(task 'django__django-11100')" in message and "(task 'sympy__sympy-20590')" in message
+    assert "django__django-11099" not in message  # present: not reported
+
+    client.images.pullable |= {tasks[1].image, tasks[2].image}
+    assert sorted(task_images.require_prebuilt_images(tasks, client=client)) == sorted([tasks[1].image, tasks[2].image])
+    assert task_images.require_prebuilt_images(tasks, client=client) == []  # checked once per process
+    builtin = [t for t in load_tasks("builtin:easy")[:2]]
+    assert task_images.require_prebuilt_images(builtin, client=client) == []  # built from a repo: not checked here
