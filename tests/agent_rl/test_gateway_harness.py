@@ -2,7 +2,8 @@
 
 - the real mini-swe-agent (PyPI), unchanged, with SmolLM2 behind the gateway: its commands
   run in our hardened workspace through /exec, every sampled token is recorded exactly as the
-  engine produced it, the diff is graded in a fresh container;
+  engine produced it, the diff is graded in a fresh container; and a DAPO step on its own
+  episodes, whose recomputed logprobs match the engine's;
 - a scripted harness that summarises its history mid-episode, trained on for one DAPO step:
   the session splits, one of two episodes wins, and the weights move;
 - harnesses that never call back: no model call, or a hang past the timeout.
@@ -116,6 +117,36 @@ def test_scripted_harness_that_rewrites_history_trains_one_dapo_step(tmp_path):
     for result in sandbox:  # commands ran in the hardened workspace: uid 1000, the task's workdir
         uid, cwd = result["output"].split()
         assert uid == "1000" and cwd == task.workdir and result["returncode"] == 0
+
+
+def test_a_dapo_step_trains_on_the_real_mini_swe_agents_own_episodes(tmp_path):
+    # mini-swe-agent, unchanged, plays a group of two through the gateway; the trainer then
+    # recomputes the logprobs of exactly the tokens the engine sampled. SmolLM2 solves nothing
+    # here, so the group's advantages are zero: the entropy bonus is what moves the weights,
+    # which proves the harness's tokens reach the loss, not that the harness learns.
+    (task,) = load_tasks("builtin:floor")[:1]
+    base = load_train_config(REPO / "configs" / "smoke-cpu.yaml").to_dict()
+    rollout = {"harness": {"command": MINI_SWE_AGENT, "log_dir": str(tmp_path / "logs"), "timeout_s": 600}}
+    recipe = tmp_path / "mini.yaml"
+    recipe.write_text(json.dumps(base | {"rollout": base["rollout"] | rollout}))
+    config = load_train_config(recipe, [
+        f"output_dir={tmp_path / 'run'}", "max_steps=1", "tasks.source=builtin:floor", f"tasks.ids=[{task.instance_id}]",
+        "rollout.tasks_per_step=1", "rollout.group_size=2", "rollout.concurrency=2", "agent.max_tokens_per_turn=24",
+        "agent.max_total_tokens=4096", "algorithm.mini_batch_size=2", "algorithm.micro_batch_size=1",
+        "algorithm.overlong_mode=none", "algorithm.kl_beta=0", "algorithm.entropy_coef=0.01",
+        "logging.progress=false", "logging.tensorboard=false"])
+    with Trainer(config) as trainer:
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        (row,) = trainer.train()
+        changed = sum(not torch.equal(before[n], p.detach()) for n, p in trainer.model.named_parameters())
+    saved = list((tmp_path / "logs").glob("*.traj.json"))
+    assert len(saved) == 2  # mini-swe-agent's own record of each episode
+    calls = sum(json.loads(p.read_text())["info"]["model_stats"]["api_calls"] for p in saved)
+    assert row["trajectories"] >= 2 and calls >= 2 and row["reward_mean"] == 0.0
+    # The trainer's logprobs of the recorded tokens match the engine's (same weights, fp32):
+    # the recording is token-exact, or this would be of order 1.
+    assert row["is_mismatch_mean_abs_logprob_diff"] < 1e-3, row["is_mismatch_mean_abs_logprob_diff"]
+    assert row["grad_norm"] > 0 and changed > 0
 
 
 async def test_harnesses_that_never_call_back_give_error_episodes(engine, tmp_path):
