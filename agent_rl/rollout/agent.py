@@ -122,6 +122,45 @@ class _Clock:
         }
 
 
+@dataclass
+class _TurnClock:
+    """One reply's timings, kept as the turn runs so that a deadline cut or an error in the middle
+    of its step still reports what the turn took so far (a reply is recorded once appended)."""
+
+    start: float = field(default_factory=time.monotonic)
+    generation_s: float = 0.0
+    step_start: float | None = None  # set when env.step begins; None for a reply never stepped
+    env_s: float | None = None  # set when env.step returns
+    end: float | None = None  # set when the turn is done (its observation appended)
+
+    def generated(self) -> None:
+        self.generation_s = time.monotonic() - self.start
+
+    def step_begins(self) -> None:
+        self.step_start = time.monotonic()
+
+    def step_ends(self) -> float:
+        """The step's seconds (also kept)."""
+        assert self.step_start is not None
+        self.env_s = time.monotonic() - self.step_start
+        return self.env_s
+
+    def done(self) -> None:
+        self.end = time.monotonic()
+
+    def as_dict(self) -> dict[str, float]:
+        now = time.monotonic()
+        env_s = self.env_s
+        if env_s is None:  # a step still running (cut, error) counts up to now; none ran: 0
+            env_s = now - self.step_start if self.step_start is not None else 0.0
+        end = self.end if self.end is not None else now
+        return {
+            "generation_s": round(self.generation_s, 4),
+            "env_s": round(env_s, 4),
+            "total_s": round(end - self.start, 4),
+        }
+
+
 def _turn_seed(episode_seed: int | None, turn: int) -> int | None:
     # Distinct per turn, reproducible per episode: the same seed must not replay the same
     # sample stream at every turn.
@@ -196,6 +235,7 @@ class _Episode:
         self.num_turns = 0
         self.text_mode = False
         self.token_versions: list[int] = []  # aligned with conv.response_ids as the episode goes
+        self.turn_clocks: list[_TurnClock] = []  # one per reply appended, in order
         self.policy_version = 0
 
     async def play(self, task: Any, *, policy_version: int, group_index: int) -> Trajectory:
@@ -206,31 +246,39 @@ class _Episode:
             if limit:
                 return await self._finish_early(limit, policy_version, group_index)
             max_tokens = min(self.config.max_tokens_per_turn, self.config.max_total_tokens - len(conv))
-            turn_started = time.monotonic()
+            turn_clock = _TurnClock()
             generation = await self._generate(conv, max_tokens)
+            turn_clock.generated()
             # No await from here to add_generation: a cut (a cancellation, only ever at an await)
             # finds the turn either not begun or wholly appended, never half.
             self._note_versions(conv, generation)
             turn = conv.add_generation(generation.token_ids, generation.logprobs)
+            self.turn_clocks.append(turn_clock)
             self.num_turns += 1
             if generation.finish_reason == "length" and (
                 max_tokens < self.config.max_tokens_per_turn or len(generation.token_ids) < max_tokens
             ):
                 # Cut by the context (our budget or the engine's window), not by the per-turn
                 # cap: acting on half a reply is noise, so the episode ends here, graded.
+                turn_clock.done()  # the grading that follows is the episode's, not the turn's
                 return await self._finish_early("context", policy_version, group_index)
 
-            t = time.monotonic()
             self.phase = "step"
+            turn_clock.step_begins()
             observation, reward, terminated, truncated, info = await self.env.astep(turn.text)
-            elapsed = time.monotonic() - t
-            self.slowest_turn_s = max(self.slowest_turn_s, time.monotonic() - turn_started)
+            elapsed = turn_clock.step_ends()
+            self.slowest_turn_s = max(self.slowest_turn_s, time.monotonic() - turn_clock.start)
             if terminated or truncated:
-                self.clock.grading_s += elapsed  # the terminal step is where the env grades
+                # The terminal step is where the env grades: the episode counts it as grading,
+                # the turn as its env step (what the step call took, grading included).
+                turn_clock.done()
+                self.clock.grading_s += elapsed
                 reason = "submitted" if terminated else str(info.get("end_reason") or "env_limit")
                 return self._trajectory(reward, terminated, truncated, reason, info, policy_version, group_index)
             self.clock.env_s += elapsed
-            if not self._add_observation(conv, observation):
+            fits = self._add_observation(conv, observation)
+            turn_clock.done()
+            if not fits:
                 return await self._finish_early("context", policy_version, group_index)
 
     async def _start(self, task: Any) -> TokenConversation:
@@ -348,7 +396,11 @@ class _Episode:
             timings=self._timings(reason),
             text_mode=self.text_mode,
             token_versions=self._versions(conv),
+            turn_timings=self._turn_timings(),
         )
+
+    def _turn_timings(self) -> list[dict[str, float]]:
+        return [c.as_dict() for c in self.turn_clocks]
 
     def _timings(self, reason: str) -> dict[str, float]:
         timings = self.clock.as_dict()
@@ -386,4 +438,5 @@ class _Episode:
             timings=self.clock.as_dict(),
             error=f"{kind}: {exc}",
             text_mode=self.text_mode,
+            turn_timings=self._turn_timings(),
         )

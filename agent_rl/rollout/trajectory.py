@@ -7,7 +7,9 @@ too: the policy version whose weights sampled each token, -1 where the mask is 0
 that was in flight while the trainer pushed new weights (asynchronous training) carries more
 than one version; its behaviour logprobs are each token's own. An episode an outside harness
 played through the gateway is split into several segments (`segment` of `segments`) when the
-harness rewrote its history (agent_rl/gateway/recording.py).
+harness rewrote its history (agent_rl/gateway/recording.py). `turn_timings` holds one record
+per reply, in order (`generation_s`, `env_s`, `total_s`); files written before it was kept
+load with [] (as do gateway episodes, whose turns the harness times).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class Trajectory:
     error: str | None = None  # set when the episode failed; such trajectories never train
     text_mode: bool = False  # produced by a text-only engine: not token-exact, never train
     token_versions: list[int] = field(default_factory=list)  # [] in files written before versions were kept
+    turn_timings: list[dict[str, float]] = field(default_factory=list)  # per reply; [] in older files
     # An outside harness that rewrote its history (gateway sessions) gives one episode several
     # token-exact segments; each is a Trajectory sharing the episode's reward, advantage and
     # group_index. Ordinary episodes are segment 0 of 1.

@@ -1,12 +1,11 @@
 """One episode as the page shows it: summary, timings, turns, token strip, grade and patch."""
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from agent_rl.view.runs import RunIndex
 from agent_rl.view.tokens import LazyTokenizer, token_strip
-from agent_rl.view.turns import build_turns
+from agent_rl.view.turns import build_turns, finite_numbers
 
 # Scalars of a trajectory shown as they are; the big lists and the sections below are not.
 _META_KEYS = ("policy_version", "group_index", "segment", "segments", "terminated", "truncated", "text_mode")
@@ -23,7 +22,7 @@ def episode_detail(index: RunIndex, episode_id: int, tokenizer: LazyTokenizer) -
     return {
         "summary": summary.to_dict(),
         "meta": {**{k: record[k] for k in _META_KEYS if k in record}, "versions": versions},
-        "timings": _numbers(record.get("timings")),
+        "timings": finite_numbers(record.get("timings")),
         "prompt": turns["prompt"],
         "turns": turns["turns"],
         "turns_note": turns["note"],
@@ -33,10 +32,3 @@ def episode_detail(index: RunIndex, episode_id: int, tokenizer: LazyTokenizer) -
         "patch": str(record.get("patch") or ""),
         "error": record.get("error"),
     }
-
-
-def _numbers(timings: Any) -> dict[str, float]:
-    if not isinstance(timings, dict):
-        return {}
-    return {str(k): float(v) for k, v in timings.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}

@@ -163,11 +163,19 @@ function keyValues(obj) {
   return dl;
 }
 
+function turnTimings(t) {
+  // The turn's seconds: its engine call, the env step that ran its action, and the whole turn.
+  // Absent in files written before they were kept.
+  if (!t) return null;
+  return el("span", {class: "timings",
+    text: ` · ${fmt(t.total_s, 2)} s (generation ${fmt(t.generation_s, 2)} s, env ${fmt(t.env_s, 2)} s)`});
+}
+
 function renderTurn(turn) {
   const figures = turn.sampled_tokens === undefined ? "" :
     ` · ${turn.sampled_tokens} tokens · mean logprob ${fmt(turn.mean_logprob)} · min ${fmt(turn.min_logprob)}`;
   const head = el("h4", {}, `Turn ${turn.n} `, el("span", {class: "kind " + turn.action_kind, text: turn.action_kind}),
-                  figures);
+                  figures, turnTimings(turn.timings));
   if (turn.token_start !== undefined)
     head.append(" ", el("a", {href: "#", class: "to-tokens", text: "tokens ↓", onclick: (e) => {
       e.preventDefault();

@@ -1,21 +1,23 @@
 """An episode's chat → turns a person can read: the prompt, then per assistant reply its thought,
 its action and the observation that answered it, with the reply's own sampled tokens.
 
-The action is located here only to show it apart from the thought; what the action *is* (bash,
-view, edit, submit or a format error) is decided by the environment's own parser
-(`envs.actions.parse_action`), so the viewer never disagrees with what the episode did.
+Where the action lies in a fenced-format reply comes from the environment's own scanner
+(`envs.actions.fenced_action_spans`), and what the action *is* (bash, view, edit, submit or a
+format error) from its own parser (`envs.actions.parse_action`), so the viewer never disagrees
+with what the episode did: a ```python block shown while reasoning is thought, as the env
+ignores it.
 """
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Sequence
 
 from agent_rl.view.tokens import finite_logprob
+from envs.actions import Bash, Create, FormatError, StrReplace, Submit, View, fenced_action_spans, parse_action
 
-_FENCE_OPEN = re.compile(r"^[ \t]{0,3}(`{3,})[ \t]*([^`\n]*)$", re.MULTILINE)
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
-_SUBMIT_TAG = re.compile(r"<submit\s*/?>", re.IGNORECASE)
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -28,44 +30,50 @@ def message_text(message: dict[str, Any]) -> str:
     return str(content)
 
 
+def reply_format(text: str) -> str:
+    """The action format a reply is read in ("json" or "fenced"); the log keeps no env config,
+    so it is guessed from the reply, the same way for the split and for the action's kind."""
+    return "json" if "<tool_call>" in text or text.strip().startswith("{") else "fenced"
+
+
 def split_reply(text: str) -> tuple[str, str]:
-    """(thought, action text): the first fenced block, `<tool_call>` or `<submit/>` is the
-    action, everything around it the thought; a reply that is one JSON object is all action."""
-    call = _TOOL_CALL.search(text)
-    if call:
-        return _around(text, call.start(), call.end()), call.group(1).strip()
-    opening = _FENCE_OPEN.search(text)
-    if opening:
-        fence = opening.group(1)
-        closing = re.compile(rf"^[ \t]{{0,3}}`{{{len(fence)},}}[ \t]*$", re.MULTILINE)
-        close = closing.search(text, opening.end())
-        end = close.end() if close else len(text)
-        return _around(text, opening.start(), end), text[opening.start():end].strip()
-    submit = _SUBMIT_TAG.search(text)
-    if submit:
-        return _around(text, submit.start(), submit.end()), submit.group(0)
-    if text.strip().startswith("{"):
+    """(thought, action text). Fenced: the spans the env reads as actions (action-tagged blocks,
+    fences included, an unclosed one to the end; `<submit/>` outside them) are the action, the
+    rest the thought. JSON: the first `<tool_call>`'s body, or the whole reply when it is one
+    JSON object. A reply with no action is all thought."""
+    if reply_format(text) == "json":
+        call = _TOOL_CALL.search(text)
+        if call:
+            return _outside(text, [(call.start(), call.end())]), call.group(1).strip()
         return "", text.strip()
-    return text.strip(), ""
+    spans = fenced_action_spans(text)
+    if not spans:
+        return text.strip(), ""
+    # More than one span is a reply the env refuses; all of them are shown as the action, so
+    # nothing the model tried to run reads as thought.
+    action = "\n\n".join(text[start:end].strip() for start, end in spans)
+    return _outside(text, spans), action
 
 
-def _around(text: str, start: int, end: int) -> str:
-    before, after = text[:start].strip(), text[end:].strip()
-    return f"{before}\n\n{after}".strip() if after else before
+def _outside(text: str, spans: Sequence[tuple[int, int]]) -> str:
+    """The text around the sorted, disjoint `spans`, its pieces stripped and joined by a blank line."""
+    pieces: list[str] = []
+    pos = 0
+    for start, end in spans:
+        pieces.append(text[pos:start].strip())
+        pos = end
+    pieces.append(text[pos:].strip())
+    return "\n\n".join(p for p in pieces if p)
 
 
 def action_kind(text: str, tool_calls: Any = None) -> str:
     """bash | view | create | edit | submit | invalid, as the environment would parse it."""
-    from envs.actions import Bash, Create, FormatError, StrReplace, Submit, View, parse_action
-
     if tool_calls:
         # A gateway session's OpenAI tool call: the env parses the same call shape.
         first = tool_calls[0] if isinstance(tool_calls, list) else tool_calls
         parsed = parse_action(json.dumps(first), "json")
     else:
-        stripped = text.strip()
-        fmt = "json" if "<tool_call>" in text or stripped.startswith("{") else "fenced"
-        parsed = parse_action(text, fmt)
+        parsed = parse_action(text, reply_format(text))
     names = {Bash: "bash", View: "view", Create: "create", StrReplace: "edit", Submit: "submit"}
     if isinstance(parsed, FormatError):
         return "invalid"
@@ -87,13 +95,31 @@ def sampled_runs(loss_mask: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def finite_numbers(values: Any) -> dict[str, float]:
+    """The finite numeric entries of a timings dict (a hand-edited or odd file may hold anything)."""
+    if not isinstance(values, dict):
+        return {}
+    return {str(k): float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def turn_timings(record: dict[str, Any], n_replies: int) -> list[dict[str, float]] | None:
+    """Each reply's timings (generation_s, env_s, total_s), or None when the record has none (files
+    written before they were kept, gateway segments) or they do not pair one to one with the replies."""
+    timings = record.get("turn_timings")
+    if not isinstance(timings, list) or not timings or len(timings) != n_replies:
+        return None
+    return [finite_numbers(t) for t in timings]
+
+
 def build_turns(record: dict[str, Any]) -> dict[str, Any]:
     """{"prompt": [messages before the first reply], "turns": [...], "note": str}.
 
     Each assistant reply's sampled ids are one run of mask-1 tokens (the template's tokens and
     the observations between replies are mask 0), so the i-th run is the i-th reply's tokens
     when the counts agree; when they do not (a text-mode engine, a harness segment holding part
-    of the chat) the turns carry no token figures and the note says why.
+    of the chat) the turns carry no token figures and the note says why. Each turn carries its
+    `timings` when the record kept them (`turn_timings`, one per reply).
     """
     messages = [m for m in record.get("messages") or [] if isinstance(m, dict)]
     first_reply = next((i for i, m in enumerate(messages) if m.get("role") == "assistant"), len(messages))
@@ -108,6 +134,7 @@ def build_turns(record: dict[str, Any]) -> dict[str, Any]:
     note = "" if aligned or not messages else (
         f"{len(runs)} runs of sampled tokens for {n_replies} replies: per-turn token figures left out"
     )
+    timings = turn_timings(record, n_replies)
 
     turns: list[dict[str, Any]] = []
     for msg in messages[first_reply:]:
@@ -122,6 +149,8 @@ def build_turns(record: dict[str, Any]) -> dict[str, Any]:
                 "action_kind": action_kind(text, tool_calls),
                 "observations": [],
             }
+            if timings is not None:
+                turn["timings"] = timings[len(turns)]
             if aligned:
                 start, end = runs[len(turns)]
                 lps = [finite_logprob(x) for x in logprobs[start:end]]

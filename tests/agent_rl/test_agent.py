@@ -170,6 +170,66 @@ async def test_engine_failure_is_an_error_trajectory(tokenizer):
     assert traj.num_turns == 1  # the partial episode is kept for debugging
 
 
+class SlowEngine(ScriptedEngine):
+    """Takes `delay_s` per reply, so the turn's generation time is known from below."""
+
+    delay_s = 0.02
+
+    async def generate(self, prompt_ids: list[int], sampling: SamplingParams) -> Generation:
+        await asyncio.sleep(self.delay_s)
+        return await super().generate(prompt_ids, sampling)
+
+
+class SlowEnv(ScriptedEnv):
+    """Takes `delay_s` per step (the command run)."""
+
+    delay_s = 0.03
+
+    async def astep(self, action: str):
+        await asyncio.sleep(self.delay_s)
+        return await super().astep(action)
+
+
+def _check_turn_timings(traj) -> None:
+    assert len(traj.turn_timings) == traj.num_turns
+    for t in traj.turn_timings:
+        assert set(t) == {"generation_s", "env_s", "total_s"}
+        assert all(isinstance(v, float) and v >= 0.0 for v in t.values())
+        assert t["total_s"] >= t["generation_s"] + t["env_s"] - 1e-3  # rounding to 4 digits
+
+
+async def test_turn_timings_are_recorded_per_turn_and_round_trip(tokenizer):
+    import json
+
+    from agent_rl.rollout.trajectory import Trajectory
+
+    engine = SlowEngine(tokenizer, ["```bash\nls\n```", "```bash\nls\n```", "```bash\nsubmit\n```"])
+    traj = await run_episode(SlowEnv(), engine, tokenizer, AgentConfig(max_turns=5), task="t")
+    assert traj.error is None and traj.num_turns == 3
+    _check_turn_timings(traj)
+    # Lower bounds only (a loaded machine may be slower); a small tolerance for timer granularity.
+    assert all(t["generation_s"] >= SlowEngine.delay_s * 0.9 for t in traj.turn_timings)
+    assert all(t["env_s"] >= SlowEnv.delay_s * 0.9 for t in traj.turn_timings)  # the submit step too
+
+    again = Trajectory.from_dict(json.loads(json.dumps(traj.to_dict())))
+    assert again.turn_timings == traj.turn_timings
+
+    old = traj.to_dict()
+    del old["turn_timings"]  # a trajectories.jsonl line written before per-turn timings were kept
+    assert Trajectory.from_dict(old).turn_timings == []
+
+
+async def test_turn_timings_when_the_agent_stops_or_the_engine_fails(tokenizer):
+    capped = await run_episode(ScriptedEnv(), ScriptedEngine(tokenizer, ["```bash\nls\n```"]), tokenizer,
+                               AgentConfig(max_turns=2), task="t")
+    assert capped.finish_reason == "max_turns"
+    _check_turn_timings(capped)
+    failed = await run_episode(ScriptedEnv(), ScriptedEngine(tokenizer, ["```bash\nls\n```"], fail_on_call=2),
+                               tokenizer, AgentConfig(), task="t")
+    assert failed.error is not None
+    _check_turn_timings(failed)  # the reply that was appended before the engine failed
+
+
 async def test_text_mode_engine_marks_trajectory(tokenizer):
     engine = ScriptedEngine(tokenizer, ["```bash\nsubmit\n```"], text_mode=True)
     traj = await run_episode(ScriptedEnv(), engine, tokenizer, AgentConfig(), task="t")

@@ -116,6 +116,8 @@ async def test_hung_step_is_cut_and_kept_truncated_with_every_sampled_token(toke
     # Both replies were sampled (the second's step hung): the trajectory holds both, token-exact.
     assert traj.num_turns == 2 and sampled_segments(traj) == engine.outputs
     assert len(traj.token_versions) == len(traj.response_ids)
+    # One timing record per reply; the hung step's counts up to the cut.
+    assert len(traj.turn_timings) == 2 and traj.turn_timings[1]["env_s"] > 0.1
     rendered = tokenizer.apply_chat_template(traj.messages, tokenize=True)
     assert list(rendered) == traj.prompt_ids + traj.response_ids
     await runner.aclose()
@@ -145,6 +147,7 @@ async def test_cut_mid_generation_leaves_no_half_turn(tokenizer):
         traj = await play(runner, engine, tokenizer)
     assert traj.finish_reason == "deadline" and traj.grade["phase"] == "generate"
     assert traj.num_turns == 1 and sampled_segments(traj) == engine.outputs
+    assert len(traj.turn_timings) == 1  # the reply lost whole has no record either
     assert [m["role"] for m in traj.messages][-2:] == ["assistant", "user"]  # the observation, no reply yet
     rendered = tokenizer.apply_chat_template(traj.messages, tokenize=True, add_generation_prompt=True)
     assert list(rendered) == traj.prompt_ids + traj.response_ids

@@ -26,7 +26,7 @@ import yaml
 
 from agent_rl.view.runs import EpisodeFilter, NoEpisodesError, RunIndex
 from agent_rl.view.tokens import LazyTokenizer
-from agent_rl.view.turns import split_reply
+from agent_rl.view.turns import split_reply, turn_timings
 
 SYSTEM = "You are a careful software engineer. Work in /testbed. Reply with a thought and one action block."
 
@@ -88,6 +88,10 @@ def _trajectory(tokenizer, task: str, reward: float, finish: str, turns: list, g
         if resolved else "",
         timings={"generation_s": 1.25, "env_s": 0.5, "grading_s": 3.0, "total_s": 4.9},
         token_versions=[0 if m else -1 for m in conv.loss_mask],
+        # Per-turn timings on the calc episodes only: the others read like files written before
+        # they were kept.
+        turn_timings=[{"generation_s": 1.5 + i, "env_s": 0.25, "total_s": 1.8 + i} for i in range(len(turns))]
+        if task.startswith("calc") else [],
     )
 
 
@@ -187,8 +191,29 @@ def test_rollout_and_eval_dirs(tmp_path: Path, run_dir: Path) -> None:
 def test_split_reply_finds_the_action() -> None:
     assert split_reply("Look.\n\n```bash\nls -la\n```") == ("Look.", "```bash\nls -la\n```")
     assert split_reply('Hm <tool_call>{"name": "submit"}</tool_call>') == ("Hm", '{"name": "submit"}')
+    assert split_reply('{"name": "submit"}') == ("", '{"name": "submit"}')
     assert split_reply("All done <submit/>") == ("All done", "<submit/>")
     assert split_reply("just thinking") == ("just thinking", "")
+    assert split_reply("Before.\n```bash\nls\n```\nAfter.") == ("Before.\n\nAfter.", "```bash\nls\n```")
+
+
+def test_split_reply_agrees_with_the_env_parser() -> None:
+    # A block the env ignores (```python while reasoning) is thought; the action is the block it runs.
+    reply = "Maybe:\n```python\nreturn a + b\n```\nCheck first.\n```bash\ncat calc.py\n```"
+    assert split_reply(reply) == ("Maybe:\n```python\nreturn a + b\n```\nCheck first.", "```bash\ncat calc.py\n```")
+    # Only a non-action block: no action, as the env says (a format error).
+    assert split_reply("```python\nx = 1\n```") == ("```python\nx = 1\n```", "")
+    # An unclosed action block runs to the end, as the env reads it.
+    assert split_reply("Go.\n```bash\nls") == ("Go.", "```bash\nls")
+    # Two action blocks (the env refuses the reply): both are the action, nothing of them thought.
+    assert split_reply("```bash\nls\n```\nthen\n```submit\n```") == ("then", "```bash\nls\n```\n\n```submit\n```")
+
+
+def test_turn_timings_pair_with_the_replies() -> None:
+    record = {"turn_timings": [{"generation_s": 1.0, "env_s": 0.5, "total_s": 1.6}, {"generation_s": 2, "env_s": "x"}]}
+    assert turn_timings(record, 2) == [{"generation_s": 1.0, "env_s": 0.5, "total_s": 1.6}, {"generation_s": 2.0}]
+    assert turn_timings(record, 3) is None  # not one per reply: not shown rather than shown against the wrong turn
+    assert turn_timings({}, 2) is None and turn_timings({"turn_timings": []}, 0) is None  # an older file
 
 
 def test_episode_detail_has_turns_and_tokens(run_dir: Path, smol_tokenizer) -> None:
@@ -202,6 +227,9 @@ def test_episode_detail_has_turns_and_tokens(run_dir: Path, smol_tokenizer) -> N
     assert turns[0]["action"] == "```bash\ncat calc.py\n```"
     assert turns[0]["observations"][0]["content"].startswith("def add(a, b):")
     assert turns[2]["observations"] == []
+    assert [t["timings"] for t in turns] == [
+        {"generation_s": 1.5 + i, "env_s": 0.25, "total_s": 1.8 + i} for i in range(3)
+    ]
     assert [m["role"] for m in detail["prompt"]] == ["system", "user"]
     tokens = detail["tokens"]
     assert sum(t["sampled_tokens"] for t in turns) == sum(1 for m in tokens["mask"] if m == 1)
@@ -212,6 +240,7 @@ def test_episode_detail_has_turns_and_tokens(run_dir: Path, smol_tokenizer) -> N
     assert detail["meta"]["versions"] == [0]
     json_turn = episode_detail(index, 2, LazyTokenizer(None))["turns"][0]
     assert (json_turn["action_kind"], json_turn["thought"]) == ("view", "Check the helper.")
+    assert "timings" not in json_turn  # a record without per-turn timings
 
 
 def test_tokenizer_that_cannot_load_falls_back_to_ids(run_dir: Path) -> None:
@@ -297,6 +326,7 @@ def check_episode_zero(dom: str) -> None:
     assert re.search(r'class="tok env"', dom) and re.search(r'class="tok sampled"[^>]*>Let</span>', dom)
     assert "tests/test_calc.py::test_add" in dom and "+    return a + b" in dom
     assert 'class="grade-link"' in dom and 'class="patch-link"' in dom
+    assert '<span class="timings"> · 1.80 s (generation 1.50 s, env 0.25 s)</span>' in dom
 
 
 @pytest.fixture(scope="module")
