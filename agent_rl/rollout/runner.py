@@ -421,21 +421,15 @@ class EpisodeRunner:
 
     async def _collect_harness(self, jobs: list[_Job], engine: Engine, tokenizer: ChatTokenizer,
                                agent_cfg: AgentConfig, *, progress: bool) -> list[Trajectory]:
-        """Every job played by `rollout.harness` through a gateway on loopback, started for this
-        call in this loop. The gateway samples with the agent's settings (temperature, top_p,
-        max_tokens_per_turn, max_total_tokens). A segmented episode gives several trajectories,
-        kept together in job order."""
-        from agent_rl.gateway.server import Gateway
-
+        """Every job played by `rollout.harness` through a gateway (`harness_gateway`) started
+        for this call in this loop. A segmented episode gives several trajectories, kept
+        together in job order."""
         harness = self.rollout.harness
         assert harness is not None
-        gateway_config = {"temperature": agent_cfg.sampling.temperature, "top_p": agent_cfg.sampling.top_p,
-                          "max_tokens": agent_cfg.max_tokens_per_turn, "max_context_tokens": agent_cfg.max_total_tokens}
         results: list[list[Trajectory]] = [[] for _ in jobs]
         tally = _Tally()
         gate = asyncio.Semaphore(self.concurrency)
-        async with Gateway(engine, tokenizer, model_name=getattr(engine, "name", "agent-rl"),
-                           config=gateway_config) as gateway:
+        async with self.harness_gateway(engine, tokenizer, agent_cfg) as gateway:
             with _ProgressBar(len(jobs), enabled=progress) as bar:
 
                 async def one(job: _Job) -> None:
@@ -449,6 +443,16 @@ class EpisodeRunner:
 
                 await asyncio.gather(*(one(job) for job in jobs))
         return [t for group in results for t in group]
+
+    def harness_gateway(self, engine: Engine, tokenizer: ChatTokenizer, agent_cfg: AgentConfig) -> Any:
+        """The recording gateway harness episodes talk to (an async context manager, served on
+        loopback from the loop that enters it). It samples with the agent's settings
+        (temperature, top_p, max_tokens_per_turn, max_total_tokens), whatever the harness asks."""
+        from agent_rl.gateway.server import Gateway
+
+        gateway_config = {"temperature": agent_cfg.sampling.temperature, "top_p": agent_cfg.sampling.top_p,
+                          "max_tokens": agent_cfg.max_tokens_per_turn, "max_context_tokens": agent_cfg.max_total_tokens}
+        return Gateway(engine, tokenizer, model_name=getattr(engine, "name", "agent-rl"), config=gateway_config)
 
     async def harness_episode(self, task: Any, gateway: Any, harness: HarnessConfig, *,
                               group_index: int = 0) -> list[Trajectory]:

@@ -131,6 +131,7 @@ class AsyncRollouts:
         self._episodes_running = 0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._gateway: Any = None  # the recording gateway, when an outside harness plays
 
     # ------------------------------------------------------------------ trainer side
     def start(self) -> None:
@@ -166,7 +167,8 @@ class AsyncRollouts:
                         log.warning("draw %d (%s) was stale %d times: episodes outlast %d updates",
                                     group.draw.index, group.draw.task_id, group.draw.attempt + 1, self.max_staleness)
                     self._stats.stale_dropped += 1
-                    self._stats.stale_dropped_episodes += len(group.trajectories)
+                    # Episodes, not trajectories: a harness episode may be several segments.
+                    self._stats.stale_dropped_episodes += sum(t.segment == 0 for t in group.trajectories)
                     self._replay.appendleft(Draw(group.draw.index, group.draw.task_id, group.draw.attempt + 1))
                     self._cond.notify_all()
                     continue
@@ -244,6 +246,18 @@ class AsyncRollouts:
             loop.close()
 
     async def _produce(self) -> None:
+        harness = getattr(getattr(self.runner, "rollout", None), "harness", None)
+        if harness is None:
+            await self._produce_draws()
+            return
+        # An outside harness plays through a recording gateway served from this loop, for the
+        # producer's whole life: episodes in flight across a weight push keep their sessions,
+        # and each recorded call carries the version that sampled it.
+        async with self.runner.harness_gateway(self.engine, self.tokenizer, self.agent_config) as gateway:
+            self._gateway = gateway
+            await self._produce_draws()
+
+    async def _produce_draws(self) -> None:
         playing: set[asyncio.Task[None]] = set()
         try:
             while True:
@@ -280,10 +294,17 @@ class AsyncRollouts:
         base = (self.seed * 1_000_003 + draw.index) * 1000 + draw.attempt * self.group_size
         try:
             await self.runner.aprepare(self._upcoming_tasks(draw), self.group_size)
-            trajectories = await asyncio.gather(*(
-                self.runner.episode(task, self.engine, self.tokenizer, self.agent_config,
-                                    seed=episode_seed(base, g) % (2**31 - 1), policy_version=version, group_index=g)
-                for g in range(self.group_size)))
+            if self._gateway is not None:  # a harness episode is one or more segments
+                played = await asyncio.gather(*(
+                    self.runner.harness_episode(task, self._gateway, self.runner.rollout.harness, group_index=g)
+                    for g in range(self.group_size)))
+                trajectories = [t for segments in played for t in segments]
+            else:
+                trajectories = await asyncio.gather(*(
+                    self.runner.episode(task, self.engine, self.tokenizer, self.agent_config,
+                                        seed=episode_seed(base, g) % (2**31 - 1), policy_version=version,
+                                        group_index=g)
+                    for g in range(self.group_size)))
         except asyncio.CancelledError:
             with self._cond:
                 self._episodes_running -= self.group_size

@@ -277,10 +277,11 @@ class TrainConfig(StrictModel):
                 f"{self.batch_size} trajectories, which is not a multiple of algorithm.mini_batch_size "
                 f"({alg.mini_batch_size})"
             )
-        if ro.harness is not None and (alg.mode == "async" or self.cluster.kind != "local"):
-            # The gateway lives in the rollout's event loop on this machine; the async producer
-            # and Ray workers run episodes elsewhere. Not wired yet: refuse rather than ignore.
-            raise ValueError("rollout.harness runs with algorithm.mode sync and cluster.kind local only")
+        if ro.harness is not None and self.cluster.kind != "local":
+            # The gateway lives in an event loop on this machine (the rollout's, or the async
+            # producer's); Ray workers run episodes on other nodes, where it is not. Not wired
+            # yet: refuse rather than ignore.
+            raise ValueError("rollout.harness runs with cluster.kind local only")
         if self.tasks.sampler == "adaptive" and alg.mode == "async":
             # The producer draws ahead from its own thread while the trainer observes graded groups:
             # which observations a draw sees would depend on thread timing, so neither the run nor a
