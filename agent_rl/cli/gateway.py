@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-context-tokens", type=int, default=None, help="prompt + reply; default: the engine's window")
     parser.add_argument("--client-sampling", action="store_true", help="honour each request's temperature/top_p")
     parser.add_argument("--served-model-name", default=None, help="name shown in /v1/models")
+    parser.add_argument("--tool-call-format", default="auto",
+                        choices=("auto", "hermes", "mistral", "llama3_json", "pythonic"),
+                        help="how the model writes tool calls (auto: from the tokenizer's vocabulary)")
     parser.set_defaults(func=handle)
 
 
@@ -60,7 +63,8 @@ async def _serve(args: argparse.Namespace) -> int:
     config = engine_config({"kind": args.engine, "model": args.model, "base_url": args.base_url,
                             "device": args.device, "dtype": args.dtype})
     gateway_config = GatewayConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-                                   max_context_tokens=args.max_context_tokens, client_sampling=args.client_sampling)
+                                   max_context_tokens=args.max_context_tokens, client_sampling=args.client_sampling,
+                                   tool_call_format=args.tool_call_format)
     tokenizer = None if args.engine == "hf" else load_tokenizer(args.tokenizer or args.model)
     engine = make_engine(config, tokenizer=tokenizer)
     tokenizer = tokenizer if tokenizer is not None else engine.tokenizer

@@ -8,7 +8,7 @@ ids and their logprobs. `recording.py` turns a session into token-exact trajecto
 Docker of its own (agent_rl/harnesses/ adapts mini-swe-agent to it).
 
 Modules: `errors` (OpenAI-style errors), `recording` (calls -> segments), `conversation`
-(messages -> prompt ids that extend the last call), `tool_calls` (Hermes-format tool calls),
+(messages -> prompt ids that extend the last call), `tool_calls` (tool-call text formats: hermes, mistral, llama3_json, pythonic),
 `sessions` (per-episode state), `app` (the HTTP routes), `server` (`Gateway`: start, stop,
 sessions; what `rollout.harness` and `agent-rl gateway` run).
 """

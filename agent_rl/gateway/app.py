@@ -120,14 +120,15 @@ async def chat_completions(request: web.Request) -> web.Response:
         async with session.lock:  # one call at a time per session: the recording's order is the chat's
             if session.closed:
                 gateway.sessions.live(session.id)  # raises: closed while this call waited
-            conv, _ = session.chat.next_prompt(gateway.tokenizer, normal, tools, gateway.template_has_tools)
+            conv, _ = session.chat.next_prompt(gateway.tokenizer, normal, tools, gateway.template_has_tools,
+                                               gateway.tool_format)
             prompt_ids = conv.ids
             generation = await gateway.generate(prompt_ids, body)
             try:
                 turn = conv.add_generation(generation.token_ids, generation.logprobs)
             except Exception as exc:  # template drift on this reply: it cannot be recorded token-exactly
                 raise UpstreamError(f"the reply cannot be appended to the conversation: {exc}") from exc
-            content, tool_calls = parse_tool_calls(turn.text) if tools else (turn.text, [])
+            content, tool_calls = parse_tool_calls(turn.text, gateway.tool_format) if tools else (turn.text, [])
             message: dict[str, Any] = {"role": "assistant", "content": content if (content or not tool_calls) else None}
             if tool_calls:
                 message["tool_calls"] = tool_calls

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent_rl.gateway.errors import RequestError
-from agent_rl.gateway.tool_calls import tool_calls_as_text, with_tools_described
+from agent_rl.gateway.tool_calls import FORMATS, ToolCallFormat, tool_calls_as_text, with_tools_described
 from agent_rl.rollout.chat_template import ChatTokenizer, TemplateDriftError, TokenConversation
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -78,7 +78,7 @@ def normalize_messages(raw: Any) -> list[dict[str, Any]]:
 
 
 def template_messages(normal: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
-                      template_has_tools: bool) -> list[dict[str, Any]]:
+                      template_has_tools: bool, fmt: ToolCallFormat = FORMATS["hermes"]) -> list[dict[str, Any]]:
     """What the chat template renders for a fresh history: roles it knows, text content, and
     earlier tool calls in the model's own format when the template cannot render them."""
     out = []
@@ -92,10 +92,10 @@ def template_messages(normal: list[dict[str, Any]], tools: list[dict[str, Any]] 
                                        for n, a in m["tool_calls"]]
             else:
                 calls = [{"function": {"name": n, "arguments": a}} for n, a in m["tool_calls"]]
-                entry["content"] = "\n".join(x for x in (content, tool_calls_as_text(calls)) if x)
+                entry["content"] = "\n".join(x for x in (content, tool_calls_as_text(calls, fmt)) if x)
         out.append(entry)
     if tools and not template_has_tools:
-        out = with_tools_described(out, tools)
+        out = with_tools_described(out, tools, fmt)
     return out
 
 
@@ -119,14 +119,15 @@ class ChatState:
     tools_key: str = ""
 
     def next_prompt(self, tokenizer: ChatTokenizer, normal: list[dict[str, Any]],
-                    tools: list[dict[str, Any]] | None, template_has_tools: bool) -> tuple[TokenConversation, bool]:
+                    tools: list[dict[str, Any]] | None, template_has_tools: bool,
+                    fmt: ToolCallFormat = FORMATS["hermes"]) -> tuple[TokenConversation, bool]:
         """(the conversation to generate from, whether it extends the last call's)."""
         tools_key = json.dumps(tools or [], sort_keys=True)
         n = len(self.history)
         if (self.conv is not None and not self.conv.awaiting_generation and tools_key == self.tools_key
                 and len(normal) > n and normal[:n] == self.history):
             conv = fork(self.conv)
-            new = template_messages(normal[n:], None, template_has_tools)
+            new = template_messages(normal[n:], None, template_has_tools, fmt)
             try:
                 conv.add_messages(new)
                 return conv, True
@@ -134,7 +135,7 @@ class ChatState:
                 pass  # the template rewrites earlier turns given these: render afresh (a split)
         kwargs = {"tools": tools} if tools and template_has_tools else {}
         try:
-            conv = TokenConversation.start(tokenizer, template_messages(normal, tools, template_has_tools), kwargs)
+            conv = TokenConversation.start(tokenizer, template_messages(normal, tools, template_has_tools, fmt), kwargs)
         except TemplateDriftError as exc:
             raise RequestError(f"cannot render these messages with the model's chat template: {exc}",
                                param="messages") from exc

@@ -18,7 +18,7 @@ from agent_rl.engines.base import Engine, Generation, SamplingParams, Temperatur
 from agent_rl.gateway.app import build_app
 from agent_rl.gateway.errors import ContextOverflow, RequestError, UpstreamError
 from agent_rl.gateway.sessions import Executor, Session, SessionRegistry
-from agent_rl.gateway.tool_calls import template_renders_tools
+from agent_rl.gateway.tool_calls import ToolCallFormatName, resolve_format, template_renders_tools
 from strictconfig import StrictModel
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ class GatewayConfig(StrictModel):
     """Tokens per call when the client does not say, and the most it may ask for."""
     max_context_tokens: int | None = Field(None, ge=16)
     """Prompt plus reply per call; None: the engine's context window (if it has one)."""
+    tool_call_format: ToolCallFormatName = "auto"
+    """How the model writes tool calls: hermes, mistral, llama3_json, pythonic; auto: from the
+    tokenizer's vocabulary (agent_rl/gateway/tool_calls.py)."""
 
 
 class Gateway:
@@ -51,6 +54,7 @@ class Gateway:
         self.config = GatewayConfig.from_config(config)
         self.sessions = SessionRegistry()
         self.template_has_tools = template_renders_tools(tokenizer)
+        self.tool_format = resolve_format(self.config.tool_call_format, tokenizer)
         window = getattr(engine, "context_window", None)
         self.context_window: int | None = self.config.max_context_tokens or (window if isinstance(window, int) else None)
         self.url = ""

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
+from agent_rl.gateway.tool_calls import ToolCallFormatName
 from agent_rl.rollout.trajectory import Trajectory
 from strictconfig import StrictModel
 
@@ -55,6 +56,9 @@ class HarnessConfig(StrictModel):
     log_dir: str | None = None
     """Keep each episode's harness output here (<instance_id>-<session>.log); None: keep only
     the tail of a failed run, in the trajectory's error."""
+    tool_call_format: ToolCallFormatName = "auto"
+    """How the model writes tool calls for a harness that sends `tools`: hermes, mistral,
+    llama3_json, pythonic; auto: from the tokenizer's vocabulary."""
 
     @field_validator("command")
     @classmethod

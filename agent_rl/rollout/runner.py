@@ -451,7 +451,8 @@ class EpisodeRunner:
         from agent_rl.gateway.server import Gateway
 
         gateway_config = {"temperature": agent_cfg.sampling.temperature, "top_p": agent_cfg.sampling.top_p,
-                          "max_tokens": agent_cfg.max_tokens_per_turn, "max_context_tokens": agent_cfg.max_total_tokens}
+                          "max_tokens": agent_cfg.max_tokens_per_turn, "max_context_tokens": agent_cfg.max_total_tokens,
+                          "tool_call_format": self.rollout.harness.tool_call_format if self.rollout.harness else "auto"}
         return Gateway(engine, tokenizer, model_name=getattr(engine, "name", "agent-rl"), config=gateway_config)
 
     async def harness_episode(self, task: Any, gateway: Any, harness: HarnessConfig, *,
