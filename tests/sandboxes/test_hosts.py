@@ -9,6 +9,11 @@ from strictconfig import ConfigError
 
 def test_endpoints_are_checked():
     assert DockerHostConfig(url="ssh://agent@10.0.0.7").label == "ssh://agent@10.0.0.7"
+    DockerHostConfig(url="ssh://agent@10.0.0.7:2222")  # a real sshd: tests/sandboxes/test_ssh_docker_host.py
+    with pytest.raises(ValueError, match="port"):
+        DockerHostConfig(url="ssh://agent@10.0.0.7:ssh")
+    with pytest.raises(ValueError, match="needs a host"):
+        DockerHostConfig(url="ssh:///var/run/docker.sock")
     with pytest.raises(ValueError, match="scheme must be one of unix, tcp, ssh"):
         DockerHostConfig(url="http://10.0.0.7:2375")
     with pytest.raises(ValueError, match="needs tls_ca, tls_cert and tls_key"):
