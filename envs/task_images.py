@@ -65,11 +65,14 @@ def _exclusive(key: str) -> Iterator[None]:
 def task_image(task: Task, *, client: object | None = None) -> str:
     """The image tag to start this task's sandboxes from, building it if needed. A prebuilt
     image named by a SWE-bench-family dataset (see `envs.swebench.datasets`) is checked once per
-    process: present, or pulled, or an ImageUnavailableError saying how to provide it."""
+    process: present, or pulled, or an ImageUnavailableError saying how to provide it; then
+    adapted once for our sandboxes (`sandboxes.prebuilt_images`: history cut at the base commit,
+    the tree handed to uid 1000), and the adapted tag is what runs."""
     if task.image:
-        if task.extra.get("image_source"):
-            _require_once(task.image, task, client)
-        return task.image
+        if not task.extra.get("image_source"):
+            return task.image  # named by the user: used as is
+        _require_once(task.image, task, client)
+        return _adapted(task, client)
     key = image_key(task)
     cached = _memo.get(key)
     if cached:
@@ -103,6 +106,26 @@ def task_image(task: Task, *, client: object | None = None) -> str:
 # --------------------------------------------------------------------------------------
 
 _present: set[str] = set()
+
+
+def _adapted(task: Task, client: object | None) -> str:
+    key = f"adapted:{task.image}:{task.workdir}"
+    cached = _memo.get(key)
+    if cached:
+        return cached
+    with _exclusive(hashlib.sha256(key.encode()).hexdigest()[:16]):  # one adaptation across processes
+        cached = _memo.get(key)
+        if cached:
+            return cached
+        from sandboxes.prebuilt_images import adapt_prebuilt_image
+
+        try:
+            tag = adapt_prebuilt_image(task.image, workdir=task.workdir, client=client)  # type: ignore[arg-type]
+        except Exception as exc:
+            raise TaskImageError(f"task {task.instance_id!r}: adapting its image {task.image} for the sandbox "
+                                 f"failed: {exc}") from exc
+        _memo[key] = tag
+        return tag
 
 
 def _require_once(image: str, task: Task, client: object | None) -> None:

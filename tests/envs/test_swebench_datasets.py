@@ -269,7 +269,9 @@ class FakeImages:
     def get(self, name):
         if name not in self.present:
             raise docker.errors.ImageNotFound(f"No such image: {name}")
-        return SimpleNamespace(id=name)
+        # Labelled as one of ours, so task_image needs no adaptation layer (a fake cannot run
+        # the container that makes one; tests/envs/test_prebuilt_images.py does, for real).
+        return SimpleNamespace(id=name, labels={"agent-rl.managed": "1", "agent-rl.kind": "repo"})
 
     def pull(self, name):
         if name not in self.pullable:

@@ -142,3 +142,79 @@ def test_history_is_cut_in_the_official_layout_image(tmp_path):
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout.split()
     assert out == ["1", tiny.base_commit]
+
+
+def _official_style_image(tmp_path: Path, tag: str) -> tuple[str, dict, str]:
+    """An image laid out as SWE-bench's own are: /testbed owned by root, the repository's whole
+    history kept (the fix on a branch, a tag and a remote ref), HEAD at the base commit. Not
+    labelled as ours, so task_image adapts it. Returns (tag, the unittest repo, the fix's sha)."""
+    import io
+    import tarfile
+
+    import docker
+
+    from sandboxes.images import ensure_base_image
+
+    uni = make_unittest_repo(tmp_path)
+    repo = uni["repo"]
+    git(repo, "checkout", "-q", "-b", "fix")
+    (repo / "calc" / "ops.py").write_text(BUGGY.replace("return a - b", "return a + b", 1))
+    git(repo, "commit", "-q", "-am", "the fix")
+    future = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "tag", "v2")
+    git(repo, "update-ref", "refs/remotes/origin/main", future)
+    git(repo, "checkout", "-q", "main")
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        tar.add(str(repo), arcname="testbed", filter=lambda info: (setattr(info, "uid", 0), setattr(info, "gid", 0), info)[2])
+    client = docker.from_env(timeout=600)
+    base = ensure_base_image(client, progress=lambda _msg: None)
+    container = client.api.create_container(base, command=["true"], user="root")["Id"]
+    try:
+        client.api.put_archive(container, "/", archive.getvalue())
+        repository, _, version = tag.partition(":")
+        client.api.commit(container, repository=repository, tag=version, changes=["USER root", "WORKDIR /testbed"])
+    finally:
+        client.api.remove_container(container, force=True)
+    return tag, uni, future
+
+
+def test_an_official_style_image_is_adapted_history_cut_and_graded(tmp_path):
+    from sandboxes.docker import DockerSandbox
+    from envs.task_images import task_image
+
+    image, uni, future = _official_style_image(tmp_path, f"agent-rl-test/official-style:{tmp_path.name[-12:].lower()}")
+    row = {"instance_id": "agentrl__official-1", "repo": "agent-rl/official", "base_commit": uni["base_commit"],
+           "problem_statement": "add subtracts", "patch": uni["patch"], "test_patch": uni["test_patch"],
+           "FAIL_TO_PASS": json.dumps(F2P), "PASS_TO_PASS": json.dumps(P2P), "version": "1.0",
+           "image_name": image, "log_parser": "unittest"}
+    rows_file = tmp_path / "rows.jsonl"
+    rows_file.write_text(json.dumps(row) + "\n")
+    (task,) = load_tasks(str(rows_file))
+    try:
+        adapted = task_image(task)
+        assert adapted.startswith("agent-rl/adapted:") and task_image(task) == adapted  # made once
+        with DockerSandbox(adapted, {"workdir": "/testbed"}) as box:  # the hardened default: uid 1000
+            def run(cmd: str) -> str:
+                result = box.exec(cmd, timeout=60)
+                assert result.exit_code == 0, (cmd, result.output)
+                return result.output.strip()
+
+            assert run("id -u") == "1000"
+            # History stops at the base commit: the fix is in no ref, no reflog, no object.
+            assert run("git log --all --format=%H") == uni["base_commit"]
+            assert run("git tag; git remote; git stash list") == ""
+            assert box.exec(f"git cat-file -t {future}", timeout=60).exit_code != 0
+            assert run("git status --porcelain") == ""  # git trusts the tree; nothing changed in it
+            run("touch /testbed/calc/new_file.py && git status --porcelain")  # the agent can write
+        # Grading runs on the adapted image too, in a fresh container.
+        gold = grade(task, task.patch)
+        assert gold.resolved, (gold.error, gold.tamper, gold.test_output)
+        empty = grade(task, "")
+        assert not empty.resolved and not empty.error, empty.error
+    finally:
+        import docker
+
+        client = docker.from_env()
+        for tag in {image, *([adapted] if "adapted" in locals() else [])}:
+            client.images.remove(tag, force=True)
