@@ -21,6 +21,11 @@ COMPUTE_AXES: dict[str, tuple[str, Callable[[dict[str, Any]], float | None]]] = 
     "sampled_tokens": ("sampled tokens", lambda row: (row.get("response_tokens_mean") or 0.0)
                        * ((row.get("trajectories") or 0) - (row.get("error_trajectories") or 0))),
     "hours": ("wall-clock hours", lambda row: (row.get("step_time_s") or 0.0) / 3600.0),
+    # What the run held: step time × its devices (GPUs, or the CPU threads it computes on).
+    "device_hours": ("device hours", lambda row: None if row.get("devices") is None
+                     else (row.get("step_time_s") or 0.0) * row["devices"] / 3600.0),
+    # What it used: CPU seconds of the trainer process and its children (engine threads, harnesses).
+    "cpu_hours": ("CPU hours", lambda row: None if row.get("cpu_time_s") is None else row["cpu_time_s"] / 3600.0),
 }
 PHASE_KEYS = ("planning_entropy", "execution_entropy", "planning_logprob", "execution_logprob")
 
@@ -138,6 +143,9 @@ def compute_curve_section(run: RunDir, opts: AnalyzeOptions) -> dict[str, Any]:
         raise ValueError(f"unknown compute axis {opts.compute_axis!r}; expected one of {', '.join(COMPUTE_AXES)}")
     label, amount = COMPUTE_AXES[opts.compute_axis]
     rows = run.metrics()
+    if rows and all(amount(r) is None for r in rows):
+        raise ValueError(f"metrics.jsonl has no {label} (a run logged before they were recorded); "
+                         "use --compute trained_tokens, sampled_tokens or hours")
     values = [r.get(opts.curve_metric) for r in rows]
     if not any(isinstance(v, (int, float)) for v in values):
         raise ValueError(f"metrics.jsonl has no {opts.curve_metric!r} values")

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rank-rtol", type=float, default=1e-6, help="numerical rank counts σ > RTOL·σ_max")
     p.add_argument("--metric", default="reward_mean", help="metrics.jsonl key for the compute curve "
                    "(reward_mean, solve_rate, ...)")
-    p.add_argument("--compute", choices=("trained_tokens", "sampled_tokens", "hours"), default="trained_tokens",
+    p.add_argument("--compute", choices=("trained_tokens", "sampled_tokens", "hours", "device_hours", "cpu_hours"), default="trained_tokens",
                    help="compute axis, cumulated over steps")
     p.add_argument("--r0", type=float, default=None, help="fix R0 of the sigmoid (default: fitted)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the fit's intervals")

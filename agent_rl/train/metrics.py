@@ -41,6 +41,8 @@ STEP_METRICS: tuple[str, ...] = (
     "grading_latency_s",
     "tokens_per_s",
     "step_time_s",
+    "cpu_time_s",
+    "devices",
 )
 
 # (metric, panel title) for training_curves.png.
@@ -54,6 +56,23 @@ CURVES: tuple[tuple[str, str], ...] = (
 
 def mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+def process_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its waited-for children so far."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def devices_held(device: Any, world_size: int) -> int:
+    """Devices the run computes on: one GPU per rank, or each rank's CPU threads."""
+    if str(device).startswith("cuda"):
+        return world_size
+    import torch
+
+    return world_size * torch.get_num_threads()
 
 
 def step_metrics(trajectories: Sequence[Any], sampling: Any, batch: Any, update: Mapping[str, Any], sync: Any,

@@ -50,7 +50,7 @@ from agent_rl.train.config import TrainConfig
 from agent_rl.train.distributed.fsdp import ShardSettings, copy_weights, full_state_dict, load_sharded, save_sharded
 from agent_rl.train.distributed.fsdp import shard, unwrap
 from agent_rl.train.distributed.ranks import Ranks
-from agent_rl.train.metrics import MetricsLogger, mean, step_metrics
+from agent_rl.train.metrics import MetricsLogger, devices_held, mean, process_cpu_seconds, step_metrics
 from agent_rl.train.policy import find_resume_checkpoint, load_policy, make_optimizer, run_to_max_steps, seed_everything
 from agent_rl.train.task_pool import LearnsFromOutcomes, make_task_sampler, pool_metrics
 from agent_rl.train.update import UpdateSettings, update_step
@@ -295,7 +295,7 @@ class Trainer:
         """
         cfg = self.config
         step = self.step + 1
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), process_cpu_seconds()
 
         # 1-4. rank 0 rolls out (async: takes finished groups) and builds the batch; every rank receives it.
         rollout = None
@@ -334,6 +334,9 @@ class Trainer:
         metrics = step_metrics(rollout["trajectories"], rollout["sampling"], batch, update, sync,
                                rollout_s=rollout["rollout_s"], policy_version=self.policy_version)
         metrics["step_time_s"] = time.monotonic() - started
+        # Compute axes for `agent-rl analyze` (device hours, CPU hours), besides wall time.
+        metrics["cpu_time_s"] = process_cpu_seconds() - cpu_started
+        metrics["devices"] = devices_held(self.device, self.ranks.world_size)
         metrics["learning_rate"] = learning_rate
         metrics["task_ids"] = rollout["task_ids"]
         metrics.update(rollout["cluster"])

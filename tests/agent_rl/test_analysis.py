@@ -324,6 +324,34 @@ def test_analyze_reports_sections_it_cannot_compute(run_dir, tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "missing")]) == 2
 
 
+def test_compute_axes_device_and_cpu_hours(tmp_path):
+    from agent_rl.analysis.analyze import AnalyzeOptions, compute_curve_section
+    from agent_rl.analysis.run_dir import RunDir
+
+    rows = [{"step": s, "reward_mean": 0.1 * s, "step_time_s": 360.0, "devices": 8, "cpu_time_s": 720.0} for s in range(1, 7)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = RunDir.open(tmp_path)
+    device = compute_curve_section(run, AnalyzeOptions(compute_axis="device_hours", bootstrap=10))
+    assert device["axis_label"] == "device hours" and device["compute"] == pytest.approx([0.8 * s for s in range(1, 7)])
+    cpu = compute_curve_section(run, AnalyzeOptions(compute_axis="cpu_hours", bootstrap=10))
+    assert cpu["compute"] == pytest.approx([0.2 * s for s in range(1, 7)])
+    # A run logged before these were recorded says so instead of fitting a curve on zeros.
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": r["step"], "reward_mean": r["reward_mean"]}) + "\n"
+                                                    for r in rows))
+    with pytest.raises(ValueError, match="no CPU hours"):
+        compute_curve_section(RunDir.open(tmp_path), AnalyzeOptions(compute_axis="cpu_hours"))
+
+
+def test_process_cpu_seconds_counts_this_process_and_devices_follow_the_device():
+    from agent_rl.train.metrics import devices_held, process_cpu_seconds
+
+    before = process_cpu_seconds()
+    sum(i * i for i in range(2_000_000))
+    assert process_cpu_seconds() > before
+    assert devices_held("cuda:0", 4) == 4
+    assert devices_held("cpu", 2) == 2 * torch.get_num_threads()
+
+
 # ---------------------------------------------------------------------- the update's phase metrics
 
 
