@@ -11,11 +11,13 @@ it is one process tree and exactly what a user would type:
   5. RL curve      mean reward of RL's last 3 steps minus its first 3, with a bootstrap interval
 
 The baseline is the base model in the same run. The recipe is configs/learn-cpu.yaml with the
-task subsets, eval sampling and step counts set from the flags; defaults are sized for about
-an hour on 2 CPU cores.
+task subsets, eval sampling and step counts set from the flags. The defaults are the measured
+configuration (benchmarks/results/learning_bench-2core.json): about 35 minutes on 2 CPU cores.
+At 256 tokens per turn the base model's episodes run to the cap, so 8 train tasks with n=4
+would take about two hours; pass@k is sampled at the RL temperature (0.7).
 
-    python benchmarks/learning_bench.py [--tasks-limit 8] [--heldout-limit 4] [--samples 4]
-        [--sft-steps 3] [--rl-steps 8] [--out runs/learning-bench] [--json out.json]
+    python benchmarks/learning_bench.py [--tasks-limit 4] [--heldout-limit 4] [--samples 2]
+        [--temperature 0.7] [--sft-steps 3] [--rl-steps 8] [--out runs/learning-bench] [--json out.json]
 """
 from __future__ import annotations
 
@@ -131,10 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m", help="base model alias or checkpoint")
     parser.add_argument("--tier", default="floor", help="difficulty tier of the splits ('' for all tiers)")
-    parser.add_argument("--tasks-limit", type=int, default=8, help="train tasks")
+    parser.add_argument("--tasks-limit", type=int, default=4, help="train tasks")
     parser.add_argument("--heldout-limit", type=int, default=4, help="held-out tasks")
-    parser.add_argument("--samples", type=int, default=4, help="eval samples per task (n of pass@k)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="eval sampling temperature")
+    parser.add_argument("--samples", type=int, default=2, help="eval samples per task (n of pass@k)")
+    parser.add_argument("--temperature", type=float, default=0.7, help="eval sampling temperature")
     parser.add_argument("--sft-steps", type=int, default=3)
     parser.add_argument("--sft-lr", type=float, default=1e-4)
     parser.add_argument("--rl-steps", type=int, default=8)
