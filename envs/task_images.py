@@ -17,7 +17,7 @@ import os
 import shutil
 import threading
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from envs.tasks import Task, TaskError, cache_dir, resolve_repo
 
@@ -62,6 +62,20 @@ def _exclusive(key: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _once(key: str, make: Callable[[], str]) -> str:
+    """`make()`'s tag for `key`, made once across this process's threads and other processes
+    sharing the cache (the file lock), then remembered."""
+    cached = _memo.get(key)
+    if cached:
+        return cached
+    with _exclusive(key):
+        cached = _memo.get(key)
+        if cached:
+            return cached
+        _memo[key] = tag = make()
+        return tag
+
+
 def task_image(task: Task, *, client: object | None = None) -> str:
     """The image tag to start this task's sandboxes from, building it if needed. A prebuilt
     image named by a SWE-bench-family dataset (see `envs.swebench.datasets`) is checked once per
@@ -71,21 +85,15 @@ def task_image(task: Task, *, client: object | None = None) -> str:
     if task.image:
         if not task.extra.get("image_source"):
             return task.image  # named by the user: used as is
-        _require_once(task.image, task, client)
+        require_prebuilt_images([task], client=client)
         return _adapted(task, client)
-    key = image_key(task)
-    cached = _memo.get(key)
-    if cached:
-        return cached
-    with _exclusive(key):
-        cached = _memo.get(key)
-        if cached:
-            return cached
+
+    def build() -> str:
         from sandboxes.repo_images import build_repo_image  # docker SDK: imported only when building
 
         try:
             repo_path = resolve_repo(task)
-            tag = build_repo_image(
+            return build_repo_image(
                 str(repo_path),
                 task.base_commit,
                 setup=tuple(task.setup),
@@ -97,8 +105,8 @@ def task_image(task: Task, *, client: object | None = None) -> str:
             raise
         except Exception as exc:  # build failures come in many types; all name the task here
             raise TaskImageError(f"task {task.instance_id!r}: building its image failed: {exc}") from exc
-        _memo[key] = tag
-        return tag
+
+    return _once(image_key(task), build)
 
 
 # --------------------------------------------------------------------------------------
@@ -109,30 +117,17 @@ _present: set[str] = set()
 
 
 def _adapted(task: Task, client: object | None) -> str:
-    key = f"adapted:{task.image}:{task.workdir}"
-    cached = _memo.get(key)
-    if cached:
-        return cached
-    with _exclusive(hashlib.sha256(key.encode()).hexdigest()[:16]):  # one adaptation across processes
-        cached = _memo.get(key)
-        if cached:
-            return cached
+    def adapt() -> str:
         from sandboxes.prebuilt_images import adapt_prebuilt_image
 
         try:
-            tag = adapt_prebuilt_image(task.image, workdir=task.workdir, client=client)  # type: ignore[arg-type]
+            return adapt_prebuilt_image(task.image, workdir=task.workdir, client=client)  # type: ignore[arg-type]
         except Exception as exc:
             raise TaskImageError(f"task {task.instance_id!r}: adapting its image {task.image} for the sandbox "
                                  f"failed: {exc}") from exc
-        _memo[key] = tag
-        return tag
 
-
-def _require_once(image: str, task: Task, client: object | None) -> None:
-    if image in _present:
-        return
-    ensure_images([image], client=client, tasks={image: task.instance_id})
-    _present.add(image)
+    key = hashlib.sha256(json.dumps(["adapted", task.image, task.workdir]).encode()).hexdigest()[:24]
+    return _once(key, adapt)
 
 
 def require_prebuilt_images(tasks: Iterable[Task], *, client: object | None = None) -> list[str]:

@@ -7,7 +7,8 @@ bad key, with a "did you mean" for a misspelt one. This package depends on nothi
 pydantic, so every other package can build on it and the dependency arrows stay one way
 (strictconfig <- sandboxes <- envs <- agent_rl).
 """
+from strictconfig.digest import settings_digest
 from strictconfig.errors import ConfigError, format_validation_error
 from strictconfig.model import StrictModel
 
-__all__ = ["ConfigError", "StrictModel", "format_validation_error"]
+__all__ = ["ConfigError", "StrictModel", "format_validation_error", "settings_digest"]

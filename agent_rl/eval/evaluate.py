@@ -23,7 +23,7 @@ from agent_rl.engines.factory import EngineConfig
 from agent_rl.eval.reports import write_eval_reports
 from agent_rl.rollout.agent import AgentConfig
 from envs.swe_env import EnvConfig
-from strictconfig import StrictModel
+from strictconfig import StrictModel, settings_digest
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def settings_key(config: "EvalConfig") -> str:
     seed); not samples, ks, workers, out or retry_errors, so adding samples still resumes."""
     settings = {"model": config.model, "seed": config.seed, "engine": config.engine.model_dump(mode="json"),
                 "agent": config.agent.model_dump(mode="json"), "env": config.env.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return settings_digest(settings)
 
 
 class ResultsStore:

@@ -186,7 +186,8 @@ class Pipeline:
         self.say = say
         self.out = Path(config.output_dir)
         self.evals: dict[str, dict[str, dict[str, Any]]] = {}
-        self.marks: dict[str, str] = {}  # stage → digest of the settings it ran under (stage_marks)
+        # stage → digest of the settings it ran under (stage_marks); "tasks": the train tasks file's
+        self.marks: dict[str, str] = {}
 
     def run(self) -> dict[str, Any]:
         from agent_rl.recipes import dump_yaml
@@ -195,6 +196,7 @@ class Pipeline:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
         train_tasks, ids = write_train_tasks(cfg)
+        self.marks["tasks"] = file_digest(train_tasks)  # in the demos' and RL's marks
         heldout = write_heldout_tasks(cfg)
         self.splits = {"train": train_tasks, **({"heldout": heldout} if heldout else {})}
         self.say(f"[1/7] {len(ids)} train tasks: {', '.join(ids)}" + (f"; held-out: {cfg.eval.heldout}" if heldout else ""))
@@ -231,7 +233,7 @@ class Pipeline:
         out = self.config.stage_dir("demos")
         agent = self.config.train.agent
         self.marks["demos"] = claim_stage(out, {
-            "tasks": file_digest(train_tasks), "tokenizer": self.config.train.model.name,
+            "tasks": self.marks["tasks"], "tokenizer": self.config.train.model.name,
             "demos": self.config.demos.model_dump(mode="json", exclude={"concurrency"}),
             "env": self.config.train.env.model_dump(mode="json"),
             "max_total_tokens": agent.max_total_tokens, "max_tokens_per_turn": agent.max_tokens_per_turn,
@@ -281,7 +283,7 @@ class Pipeline:
             "output_dir": str(cfg.stage_dir("rl")),
         })
         self.marks["rl"] = claim_stage(cfg.stage_dir("rl"), {
-            **result_settings(rl), "tasks": file_digest(train_tasks), "sft": self.marks["sft"]}, self.say)
+            **result_settings(rl), "tasks": self.marks["tasks"], "sft": self.marks["sft"]}, self.say)
 
         def on_step(step: int, row: dict[str, Any]) -> None:
             self.say(f"[6/7] rl step {step}/{rl.max_steps}: reward {row.get('reward_mean', float('nan')):.2f} "

@@ -11,18 +11,14 @@ settings include its inputs' digests, so a change upstream invalidates everythin
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from strictconfig import settings_digest
+
 MARK_FILE = "stage.json"
-
-
-def settings_digest(settings: dict[str, Any]) -> str:
-    """A short stable digest of JSON-able settings (key order does not matter)."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
