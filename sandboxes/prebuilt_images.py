@@ -37,6 +37,9 @@ cd {workdir}
 g() {{ git -c safe.directory='*' "$@"; }}
 if [ -d .git ]; then
   echo '>>> cutting history at HEAD'
+  # Locks left by a git that was running when the image was snapshotted (a background
+  # `gc --auto` after a big commit is the usual one): no process in this container holds them.
+  rm -f .git/gc.pid .git/index.lock .git/HEAD.lock
   head=$(g rev-parse --verify HEAD^{{commit}})
   g checkout -q --detach "$head"
   g for-each-ref --format='%(refname)' | while read -r ref; do g update-ref -d "$ref"; done

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from official_layout import official_style_image
 from tinytask import git, make_tiny_task
 
 from envs.grading import grade
@@ -148,13 +149,6 @@ def _official_style_image(tmp_path: Path, tag: str) -> tuple[str, dict, str]:
     """An image laid out as SWE-bench's own are: /testbed owned by root, the repository's whole
     history kept (the fix on a branch, a tag and a remote ref), HEAD at the base commit. Not
     labelled as ours, so task_image adapts it. Returns (tag, the unittest repo, the fix's sha)."""
-    import io
-    import tarfile
-
-    import docker
-
-    from sandboxes.images import ensure_base_image
-
     uni = make_unittest_repo(tmp_path)
     repo = uni["repo"]
     git(repo, "checkout", "-q", "-b", "fix")
@@ -164,18 +158,9 @@ def _official_style_image(tmp_path: Path, tag: str) -> tuple[str, dict, str]:
     git(repo, "tag", "v2")
     git(repo, "update-ref", "refs/remotes/origin/main", future)
     git(repo, "checkout", "-q", "main")
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        tar.add(str(repo), arcname="testbed", filter=lambda info: (setattr(info, "uid", 0), setattr(info, "gid", 0), info)[2])
-    client = docker.from_env(timeout=600)
-    base = ensure_base_image(client, progress=lambda _msg: None)
-    container = client.api.create_container(base, command=["true"], user="root")["Id"]
-    try:
-        client.api.put_archive(container, "/", archive.getvalue())
-        repository, _, version = tag.partition(":")
-        client.api.commit(container, repository=repository, tag=version, changes=["USER root", "WORKDIR /testbed"])
-    finally:
-        client.api.remove_container(container, force=True)
+    # A lock left by a gc that ran while the image was snapshotted: adaptation must not trip on it.
+    (repo / ".git" / "gc.pid").write_text("18531 vm")
+    official_style_image(repo, tag)
     return tag, uni, future
 
 
