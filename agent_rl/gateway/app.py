@@ -10,11 +10,13 @@
     DELETE /sessions/<id>              close it (later calls get 404) and return its recording
     GET  /health
 
+`stream: true` is answered as server-sent events once the reply is whole (see streaming.py).
 Every error is OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, and nothing is
 recorded for a request that fails: the session's conversation stays as it was.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -26,6 +28,7 @@ from agent_rl.gateway.conversation import normalize_messages
 from agent_rl.gateway.errors import GatewayError, NoSandbox, RequestError, UpstreamError
 from agent_rl.gateway.recording import Call
 from agent_rl.gateway.sessions import Session
+from agent_rl.gateway.streaming import DONE, chat_chunks, completion_chunks, stream_request
 from agent_rl.gateway.tool_calls import parse_tool_calls
 
 if TYPE_CHECKING:
@@ -39,24 +42,39 @@ GATEWAY_KEY: web.AppKey["Gateway"] = web.AppKey("gateway")
 # as OpenAI-compatible servers do, so harnesses that send vendor extras keep working.
 _REFUSED = {
     "n": lambda v: v not in (None, 1),
-    "stream": lambda v: bool(v),
     "best_of": lambda v: v not in (None, 1),
     "echo": lambda v: bool(v),
     "suffix": lambda v: v not in (None, ""),
 }
 _WHY = {
     "n": "n > 1 is not supported: each sample of a group is its own session (its own episode)",
-    "stream": "stream=true is not supported: the gateway answers each call whole",
     "best_of": "best_of is not supported (n=1 only)",
     "echo": "echo is not supported",
     "suffix": "suffix (insertion) is not supported",
 }
 
 
-def _refuse_unsupported(body: dict[str, Any]) -> None:
+def _refuse_unsupported(body: dict[str, Any]) -> tuple[bool, bool]:
+    """Refuse what cannot be honoured; (stream?, include usage?) for what can."""
     for key, refused in _REFUSED.items():
         if refused(body.get(key)):
             raise RequestError(_WHY[key], param=key)
+    return stream_request(body)
+
+
+async def _answer(request: web.Request, envelope: dict[str, Any], stream: tuple[bool, bool]) -> web.StreamResponse:
+    """The envelope as one JSON body, or as server-sent events when the request streams."""
+    streaming, include_usage = stream
+    if not streaming:
+        return web.json_response(envelope)
+    to_chunks = chat_chunks if envelope["object"] == "chat.completion" else completion_chunks
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    for chunk in to_chunks(envelope, include_usage):
+        await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+    await response.write(DONE)
+    await response.write_eof()
+    return response
 
 
 async def _read_json(request: web.Request) -> dict[str, Any]:
@@ -109,12 +127,12 @@ def _envelope(kind: str, gateway: "Gateway", choice: dict[str, Any], call: Call,
     }
 
 
-async def chat_completions(request: web.Request) -> web.Response:
+async def chat_completions(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY_KEY]
     session = _session(request)
     try:
         body = await _read_json(request)
-        _refuse_unsupported(body)
+        stream = _refuse_unsupported(body)
         normal = normalize_messages(body.get("messages"))
         tools = _tools(body)
         async with session.lock:  # one call at a time per session: the recording's order is the chat's
@@ -149,7 +167,7 @@ async def chat_completions(request: web.Request) -> web.Response:
     if body.get("return_token_ids"):
         choice["token_ids"] = call.sampled_ids
         choice["prompt_token_ids"] = call.prompt_ids
-    return web.json_response(_envelope("chat.completion", gateway, choice, call, session))
+    return await _answer(request, _envelope("chat.completion", gateway, choice, call, session), stream)
 
 
 def _prompt_ids(prompt: Any, tokenizer: Any) -> list[int]:
@@ -167,12 +185,12 @@ def _prompt_ids(prompt: Any, tokenizer: Any) -> list[int]:
                        param="prompt")
 
 
-async def completions(request: web.Request) -> web.Response:
+async def completions(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY_KEY]
     session = _session(request)
     try:
         body = await _read_json(request)
-        _refuse_unsupported(body)
+        stream = _refuse_unsupported(body)
         prompt_ids = _prompt_ids(body.get("prompt"), gateway.tokenizer)
         async with session.lock:
             if session.closed:
@@ -193,7 +211,7 @@ async def completions(request: web.Request) -> web.Response:
     if body.get("return_token_ids"):
         choice["token_ids"] = call.sampled_ids
         choice["prompt_token_ids"] = call.prompt_ids
-    return web.json_response(_envelope("text_completion", gateway, choice, call, session))
+    return await _answer(request, _envelope("text_completion", gateway, choice, call, session), stream)
 
 
 async def execute(request: web.Request) -> web.Response:

@@ -203,6 +203,55 @@ async def test_tool_calls_come_back_as_openai_tool_calls_and_the_next_turn_exten
         assert "<|im_start|>tool\na.py\nb.py<|im_end|>" in tokenizer.decode(segment.response_ids)
 
 
+LONG_REPLY = ("Let me look at the files first, then run the tests, then fix what they show is broken. "
+              "<tool_call>\n{\"name\": \"bash\", \"arguments\": {\"command\": \"ls -la\"}}\n</tool_call>")
+
+
+async def test_streamed_answers_reassemble_to_the_whole_answer_and_record_the_same():
+    """`stream: true` through the official client: the chunks reassemble to the answer the same
+    call gets unstreamed (content, tool calls, finish reason, usage), and the recordings match."""
+    from agent_rl.demos.expert import ScriptedEngine
+    from agent_rl.engines.models import load_tokenizer
+
+    tokenizer = load_tokenizer("smollm2-135m")
+    tools = [{"type": "function", "function": {"name": "bash", "parameters": {"type": "object"}}}]
+    messages = [SYSTEM, {"role": "user", "content": "What files are here?"}]
+    async with Gateway(ScriptedEngine([LONG_REPLY, LONG_REPLY], tokenizer), tokenizer, config={"max_tokens": 96}) as gateway:
+        whole_session, streamed_session = gateway.open_session(), gateway.open_session()
+        async with openai.AsyncOpenAI(base_url=gateway.base_url(whole_session), api_key="x", max_retries=0) as client:
+            whole = await client.chat.completions.create(model="m", messages=messages, tools=tools)
+        async with openai.AsyncOpenAI(base_url=gateway.base_url(streamed_session), api_key="x", max_retries=0) as client:
+            stream = await client.chat.completions.create(model="m", messages=messages, tools=tools, stream=True,
+                                                          stream_options={"include_usage": True})
+            chunks = [chunk async for chunk in stream]
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    expected = whole.choices[0].message
+    assert content == expected.content and len([c for c in chunks if c.choices]) > 3  # really in pieces
+    assert [(c.function.name, c.function.arguments) for c in calls] == \
+        [(c.function.name, c.function.arguments) for c in expected.tool_calls]
+    assert all(c.id.startswith("call_") and c.type == "function" for c in calls)
+    assert finishes == ["tool_calls"] == [whole.choices[0].finish_reason]
+    assert not chunks[-1].choices and chunks[-1].usage.model_dump() == whole.usage.model_dump()
+    assert [(c.prompt_ids, c.sampled_ids) for c in streamed_session.calls] == \
+        [(c.prompt_ids, c.sampled_ids) for c in whole_session.calls]
+
+    # /v1/completions streams too, read as raw server-sent events: data lines, then [DONE].
+    async with Gateway(ScriptedEngine(["x" * 150], tokenizer), tokenizer, config={"max_tokens": 96}) as gateway:
+        session = gateway.open_session()
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{gateway.base_url(session)}/completions",
+                                 json={"prompt": "Say x.", "stream": True, "return_token_ids": True}) as response:
+                assert response.headers["Content-Type"].startswith("text/event-stream")
+                events = [line for line in (await response.text()).split("\n\n") if line]
+    assert events[-1] == "data: [DONE]"
+    bodies = [json.loads(e[len("data: "):]) for e in events[:-1]]
+    assert "".join(b["choices"][0]["text"] for b in bodies) == "x" * 150
+    assert bodies[-1]["choices"][0]["token_ids"] == session.calls[0].sampled_ids
+    assert bodies[-1]["session"] == session.id and "usage" not in bodies[-1]
+
+
 async def _post(http: aiohttp.ClientSession, url: str, body=None, raw: bytes | None = None, headers=None):
     data = raw if raw is not None else json.dumps(body)
     async with http.post(url, data=data, headers=headers or {"Content-Type": "application/json"}) as response:
@@ -226,7 +275,9 @@ async def test_bad_requests_get_openai_errors_and_corrupt_no_recording(engine):
                 (f"{base_a}/chat/completions", {"messages": "hi"}, None, 400, "messages"),
                 (f"{base_a}/chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, None, 400, "messages"),
                 (f"{base_a}/chat/completions", {"messages": good, "n": 2}, None, 400, "n"),
-                (f"{base_a}/chat/completions", {"messages": good, "stream": True}, None, 400, "stream"),
+                (f"{base_a}/chat/completions", {"messages": good, "stream": "yes"}, None, 400, "stream"),
+                (f"{base_a}/chat/completions", {"messages": good, "stream_options": {"include_usage": True}}, None,
+                 400, "stream_options"),  # only with stream: true
                 (f"{base_a}/chat/completions", {"messages": good, "max_tokens": -3}, None, 400, "max_tokens"),
                 (f"{base_a}/chat/completions", {"messages": good, "tools": [{"type": "function"}]}, None, 400, "tools"),
                 (f"{base_a}/chat/completions", {"messages": good, "tools": [{"type": "function", "function": {"name": "f"}}],
@@ -252,7 +303,7 @@ async def test_bad_requests_get_openai_errors_and_corrupt_no_recording(engine):
             assert overflow[1]["error"]["code"] == "context_length_exceeded"
 
             assert session_state(a) == before  # nothing recorded, the conversation unchanged
-            assert a.rejected == 10 and b.rejected == 2 and b.calls == []
+            assert a.rejected == 11 and b.rejected == 2 and b.calls == []
             # A's next real turn still extends its first: the bad requests left no trace.
             status, _ = await _post(http, f"{base_a}/chat/completions",
                                     {"messages": good + [reply, {"role": "user", "content": "Again."}]})
