@@ -267,8 +267,9 @@ class OpenAIEngine:
         self.max_backoff_s = max_backoff_s
         self.extra_body = dict(extra_body or {})
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._session: aiohttp.ClientSession | None = None
-        self._session_loop: asyncio.AbstractEventLoop | None = None
+        # One pooled session per event loop that calls the engine: in async RL the producer's
+        # loop and the trainer's both do, and a session only works in the loop that made it.
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         self.policy_version = 0  # as last reported by the server after load_checkpoint
         self.server = server  # as configured
         # What serves base_url ("agent-rl", "vllm", "generic"; None until `connect`) and
@@ -326,9 +327,25 @@ class OpenAIEngine:
                               info={"error": exc.message, "context_exceeded": True})
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        """Close every loop's session: this loop's here, a live other loop's in that loop."""
+        here = asyncio.get_running_loop()
+        for loop, session in list(self._sessions.items()):
+            if loop is here:
+                await self.release_session()
+            elif loop.is_running() and not loop.is_closed():
+                try:
+                    done = asyncio.run_coroutine_threadsafe(session.close(), loop)
+                    await asyncio.wait_for(asyncio.wrap_future(done), timeout=10)
+                except (asyncio.TimeoutError, RuntimeError):  # that loop is going away: nothing to wait for
+                    pass
+            self._sessions.pop(loop, None)
+
+    async def release_session(self) -> None:
+        """Close the calling loop's session (a loop about to end calls this: a session left
+        behind by a closed loop can no longer be closed)."""
+        session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None and not session.closed:
+            await session.close()
 
     async def load_checkpoint(self, path: str, version: int | None = None) -> int:
         """Ask the server to load a trainer checkpoint (HF folder) or, for `agent-rl serve`, a
@@ -516,12 +533,14 @@ class OpenAIEngine:
 
     async def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        # A session belongs to the loop it was made in; trainers that call asyncio.run per
-        # step get a new one instead of a "attached to a different loop" error.
-        if self._session is None or self._session.closed or self._session_loop is not loop:
-            self._session = aiohttp.ClientSession(headers=self._headers)
-            self._session_loop = loop
-        return self._session
+        for ended in [other for other in self._sessions if other.is_closed()]:
+            # Its loop is gone, and with it any way to close it: forget it (callers that run
+            # asyncio.run per call should call release_session before their loop ends).
+            self._sessions.pop(ended)
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
+            session = self._sessions[loop] = aiohttp.ClientSession(headers=self._headers)
+        return session
 
     async def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         return await self._request("POST", path, payload)

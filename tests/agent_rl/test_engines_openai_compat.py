@@ -649,3 +649,49 @@ async def test_real_llama_cpp_python_server_in_both_modes(llama_cpp_server, toke
     assert text.server_kind == "generic" and not text.extensions
     for gen in (via_chat, via_text):
         assert gen.text_mode and gen.text and gen.token_ids
+
+
+# ----- two event loops on one engine (async RL: the producer's and the trainer's) ----------
+
+
+def test_each_loop_keeps_its_own_session_and_close_closes_them_all(tokenizer):
+    """The async producer generates from its loop while the trainer pushes weights from its
+    own: calls alternating between them reuse one pooled connection per loop (they used to
+    swap sessions on every switch, dropping the other loop's unclosed), and close() from the
+    trainer's loop also closes the producer's session, in the producer's loop."""
+    peers: list[int] = []
+
+    def app() -> web.Application:
+        app = strict_app([])
+
+        @web.middleware
+        async def note_peer(request, handler):
+            peers.append(request.transport.get_extra_info("peername")[1])
+            return await handler(request)
+
+        app.middlewares.append(note_peer)
+        return app
+
+    sampling = SamplingParams(temperature=0.7, max_tokens=4)
+    producer = asyncio.new_event_loop()
+    thread = threading.Thread(target=producer.run_forever, daemon=True)
+    thread.start()
+    trainer = asyncio.new_event_loop()
+    try:
+        with serving_in_a_thread(app()) as url:
+            engine = OpenAIEngine(url, "served", tokenizer=tokenizer, mode="text", server="generic")
+            for _ in range(3):
+                asyncio.run_coroutine_threadsafe(engine.generate([1, 2], sampling), producer).result(timeout=30)
+                trainer.run_until_complete(engine.generate([1, 2], sampling))
+            sessions = list(engine._sessions.values())
+            assert len(sessions) == 2 and not any(s.closed for s in sessions)
+            # three calls from each loop, each loop on one connection of its own
+            assert len(peers) == 6 and len(set(peers[0::2])) == 1 and len(set(peers[1::2])) == 1
+            assert peers[0] != peers[1]
+            trainer.run_until_complete(engine.close())
+            assert all(s.closed for s in sessions) and not engine._sessions
+    finally:
+        producer.call_soon_threadsafe(producer.stop)
+        thread.join(timeout=10)
+        producer.close()
+        trainer.close()
