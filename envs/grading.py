@@ -31,6 +31,11 @@ SWE-bench harness does (`envs.swebench.log_grading`, whose docstring says what r
 plugin there: grader-owned markers, the trusted exit status, a stricter scan). A task's
 `env_activate` (e.g. the official images' conda activation) runs before the tests on both paths.
 
+Native R2E-Gym tasks (`envs.swebench.r2e`) take a third path: the fresh container comes from
+their grader's image (the agent's has no tests), the patch is screened with R2E's hidden paths
+added, R2E's own run script runs and its log is read and rewarded as R2E-Gym does; that module's
+docstring says which defences apply there and which cannot.
+
 The report uses SWE-bench's keys, plus `fraction_passed`, timings, `error`, `dropped_files`
 and `tamper`.
 """
@@ -50,7 +55,7 @@ from pydantic import Field
 from envs import pytest_protocol as protocol
 from envs.episode_sandboxes import SandboxFactory
 from envs.patch_screen import filter_patch, hidden_test_files, protection_reason, scan_patch
-from envs.swebench import log_grading
+from envs.swebench import log_grading, r2e
 from envs.swebench import specs as swebench_specs
 from envs.tasks import Task
 from sandboxes.base import Sandbox
@@ -175,7 +180,9 @@ def grade(
     image: str | None = None,
 ) -> GradeReport:
     """Grade `patch` against `task`'s hidden tests in a fresh container. Never raises for
-    anything the patch does; infrastructure failures land in `report.error`."""
+    anything the patch does; infrastructure failures land in `report.error`. `image`: the image
+    to grade in (default: the task's); ignored for native R2E-Gym tasks, which are always
+    graded in their grader's image (`envs.task_images.grading_image`), never the agent's."""
     config = GradingConfig.from_config(config)
     started = time.monotonic()
     report = GradeReport(instance_id=task.instance_id, patch_is_None=patch is None)
@@ -204,6 +211,9 @@ def _grade_into(
     sandbox_factory: SandboxFactory | None,
     image: str | None,
 ) -> None:
+    if r2e.is_native_task(task):
+        _grade_r2e_into(report, task, patch, config, sandbox_factory)
+        return
     hidden = hidden_test_files(task)
     kept, report.dropped_files = filter_patch(patch, hidden)
     if config.scan_patch:
@@ -274,6 +284,88 @@ def _run_logged_tests(box: Sandbox, task: Task, scratch: str, config: GradingCon
     counted = good + sum(len(status[k]["failure"]) for k in ("FAIL_TO_PASS", "PASS_TO_PASS"))
     report.fraction_passed = good / counted if counted else 0.0
     report.resolved = bool(fields["resolved"])
+
+
+def _grade_r2e_into(
+    report: GradeReport, task: Task, patch: str, config: GradingConfig, sandbox_factory: SandboxFactory | None
+) -> None:
+    """A native R2E-Gym task: steps 1-4 with R2E's hidden paths protected, in a fresh container
+    of the grader's image; then R2E's run script, its log read and rewarded as R2E-Gym does
+    (`envs.swebench.r2e.verdict`). Fills `report`."""
+    from envs.task_images import grading_image
+
+    kept, report.dropped_files = r2e.screen_patch(patch)
+    if config.scan_patch:
+        report.tamper = r2e.scan_patch(kept)
+    expected = dict(task.extra["r2e"]["expected"])
+    image = grading_image(task)
+    factory = sandbox_factory or default_sandbox_factory(config.sandbox)
+    scratch = f"/tmp/agent-rl-grade-{uuid.uuid4().hex[:12]}"
+    with factory(image, task) as box:
+        box.exec(f"mkdir -p {scratch}", timeout=30)
+        stamp = f"{scratch}/before-apply"
+        box.exec(f"touch {stamp} && sleep 0.01", timeout=30)
+        timed = time.monotonic()
+        applied, why = _apply(box, task, kept, f"{scratch}/agent.patch", config)
+        report.patch_successfully_applied = applied
+        report.timings["apply_s"] = round(time.monotonic() - timed, 3)
+        if not applied:
+            report.error = why
+            _r2e_status(report, task, r2e.Verdict(mismatched=list(r2e.normalize(expected))))
+            return
+        report.tamper += _r2e_changed_protected_files(box, task, stamp)
+        prepared = box.exec(r2e.prepare_command(task), timeout=120)
+        if not prepared.ok:
+            raise GradingError(f"preparing the R2E-Gym test run failed: {prepared.output.strip()[-1000:]}")
+        log_path = f"{scratch}/test_output.txt"  # outside the repository; only the runner writes it
+        timeout = config.test_timeout_s or task.test_timeout_s
+        timed = time.monotonic()
+        run = box.exec(r2e.shell_command(task, log_path), timeout=timeout)
+        report.timings["test_s"] = round(time.monotonic() - timed, 3)
+        try:
+            output = box.read_file(log_path)
+        except Exception:  # the runner never started (activation failed) or removed the file
+            output = ""
+    if run.timed_out:
+        report.error = f"tests timed out after {timeout:g}s"
+        report.test_output = (output or run.output)[-4000:]
+        _r2e_status(report, task, r2e.Verdict(mismatched=list(r2e.normalize(expected))))
+        return
+    verdict = r2e.verdict(expected, output, run.exit_code)
+    report.tamper += verdict.tamper
+    if verdict.why:
+        report.error = f"the test log does not count as a run: {verdict.why}"
+    report.test_output = (verdict.summary() + "\n" + r2e.clean_output(output or run.output)[-4000:])
+    _r2e_status(report, task, verdict)
+    report.resolved = verdict.reward == 1.0 and not report.tamper and not verdict.why
+
+
+def _r2e_changed_protected_files(box: Sandbox, task: Task, stamp: str) -> list[str]:
+    """Belt and braces after applying, for R2E's trees (a virtualenv and build outputs inside the
+    repository: listing every ignored file would be huge): each file the apply wrote (newer than
+    `stamp`, .git aside) must be one the agent may change."""
+    result = box.exec(
+        f"cd {shlex.quote(task.workdir)} && find . -path ./.git -prune -o \\( -type f -o -type l \\) "
+        f"-newer {shlex.quote(stamp)} -print",
+        timeout=120,
+    )
+    findings = []
+    for line in result.output.splitlines():
+        path = line.strip()[2:] if line.strip().startswith("./") else line.strip()
+        if path and r2e.protection_reason(path):
+            findings.append(f"{path}: protected file changed after applying the patch")
+    return findings
+
+
+def _r2e_status(report: GradeReport, task: Task, verdict: "r2e.Verdict") -> None:
+    """tests_status from an R2E verdict: a FAIL_TO_PASS / PASS_TO_PASS key succeeds when it got
+    its expected status (R2E's lists: statuses the fix changes / keeps)."""
+    good = set(verdict.matched) if not (report.tamper or verdict.why) else set()
+    for kind, ids in (("FAIL_TO_PASS", task.FAIL_TO_PASS), ("PASS_TO_PASS", task.PASS_TO_PASS)):
+        report.tests_status[kind] = {"success": [t for t in ids if t in good], "failure": [t for t in ids if t not in good]}
+    total = len(task.FAIL_TO_PASS) + len(task.PASS_TO_PASS)
+    report.fraction_passed = len(good & {*task.FAIL_TO_PASS, *task.PASS_TO_PASS}) / total if total else 0.0
+    report.resolved = False
 
 
 def _git(cmd: str) -> str:

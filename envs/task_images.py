@@ -1,6 +1,8 @@
 """Task → Docker image: the task's repository at its base commit, plus its setup commands;
 or, for SWE-bench-family datasets, the prebuilt image the row names (checked, pulled, or a
-clear error saying how to provide it: `ensure_images`).
+clear error saying how to provide it: `ensure_images`). Native R2E-Gym tasks get two images
+from theirs (`envs.swebench.r2e`): `task_image` the agent's, without the hidden tests, and
+`grading_image` the grader's, with them.
 
 `sandboxes.repo_images.build_repo_image` does the building and already names images by a
 content hash (so a rebuild is a no-op). This module adds what many concurrent episodes
@@ -19,6 +21,7 @@ import threading
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator
 
+from envs.swebench import r2e
 from envs.tasks import Task, TaskError, cache_dir, resolve_repo
 
 log = logging.getLogger(__name__)
@@ -81,7 +84,15 @@ def task_image(task: Task, *, client: object | None = None) -> str:
     image named by a SWE-bench-family dataset (see `envs.swebench.datasets`) is checked once per
     process: present, or pulled, or an ImageUnavailableError saying how to provide it; then
     adapted once for our sandboxes (`sandboxes.prebuilt_images`: history cut at the base commit,
-    the tree handed to uid 1000), and the adapted tag is what runs."""
+    the tree handed to uid 1000), and the adapted tag is what runs. For a native R2E-Gym task
+    this is the agent's image (hidden tests, run script and expected outputs removed; never the
+    row's image as is), `task.base_commit` becomes the image's HEAD, and the grader's image is
+    made too, so that the first grade does not pay for it (see `envs.swebench.r2e`)."""
+    if task.image and r2e.is_native_task(task):
+        require_prebuilt_images([task], client=client)
+        agent = _r2e_image(task, client, grader=False)
+        _r2e_image(task, client, grader=True)
+        return agent
     if task.image:
         if not task.extra.get("image_source"):
             return task.image  # named by the user: used as is
@@ -116,18 +127,52 @@ def task_image(task: Task, *, client: object | None = None) -> str:
 _present: set[str] = set()
 
 
-def _adapted(task: Task, client: object | None) -> str:
+def _adapted(task: Task, client: object | None, *, variant: str = "", extra_script: str = "") -> str:
     def adapt() -> str:
         from sandboxes.prebuilt_images import adapt_prebuilt_image
 
         try:
-            return adapt_prebuilt_image(task.image, workdir=task.workdir, client=client)  # type: ignore[arg-type]
+            return adapt_prebuilt_image(task.image, workdir=task.workdir, client=client,  # type: ignore[arg-type]
+                                        extra_script=extra_script, variant=variant)
         except Exception as exc:
             raise TaskImageError(f"task {task.instance_id!r}: adapting its image {task.image} for the sandbox "
-                                 f"failed: {exc}") from exc
+                                 f"{f'({variant}) ' if variant else ''}failed: {exc}") from exc
 
-    key = hashlib.sha256(json.dumps(["adapted", task.image, task.workdir]).encode()).hexdigest()[:24]
+    parts = ["adapted", task.image, task.workdir, *([variant, extra_script] if variant else [])]
+    key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
     return _once(key, adapt)
+
+
+def grading_image(task: Task, *, client: object | None = None) -> str:
+    """The image the grader starts from: `task_image(task)`, except for native R2E-Gym tasks,
+    whose agent image has no tests: theirs keeps them, root-owned, outside the repository
+    (`envs.swebench.r2e.grader_layer_script`)."""
+    if task.image and r2e.is_native_task(task):
+        require_prebuilt_images([task], client=client)
+        return _r2e_image(task, client, grader=True)
+    return task_image(task, client=client)
+
+
+_base_commits: dict[str, str] = {}
+
+
+def _r2e_image(task: Task, client: object | None, *, grader: bool) -> str:
+    """An R2E-Gym image adapted with the agent's or the grader's layer. The agent's sets
+    `task.base_commit` to the image's HEAD (the environment commit both layers make): R2E rows
+    name their base only as "<fix>^", whose fix commit the history cut removes."""
+    if grader:
+        return _adapted(task, client, variant=r2e.GRADER_VARIANT, extra_script=r2e.grader_layer_script(task.workdir))
+    tag = _adapted(task, client, variant=r2e.AGENT_VARIANT, extra_script=r2e.agent_layer_script(task.workdir))
+    base = _base_commits.get(tag)
+    if base is None:
+        from sandboxes.prebuilt_images import BASE_COMMIT_LABEL
+
+        labels = _docker_client(client).images.get(tag).labels or {}  # type: ignore[attr-defined]
+        base = _base_commits.setdefault(tag, labels.get(BASE_COMMIT_LABEL, ""))
+    if base and task.base_commit != base:
+        log.debug("task %s: base commit %s → %s (the R2E image's HEAD)", task.instance_id, task.base_commit, base)
+        task.base_commit = base
+    return tag
 
 
 def require_prebuilt_images(tasks: Iterable[Task], *, client: object | None = None) -> list[str]:

@@ -14,10 +14,17 @@ once and tagged by content (the image's id and this recipe):
 
 The layer runs as root with no network, once per image. An image without `.git` in the working
 directory only gets the ownership change.
+
+A dataset may add its own step (`extra_script`, run as root after the above, in the same
+container; e.g. `envs.swebench.r2e` removes hidden tests from the agent's image). Each
+(image, step) pair is its own tag (`variant` labels it); a line `>>> base commit <sha>` in the
+step's output becomes the label `agent-rl.base-commit` of the result. Without a step the tag and
+the layer are exactly as before.
 """
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 from sandboxes.images import AGENT_UID, KIND_LABEL, MANAGED_LABEL, ImageBuildError, _client, _content_hash, image_exists
@@ -27,6 +34,9 @@ if TYPE_CHECKING:
 
 ADAPTED_REPOSITORY = "agent-rl/adapted"
 ADAPT_RECIPE_VERSION = "1"
+BASE_COMMIT_LABEL = "agent-rl.base-commit"
+VARIANT_LABEL = "agent-rl.adapted-variant"
+_BASE_COMMIT_LINE = re.compile(r"^>>> base commit ([0-9a-f]{40})\s*$", re.M)
 
 
 def _adapt_script(workdir: str) -> str:
@@ -61,29 +71,33 @@ chown -R {AGENT_UID}:{AGENT_UID} {workdir}
 """
 
 
-def adapted_tag(image_id: str, workdir: str) -> str:
-    return f"{ADAPTED_REPOSITORY}:{_content_hash(ADAPT_RECIPE_VERSION, image_id, workdir, _adapt_script(workdir))[:16]}"
+def adapted_tag(image_id: str, workdir: str, extra_script: str = "") -> str:
+    parts = [ADAPT_RECIPE_VERSION, image_id, workdir, _adapt_script(workdir)]
+    if extra_script:  # only then: the tags of plain adaptations stay what they were
+        parts.append(extra_script)
+    return f"{ADAPTED_REPOSITORY}:{_content_hash(*parts)[:16]}"
 
 
 def adapt_prebuilt_image(image: str, *, workdir: str = "/testbed", client: "docker.DockerClient | None" = None,
-                         timeout: float = 1800.0) -> str:
+                         timeout: float = 1800.0, extra_script: str = "", variant: str = "") -> str:
     """The tag of `image` with the layer above (built now unless it exists), or `image` itself
-    when we built it. ImageBuildError, with the step's output, when the layer cannot be made."""
+    when we built it (and no `extra_script` is asked for). ImageBuildError, with the step's
+    output, when the layer cannot be made."""
     engine = _client(client)
     source = engine.images.get(image)
     labels = source.labels or {}
     # Built by us as a task image (a repository image, an earlier adaptation): already fit.
     # Not just "managed": an image built FROM our base image inherits that label.
-    if labels.get(MANAGED_LABEL) == "1" and labels.get(KIND_LABEL) in ("repo", "adapted"):
+    if not extra_script and labels.get(MANAGED_LABEL) == "1" and labels.get(KIND_LABEL) in ("repo", "adapted"):
         return image
-    tag = adapted_tag(source.id, workdir)
+    tag = adapted_tag(source.id, workdir, extra_script)
     if image_exists(engine, tag):
         return tag
     api = engine.api
     config = source.attrs.get("Config") or {}
     # A commit keeps the container's config, and "ENTRYPOINT []" in its changes does not clear
     # one: so an entrypoint is overridden (and restored below) only when the image has one.
-    script = ["/bin/sh", "-c", _adapt_script(workdir)]
+    script = ["/bin/sh", "-c", _adapt_script(workdir) + extra_script]
     entry = {"entrypoint": script[:2], "command": script[2:]} if config.get("Entrypoint") else {"command": script}
     container = api.create_container(image, user="root", working_dir="/",
                                      host_config=api.create_host_config(network_mode="none"), **entry)["Id"]
@@ -97,6 +111,12 @@ def adapt_prebuilt_image(image: str, *, workdir: str = "/testbed", client: "dock
             logs = api.logs(container).decode("utf-8", errors="replace")[-4000:]
             raise ImageBuildError(f"adapting {image} for the sandbox failed (exit {status}):\n{logs}")
         labels = {MANAGED_LABEL: "1", KIND_LABEL: "adapted", "agent-rl.adapted-from": image}
+        if variant:
+            labels[VARIANT_LABEL] = variant
+        if extra_script:
+            found = _BASE_COMMIT_LINE.findall(api.logs(container).decode("utf-8", errors="replace"))
+            if found:
+                labels[BASE_COMMIT_LABEL] = found[-1]
         label_line = " ".join(f"{key}={json.dumps(value)}" for key, value in sorted(labels.items()))
         repository, _, version = tag.partition(":")
         # A commit takes the container's config (our sh -c, user root): put the image's own

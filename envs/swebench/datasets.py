@@ -19,17 +19,22 @@ swe-rebench    row `docker_image`, else derived as       nebius/SWE-rebench rows
                swe-bench with namespace "swerebench"     SWE-bench fork's namespace
 r2e-gym        row `docker_image` (required)             R2E-Gym's rows in SWE-bench format
                                                          (e.g. its SWE-Bench-Verified mirror);
-                                                         native R2E-Gym-Subset rows carry no
-                                                         base_commit / FAIL_TO_PASS and are
-                                                         refused, naming the field
+                                                         native rows (R2E-Gym-Subset, -Lite,
+                                                         -V1: repo_name, commit_hash,
+                                                         parsed_commit_content,
+                                                         expected_output_json, …) go to
+                                                         `envs.swebench.r2e` (its own images
+                                                         for agent and grader, R2E's reward)
 ============== ========================================= =====================================
 
 All of them: the repository at `/testbed` at the base commit. Environment activation: the
 official images (swe-bench, swe-gym, swe-rebench, swe-smith) keep the environment in the conda
 env `testbed` (`source /opt/miniconda3/bin/activate && conda activate testbed`); the command is
 guarded so that an image following the same layout without conda runs with none. r2e-gym's
-images keep a virtualenv in `/testbed/.venv` (an assumption, activated when present). A row's
-own `env_activate` (even "") wins.
+native images keep a uv virtualenv in `/testbed/.venv` (their Dockerfiles' `ENV VIRTUAL_ENV`;
+activated when present). A row's
+own `env_activate` (even "") wins. Native R2E-Gym rows (not in SWE-bench format) are mapped by
+`envs.swebench.r2e` (its docstring says how they are loaded, imaged and graded).
 
 The test runner and parser come from `envs.swebench.specs` (by repository, or the row's
 `log_parser`). Tasks whose runner is not pytest, or that name a `log_parser`, get the runner's
@@ -52,7 +57,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from envs.swebench import specs
+from envs.swebench import r2e, specs
 
 # The official images' environment (swebench.harness: "source /opt/miniconda3/bin/activate";
 # "conda activate testbed"), guarded: an image with the same layout but no conda needs none.
@@ -148,8 +153,10 @@ def profile_for_hf(dataset: str) -> Profile | None:
 
 
 def profile_for_row(row: Mapping[str, Any]) -> Profile:
-    """A row's profile from its image field when no dataset was named: SWE-smith's
-    `image_name`, SWE-rebench's `docker_image`, else SWE-bench's naming."""
+    """A row's profile from its fields when no dataset was named: a native R2E-Gym row's,
+    SWE-smith's `image_name`, SWE-rebench's `docker_image`, else SWE-bench's naming."""
+    if r2e.is_native_row(row):
+        return PROFILES["r2e-gym"]
     if row.get("image_name"):
         return PROFILES["swe-smith"]
     if row.get("docker_image"):
@@ -160,9 +167,11 @@ def profile_for_row(row: Mapping[str, Any]) -> Profile:
 def is_family_row(row: Any) -> bool:
     """A SWE-bench-family row (rather than one of agent-rl's own): `repo` is "owner/name"
     (not a path that exists here, not a URL) and the row does not say how to build its image
-    (`setup`)."""
+    (`setup`); or a native R2E-Gym row (`envs.swebench.r2e.is_native_row`)."""
     if not isinstance(row, Mapping) or row.get("setup"):
         return False
+    if r2e.is_native_row(row):
+        return True
     repo = row.get("repo")
     if not isinstance(repo, str) or not _OWNER_NAME.fullmatch(repo.strip()):
         return False
@@ -231,11 +240,15 @@ def map_row(row: Mapping[str, Any], profile: Profile | None = None, *, source: s
     registry = os.environ.get(REGISTRY_ENV, "") if registry is None else registry
     if namespace is None and NAMESPACE_ENV in os.environ:
         namespace = os.environ[NAMESPACE_ENV]
+    if r2e.is_native_row(row):  # R2E-Gym's own format, whatever profile was named
+        try:
+            return r2e.map_native_row(row, PROFILES["r2e-gym"], source=source, registry=registry, namespace=namespace)
+        except r2e.R2ERowError as exc:
+            raise DatasetRowError(str(exc)) from None
     for name in ("instance_id", "repo", "base_commit", "problem_statement"):
         value = row.get(name)
         if not isinstance(value, str) or not value.strip():
-            hint = " (native R2E-Gym rows are not in SWE-bench format)" if profile.name == "r2e-gym" else ""
-            raise _fail(row, source, name, f"is missing or empty{hint}")
+            raise _fail(row, source, name, "is missing or empty")
     if not _SHA.fullmatch(row["base_commit"].strip()):
         raise _fail(row, source, "base_commit", f"must be a commit hash, got {row['base_commit']!r}")
     out = dict(row)

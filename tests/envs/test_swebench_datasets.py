@@ -165,7 +165,8 @@ def test_datasets_that_must_name_their_image_say_so(tmp_path):
         load_tasks("swe-smith:" + write_rows(tmp_path / "s.jsonl", [swe_row()]))
     native_r2e = {"repo_name": "aiohttp", "docker_image": "namanjain12/aiohttp_final:abc", "problem_statement": "x",
                   "instance_id": "aiohttp-1", "repo": "aio-libs/aiohttp"}
-    with pytest.raises(TaskError, match=r"field base_commit is missing or empty \(native R2E-Gym rows"):
+    # Native R2E-Gym rows load (tests/envs/test_r2e.py); an incomplete one names what it lacks.
+    with pytest.raises(TaskError, match=r"R2E-Gym row 'aiohttp-1' .*field parsed_commit_content is missing"):
         load_tasks("r2e-gym:" + write_rows(tmp_path / "r.jsonl", [native_r2e]))
     with pytest.raises(TaskError, match=r"unknown task spec"):
         load_tasks("swe-gym:" + str(tmp_path / "rows.csv"))
