@@ -15,6 +15,15 @@ Docker engine, all generating through the driver's engine over HTTP.
   episodes in flight there come back as actor errors: the worker is dropped and each of those
   episodes is played again from the start on another node (a half-played episode cannot move:
   its container died with the node). Nothing is lost; `retried` counts them.
+- Deadlines: each worker's runner enforces the episode deadline on its own episodes. The step
+  deadline is the driver's (it alone sees the whole step): once `after_fraction` of the step's
+  episodes are back and `grace_s` has passed, each episode still on a worker is cut by
+  `ray.cancel` of its task (the worker's asyncio task is cancelled: its runner closes the
+  episode's environment in the background, which destroys the container), and one still
+  waiting for a worker is cut where it waits. A cut comes back as a step-cut trajectory made
+  here (phase "remote" or "queued"; its turns stay on the worker), never trained. Refill
+  rounds (`partial_groups: refill`) run through the same `deadlines.play_step` as in process.
+  A worker whose node dies after the step fired is not replayed: the episode is cut.
 
 Engine replicas and trainer ranks are not placed by Ray here: trainer ranks run under
 torchrun (train/distributed), engine replicas behind any OpenAI-compatible load balancer.
@@ -23,12 +32,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, Awaitable, ClassVar, Literal, Sequence
 
 from pydantic import Field
 
+from agent_rl.rollout.deadlines import StepCutter
+from agent_rl.rollout.trajectory import Trajectory
 from strictconfig import StrictModel
 
 log = logging.getLogger(__name__)
@@ -120,6 +132,18 @@ class RolloutStats:
     lost_workers: list[str] = field(default_factory=list)
 
 
+def _step_cut(plan: _Plan, policy_version: int, after_s: float, phase: str) -> Trajectory:
+    """The record of an episode the step deadline cut on the cluster ("remote": its task was
+    cancelled on a worker; "queued": it never got one). Its turns, if any, stay on the worker:
+    a step cut never trains, as in process (runner.EpisodeRunner._deadline_outcome)."""
+    where = "on a worker" if phase == "remote" else "waiting for a worker"
+    return Trajectory(
+        task_id=plan.task.instance_id, finish_reason="deadline", truncated=True, policy_version=policy_version,
+        group_index=plan.group_index, grade={"deadline": True, "cut_by": "step", "phase": phase, "resolved": False},
+        timings={"total_s": round(after_s, 4)},
+        error=f"step_deadline: cut after {after_s:.1f}s {where} (the step's other episodes were done)")
+
+
 class RayEpisodeRunner:
     """`EpisodeRunner`'s contract (`collect`, `prefetch`, `close`) over a Ray cluster."""
 
@@ -132,12 +156,13 @@ class RayEpisodeRunner:
 
         self.cluster = cluster
         self.engine_url, self.served_model, self.tokenizer_spec = engine_url, served_model, tokenizer_spec
+        # `rollout` (a RolloutConfig or its keys): the workers enforce its episode deadline, this
+        # driver its step deadline (see the module docstring).
+        self.rollout = RolloutConfig.from_config(rollout)
         if not ray.is_initialized():
             ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
         env = EnvConfig.from_config(env_config).model_dump(mode="json")
-        # The workers enforce the episode deadline (`rollout`, a RolloutConfig or its keys); the
-        # step deadline is not applied across the cluster yet.
-        rollout_keys = RolloutConfig.from_config(rollout).model_dump(mode="json")
+        rollout_keys = self.rollout.model_dump(mode="json")
         worker_class = _remote_worker_class()
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -164,62 +189,117 @@ class RayEpisodeRunner:
 
     async def collect(self, tasks: Sequence[Any], engine: Any, tokenizer: Any, *, group_size: int = 1,
                       agent_config: Any = None, progress: bool = False, policy_version: int = 0,
-                      seed: int | None = None) -> list[Any]:
-        """Play `group_size` episodes of every task across the workers; results in task order.
-        `engine` and `tokenizer` are the driver's (the workers use the served endpoint)."""
-        from ray.exceptions import RayActorError
-
+                      seed: int | None = None) -> list[Trajectory]:
+        """Play `group_size` episodes of every task across the workers, under the step deadline;
+        results in task order (a refill right after the member it replaces). `engine` and
+        `tokenizer` are the driver's (the workers use the served endpoint)."""
         from agent_rl.rollout.agent import AgentConfig
+        from agent_rl.rollout.deadlines import play_step
         from agent_rl.rollout.runner import episode_seed
-        from agent_rl.rollout.trajectory import Trajectory
 
-        agent = AgentConfig.from_config(agent_config)
-        base_seed = seed if seed is not None else agent.sampling.seed
+        agent_cfg = AgentConfig.from_config(agent_config)
+        agent = agent_cfg.model_dump(mode="json")
+        base_seed = seed if seed is not None else agent_cfg.sampling.seed
         plans = [_Plan(task, i * group_size + g, g, episode_seed(base_seed, i * group_size + g))
                  for i, task in enumerate(tasks) for g in range(group_size)]
+
+        def play_round(round_plans: Sequence[_Plan], cutter: StepCutter) -> Awaitable[list[Trajectory]]:
+            return self._play_round(round_plans, cutter, agent, policy_version)
+
+        def refill_of(plan: _Plan) -> _Plan:  # the next seeds, as in process (runner.collect)
+            index = len(plans) + plan.index
+            return _Plan(plan.task, index, plan.group_index, episode_seed(base_seed, index))
+
+        return await play_step(plans, self.rollout.step_deadline, play_round, refill_of)
+
+    async def _play_round(self, plans: Sequence[_Plan], cutter: StepCutter, agent: dict[str, Any],
+                          policy_version: int) -> list[Trajectory]:
+        """One round: every plan on the least busy live worker, with `cutter` beside it."""
         results: list[Any] = [None] * len(plans)
-        freed = asyncio.Event()
+        freed = asyncio.Event()  # a worker slot came free, or the cutter fired
 
-        async def play(plan: _Plan) -> None:
-            while True:
-                worker = self._pick()
-                while worker is None:
-                    if all(w.dead for w in self.workers):
-                        results[plan.index] = Trajectory(task_id=plan.task.instance_id, finish_reason="error",
-                                                         group_index=plan.group_index, policy_version=policy_version,
-                                                         error="every Ray rollout worker is gone")
-                        return
-                    freed.clear()
-                    await freed.wait()
-                    worker = self._pick()
-                worker.busy += 1
-                plan.attempts += 1
-                try:
-                    traj, node = await worker.handle.episode.remote(
-                        plan.task, self.engine_url, self.served_model, self.tokenizer_spec, agent.model_dump(mode="json"),
-                        plan.seed, policy_version, plan.group_index)
-                except RayActorError as exc:  # the worker (its node) died with this episode in flight
-                    if not worker.dead:
-                        worker.dead = True
-                        self.stats.lost_workers.append(worker.node)
-                        log.warning("rollout worker on node %s is gone (%s); replaying its episodes elsewhere",
-                                    worker.node[:12], type(exc).__name__)
-                    if plan.attempts > self.cluster.episode_retries:
-                        results[plan.index] = Trajectory(
-                            task_id=plan.task.instance_id, finish_reason="error", group_index=plan.group_index,
-                            policy_version=policy_version, error=f"lost with its node {plan.attempts} times")
-                        return
-                    self.stats.retried += 1
-                    continue
-                finally:
-                    worker.busy -= 1
-                    freed.set()
-                results[plan.index] = traj
-                self.stats.per_node[node] += 1
-                return
+        async def one(k: int, plan: _Plan) -> None:
+            results[k] = await self._play(plan, cutter, freed, agent, policy_version)
+            cutter.finished()
 
-        await asyncio.gather(*(play(p) for p in plans))
+        async def watch() -> None:
+            await cutter.watch()
+            freed.set()  # the episodes waiting for a worker are cut where they wait
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await asyncio.gather(*(one(k, plan) for k, plan in enumerate(plans)))
+        finally:
+            watcher.cancel()
         return results
+
+    async def _worker_for(self, cutter: StepCutter, freed: asyncio.Event) -> _Worker | None:
+        """The least busy live worker with a free slot, once there is one; None when every
+        worker is gone or the step deadline fired first."""
+        while True:
+            if cutter.fired or all(w.dead for w in self.workers):
+                return None
+            worker = self._pick()
+            if worker is not None:
+                return worker
+            freed.clear()
+            await freed.wait()
+
+    async def _play(self, plan: _Plan, cutter: StepCutter, freed: asyncio.Event, agent: dict[str, Any],
+                    policy_version: int) -> Trajectory:
+        """One episode on a worker, replayed elsewhere when its node dies, cut by the step deadline."""
+        from ray.exceptions import RayActorError
+
+        queued_at = time.monotonic()
+        while True:
+            worker = await self._worker_for(cutter, freed)
+            if worker is None:
+                if cutter.fired:
+                    cutter.cut_queued(lambda: True)  # nothing to stop: it never left the driver
+                    return _step_cut(plan, policy_version, time.monotonic() - queued_at, "queued")
+                return Trajectory(task_id=plan.task.instance_id, finish_reason="error", group_index=plan.group_index,
+                                  policy_version=policy_version, error="every Ray rollout worker is gone")
+            worker.busy += 1
+            plan.attempts += 1
+            started = time.monotonic()
+            ref = worker.handle.episode.remote(plan.task, self.engine_url, self.served_model, self.tokenizer_spec,
+                                               agent, plan.seed, policy_version, plan.group_index)
+            cancelled = False
+
+            def cancel() -> bool:
+                nonlocal cancelled
+                import ray
+
+                cancelled = True
+                ray.cancel(ref)  # the worker's asyncio task gets CancelledError; a finished one is untouched
+                return True
+
+            try:
+                with cutter.watching(cancel):
+                    traj, node = await ref
+            except Exception as exc:
+                if cancelled:  # TaskCancelledError, or the node died as it was being cut
+                    return _step_cut(plan, policy_version, time.monotonic() - started, "remote")
+                if not isinstance(exc, RayActorError):
+                    raise
+                self._lost(worker, exc)  # the worker (its node) died with this episode in flight
+                if plan.attempts > self.cluster.episode_retries:
+                    return Trajectory(task_id=plan.task.instance_id, finish_reason="error", group_index=plan.group_index,
+                                      policy_version=policy_version, error=f"lost with its node {plan.attempts} times")
+                self.stats.retried += 1
+                continue
+            finally:
+                worker.busy -= 1
+                freed.set()
+            self.stats.per_node[node] += 1
+            return traj
+
+    def _lost(self, worker: _Worker, exc: BaseException) -> None:
+        if not worker.dead:
+            worker.dead = True
+            self.stats.lost_workers.append(worker.node)
+            log.warning("rollout worker on node %s is gone (%s); replaying its episodes elsewhere",
+                        worker.node[:12], type(exc).__name__)
 
     def take_stats(self) -> RolloutStats:
         """Where the episodes since the last call ran (the trainer reads this once per step)."""

@@ -11,15 +11,16 @@ Deadlines (`rollout.episode_deadline_s`, `rollout.step_deadline`; see deadlines.
 per episode covers environment creation, every turn, grading and teardown; an episode past it
 is cut and comes back with `finish_reason == "deadline"`, truncated (trained on as a failure)
 or dropped (`error` set) by `deadline_policy`. The step deadline cuts the stragglers of a
-`collect` once most episodes are done; those never train. A cut episode's environment is
-closed in the background: that destroys its container, which unblocks whatever thread still
-waits on it.
+`collect` once most episodes are done; those never train, and with `partial_groups: refill`
+a second, bounded round replays each of them (`deadlines.play_step`). A cut or cancelled
+episode's environment is closed in the background: that destroys its container, which
+unblocks whatever thread still waits on it.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
+import dataclasses
 import logging
 import math
 import statistics
@@ -27,13 +28,13 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, Awaitable, Callable, ClassVar, Mapping, Sequence
 
 from pydantic import Field, field_validator, model_validator
 
 from agent_rl.rollout.agent import AgentConfig, check_template, run_episode
 from agent_rl.rollout.chat_template import ChatTokenizer
-from agent_rl.rollout.deadlines import Deadline, DeadlinePolicy, PartialGroupPolicy, StepDeadline
+from agent_rl.rollout.deadlines import Deadline, DeadlinePolicy, PartialGroupPolicy, StepCutter, StepDeadline, play_step
 from agent_rl.rollout.harness import HarnessConfig, run_harness_episode
 from agent_rl.engines.base import Engine
 from agent_rl.rollout.trajectory import Trajectory
@@ -161,48 +162,6 @@ def _cut_before_start(task: Any, deadline: Deadline, policy_version: int, group_
     )
 
 
-class _StepCutter:
-    """The step deadline of one `collect`: once `after_fraction` of the episodes are done, the
-    rest get `grace_s` more, then every episode still running (or waiting for a slot) is cut."""
-
-    def __init__(self, settings: StepDeadline | None, total: int) -> None:
-        self.settings = settings
-        self.needed = total if settings is None else max(1, math.ceil(settings.after_fraction * total))
-        self.fired = False
-        self.cut = 0
-        self._running: set[Deadline] = set()
-        self._enough = asyncio.Event()
-
-    @contextlib.contextmanager
-    def watching(self, deadline: Deadline) -> Iterator[None]:
-        """While the body runs, a step cut reaches this episode's deadline."""
-        self._running.add(deadline)
-        try:
-            yield
-        finally:
-            self._running.discard(deadline)
-
-    def cut_queued(self, deadline: Deadline) -> None:
-        """Cut an episode that got its slot only after the step deadline passed."""
-        self.cut += 1
-        deadline.cut("step")
-
-    def finished(self, done: int) -> None:
-        if done >= self.needed:
-            self._enough.set()
-
-    async def watch(self) -> None:
-        if self.settings is None:
-            return
-        await self._enough.wait()
-        await asyncio.sleep(self.settings.grace_s)
-        self.fired = True
-        for deadline in list(self._running):
-            if not deadline.cut_by:  # one its own deadline cut is not the step's doing
-                self.cut += 1
-                deadline.cut("step")
-
-
 def episode_seed(base: int | None, index: int) -> int | None:
     """The seed of a batch's `index`-th episode (task-major, then group): the same wherever it runs."""
     return None if base is None else base + index
@@ -326,8 +285,16 @@ class EpisodeRunner:
             traj = await run_episode(env, engine, tokenizer, agent_config, task=task, seed=seed,
                                      policy_version=policy_version, group_index=group_index, deadline=deadline)
             return self._deadline_outcome(traj, deadline)
+        except asyncio.CancelledError:
+            # The caller gave up on the episode (a step cut on a Ray worker is a cancelled task; so
+            # is a closing producer's): nobody waits for teardown, so the env is closed in the
+            # background, which destroys its container and frees any thread still blocked in it.
+            self._close_in_background(env)
+            env = None
+            raise
         finally:
-            await self._release_env(env, traj, deadline)
+            if env is not None:
+                await self._release_env(env, traj, deadline)
 
     async def _release_env(self, env: Any, traj: Trajectory | None, deadline: Deadline) -> None:
         """Teardown, inside the episode's deadline: an env that served a clean episode goes back
@@ -384,39 +351,53 @@ class EpisodeRunner:
         ]
         if self.rollout.harness is not None:
             return await self._collect_harness(jobs, engine, tokenizer, agent_cfg, progress=progress)
-        results: list[Trajectory | None] = [None] * len(jobs)
         tally = _Tally()
-        gate = asyncio.Semaphore(rollout.concurrency)  # made per call: each call may have its own loop
-        cutter = _StepCutter(self.rollout.step_deadline, len(jobs))
+        with _ProgressBar(0, enabled=progress) as bar:  # each round adds its episodes
 
-        with _ProgressBar(len(jobs), enabled=progress) as bar:
+            async def play(job: _Job, deadline: Deadline) -> Trajectory:
+                return await self.episode(job.task, engine, tokenizer, agent_cfg, seed=episode_seed(base_seed, job.index),
+                                          policy_version=policy_version, group_index=job.group_index, deadline=deadline)
 
-            async def one(job: _Job) -> None:
-                async with gate:
-                    deadline = self.rollout.new_deadline()
-                    if cutter.fired:  # the step is over before this episode got a slot
-                        cutter.cut_queued(deadline)
-                        traj = self._deadline_outcome(
-                            _cut_before_start(job.task, deadline, policy_version, job.group_index, phase="queued"),
-                            deadline)
-                    else:
-                        with cutter.watching(deadline):
-                            traj = await self.episode(job.task, engine, tokenizer, agent_cfg,
-                                                      seed=episode_seed(base_seed, job.index),
-                                                      policy_version=policy_version, group_index=job.group_index,
-                                                      deadline=deadline)
-                results[job.index] = traj
+            def done(traj: Trajectory) -> None:
                 tally.add(traj)
-                cutter.finished(tally.done)
                 bar.update(tally)
 
-            watcher = asyncio.ensure_future(cutter.watch())
-            try:
-                await asyncio.gather(*(one(job) for job in jobs))
-            finally:
-                watcher.cancel()
-        if cutter.fired:
-            log.info("step deadline: %d of %d episodes cut", cutter.cut, len(jobs))
+            def play_round(round_jobs: Sequence[_Job], cutter: StepCutter) -> Awaitable[list[Trajectory]]:
+                bar.grow(len(round_jobs))
+                return self._play_round(round_jobs, cutter, play, done, policy_version)
+
+            # A refill plays the cut member's task and group index on the seeds after the batch's
+            # (the cut one's seed may well be what made it hang).
+            return await play_step(jobs, self.rollout.step_deadline, play_round,
+                                   lambda job: dataclasses.replace(job, index=len(jobs) + job.index))
+
+    async def _play_round(self, jobs: Sequence[_Job], cutter: StepCutter,
+                          play: Callable[[_Job, Deadline], Awaitable[Trajectory]], done: Callable[[Trajectory], None],
+                          policy_version: int) -> list[Trajectory]:
+        """One round of a step: every job, `concurrency` at once, with `cutter` beside it (an
+        episode that would start after it fired is cut where it waits). Trajectories in job order."""
+        results: list[Trajectory | None] = [None] * len(jobs)
+        gate = asyncio.Semaphore(self.concurrency)  # made per call: each call may have its own loop
+
+        async def one(k: int, job: _Job) -> None:
+            async with gate:
+                deadline = self.rollout.new_deadline()
+                if cutter.fired:  # the round is over before this episode got a slot
+                    cutter.cut_queued(deadline.cut)
+                    traj = self._deadline_outcome(
+                        _cut_before_start(job.task, deadline, policy_version, job.group_index, phase="queued"), deadline)
+                else:
+                    with cutter.watching(deadline.cut):
+                        traj = await play(job, deadline)
+            results[k] = traj
+            cutter.finished()
+            done(traj)
+
+        watcher = asyncio.ensure_future(cutter.watch())
+        try:
+            await asyncio.gather(*(one(k, job) for k, job in enumerate(jobs)))
+        finally:
+            watcher.cancel()
         return [t for t in results if t is not None]
 
     async def _collect_harness(self, jobs: list[_Job], engine: Engine, tokenizer: ChatTokenizer,
@@ -636,6 +617,8 @@ def summarize(trajectories: Sequence[Trajectory]) -> dict[str, Any]:
         # Ended by a deadline: stopped before a turn and graded, or cut where it stood.
         "deadline_episodes": sum(t.finish_reason == "deadline" for t in trajectories),
         "deadline_cuts": sum(bool(t.grade.get("deadline")) for t in trajectories),
+        # Played in place of a member the step deadline cut (`partial_groups: refill`).
+        "refilled_episodes": sum(t.refill for t in trajectories),
         "trainable": sum(t.trainable for t in trajectories),
         "mean_timings": {
             key: statistics.fmean(t.timings.get(key, 0.0) for t in ok) if ok else 0.0
@@ -668,6 +651,12 @@ class _ProgressBar:
             self._progress.__enter__()
             self._task = self._progress.add_task("rollout", total=self.total, solved=0, mean_reward=0.0, errors=0)
         return self
+
+    def grow(self, more: int) -> None:
+        """`more` episodes joined the batch (each round of a step adds its own: refills come later)."""
+        self.total += more
+        if self._progress is not None and more:
+            self._progress.update(self._task, total=self.total)
 
     def update(self, tally: _Tally) -> None:
         if self._progress is not None:

@@ -9,7 +9,8 @@ than one version; its behaviour logprobs are each token's own. An episode an out
 played through the gateway is split into several segments (`segment` of `segments`) when the
 harness rewrote its history (agent_rl/gateway/recording.py). `turn_timings` holds one record
 per reply, in order (`generation_s`, `env_s`, `total_s`); files written before it was kept
-load with [] (as do gateway episodes, whose turns the harness times).
+load with [] (as do gateway episodes, whose turns the harness times). `refill` marks an
+episode played to replace a group member the step deadline cut (agent_rl/rollout/deadlines.py).
 """
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ class Trajectory:
     # group_index. Ordinary episodes are segment 0 of 1.
     segment: int = 0
     segments: int = 1
+    # Played by the step deadline's refill round (`partial_groups: refill`) in place of a member
+    # the step cut; that member (never trained) is in the batch too, just before it.
+    refill: bool = False
 
     def __post_init__(self) -> None:
         self.check_aligned()

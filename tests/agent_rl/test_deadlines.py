@@ -1,9 +1,11 @@
 """Episode and step deadlines: hung episodes are cut, the batch still completes.
 
 Unit tests drive the real `EpisodeRunner` with test doubles (test_agent's scripted engine and
-env, made to hang where a real sandbox or grader would); the Docker test at the end hangs a
-real sandbox command and a real grader and checks that the deadline cuts both in bounded time
-while the batch's other episode is graded as usual.
+env, made to hang where a real sandbox or grader would); the Docker tests at the end hang a
+real sandbox command and a real grader and check that the deadline cuts both in bounded time
+while the batch's other episode is graded as usual, and that the step deadline's refill round
+replaces a hung episode with a real one that is graded. (The step deadline on Ray workers is
+tested on a real cluster in test_ray_rollouts.py.)
 """
 from __future__ import annotations
 
@@ -217,24 +219,32 @@ async def test_no_deadline_changes_nothing(tokenizer):
 # ---------------------------------------------------------------------- the step deadline
 
 
-def stragglers(hanging: set[tuple[str, int]]):
-    """An env factory whose n-th episode of task t hangs when (t, n) is in `hanging`."""
+def stragglers(hanging: set[tuple[str, int]], *, step_s: float = 0.0):
+    """An env factory whose n-th episode of task t hangs when (t, n) is in `hanging`, and whose
+    steps take `step_s`; the factory's `seeds` lists (task, episode seed) in reset order."""
     seen: dict[str, int] = {}
     envs: list[ScriptedEnv] = []
+    seeds: list[tuple[str, int | None]] = []
 
     class Env(StallingEnv):
         async def areset(self, *, seed=None, options=None):
             obs, info = await super().areset(seed=seed, options=options)
+            seeds.append((self.task, seed))
             n = seen.setdefault(self.task, 0)
             seen[self.task] += 1
             if (self.task, n) in hanging:
                 await forever()
             return obs, info
 
+        async def astep(self, action: str):
+            await asyncio.sleep(step_s)
+            return await super().astep(action)
+
     def factory():
         envs.append(Env())
         return envs[-1]
 
+    factory.seeds = seeds
     return factory, envs
 
 
@@ -284,6 +294,77 @@ async def test_step_deadline_waits_for_the_grace_period(tokenizer):
     assert [t.finish_reason for t in trajs] == ["submitted", "submitted"]  # late, but within the grace
 
 
+def refill(grace_s: float = 0.2, **more) -> dict:
+    return {"step_deadline": {"after_fraction": 0.8, "grace_s": grace_s, "partial_groups": "refill", **more}}
+
+
+def groups_of(trajs: list[Trajectory], tasks: str) -> list[list[Trajectory]]:
+    return [[t for t in trajs if t.task_id == task] for task in tasks]
+
+
+async def test_refill_replays_the_cut_member_and_its_group_is_whole_again(tokenizer):
+    factory, envs = stragglers({("b", 0)})
+    started = time.monotonic()
+    async with EpisodeRunner(env_factory=factory, concurrency=6, rollout=refill(refill_s=5.0)) as runner:
+        trajs = await runner.collect(["a", "b"], ScriptedEngine(tokenizer, [LS, SUBMIT]), tokenizer, group_size=3,
+                                     agent_config={"max_turns": 4}, progress=False, seed=100)
+    assert time.monotonic() - started < 3.0
+    # The cut member stays (never trained), its refill right after it: same task and group index.
+    assert [t.task_id for t in trajs] == ["a"] * 3 + ["b"] * 4
+    at = next(i for i, t in enumerate(trajs) if t.error is not None)
+    cut, replacement = trajs[at], trajs[at + 1]
+    assert cut.grade["cut_by"] == "step" and cut.error.startswith("step_deadline: ") and not cut.refill
+    assert replacement.refill and replacement.group_index == cut.group_index and replacement.trainable
+    assert sum(t.refill for t in trajs) == 1 and sum(t.error is not None for t in trajs) == 1
+    # Played through the same episode path on a seed after the batch's six: 100 + 6 + b's index.
+    assert factory.seeds[-1] == ("b", 100 + 6 + 3 + cut.group_index)
+    summary = summarize(trajs)
+    assert (summary["refilled_episodes"], summary["deadline_cuts"], summary["trainable"]) == (1, 1, 6)
+    kept, dropped = apply_partial_group_policy(groups_of(trajs, "ab"), 3, "refill")
+    assert [len(g) for g in kept] == [3, 3] and dropped == 0
+    assert all(env.closed for env in envs if env.task == "b" and env.turns == 0)
+
+
+async def test_a_refill_that_misses_its_bound_is_cut_and_the_group_keeps_the_rest(tokenizer):
+    factory, _ = stragglers({("b", 0), ("b", 3)})  # the member cut and its refill (b's 4th reset) hang
+    started = time.monotonic()
+    async with EpisodeRunner(env_factory=factory, concurrency=6, rollout=refill(refill_s=0.3)) as runner:
+        trajs = await runner.collect(["a", "b"], ScriptedEngine(tokenizer, [SUBMIT]), tokenizer, group_size=3,
+                                     progress=False)
+    assert time.monotonic() - started < 3.0  # one refill round, bounded: no second tail
+    [replacement] = [t for t in trajs if t.refill]
+    assert replacement.error.startswith("step_deadline: ") and replacement.grade["cut_by"] == "step"
+    assert summarize(trajs)["refilled_episodes"] == 1
+    kept, dropped = apply_partial_group_policy(groups_of(trajs, "ab"), 3, "refill")
+    assert [len(g) for g in kept] == [3, 2] and dropped == 0  # the fallback is "keep"
+
+
+async def test_the_refill_round_by_default_gets_as_long_as_the_step_took(tokenizer):
+    factory, _ = stragglers({("b", 0), ("b", 1)}, step_s=0.5)  # a takes ~0.5 s; b and its refill hang
+    rollout = {"step_deadline": {"after_fraction": 0.5, "grace_s": 0.1, "partial_groups": "refill"}}
+    started = time.monotonic()
+    async with EpisodeRunner(env_factory=factory, concurrency=2, rollout=rollout) as runner:
+        trajs = await runner.collect(["a", "b"], ScriptedEngine(tokenizer, [SUBMIT]), tokenizer, progress=False)
+    assert [t.task_id for t in trajs] == ["a", "b", "b"] and trajs[2].refill
+    assert trajs[2].grade["cut_by"] == "step"
+    # Half the step (a) was done after ~0.5 s: the refill round got that long, not less.
+    assert trajs[2].timings["total_s"] >= 0.45 and time.monotonic() - started < 3.0
+
+
+async def test_a_cancelled_episode_closes_its_env_in_the_background(tokenizer):
+    """What a step cut on a Ray worker is: its task cancelled. The env (its container) goes."""
+    env = BlockedThreadEnv()
+    runner = runner_with(env)
+    episode = asyncio.ensure_future(play(runner, ScriptedEngine(tokenizer, [HANG]), tokenizer))
+    await asyncio.sleep(0.3)
+    episode.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await episode
+    assert await run_blocking(env.thread_freed.wait, 5)  # closing destroyed the "container"
+    await runner.aclose()
+    assert env.closed and runner._idle == []
+
+
 # ---------------------------------------------------------------------- groups and config
 
 
@@ -305,7 +386,7 @@ def test_partial_group_policy():
     # G=1: a lone sample is a whole group.
     assert apply_partial_group_policy([[traj("d", 0)]], 1, "keep") == ([[traj("d", 0)]], 0)
     with pytest.raises(ValueError, match="keep"):
-        apply_partial_group_policy([full], 4, "refill")
+        apply_partial_group_policy([full], 4, "replay")
 
 
 def test_rollout_config_deadline_fields():
@@ -324,6 +405,11 @@ def test_rollout_config_deadline_fields():
         RolloutConfig.from_config({"deadline_policy": "ignore"})
     with pytest.raises(ConfigError, match="grace"):
         RolloutConfig.from_config({"step_deadline": {"grace": 3}})
+    refilling = RolloutConfig.from_config(refill(refill_s=120))
+    assert refilling.partial_group_policy == "refill" and refilling.step_deadline.refill_s == 120
+    assert RolloutConfig.from_config(refill()).step_deadline.refill_s is None
+    with pytest.raises(ConfigError, match="refill_s only bounds the refill round"):
+        RolloutConfig.from_config({"step_deadline": {"partial_groups": "keep", "refill_s": 60}})
     runner = EpisodeRunner(env_factory=ScriptedEnv, rollout=cfg)
     assert runner.concurrency == cfg.concurrency and runner.rollout is cfg
     assert EpisodeRunner(env_factory=ScriptedEnv, concurrency=2, rollout=cfg).concurrency == 2
@@ -377,3 +463,62 @@ def _reply(trajs: list[Trajectory], reply: str) -> Trajectory:
     found = [t for t in trajs if any(m["role"] == "assistant" and m["content"].strip() == reply for m in t.messages)]
     assert len(found) == 1, [t.messages[-1:] for t in trajs]
     return found[0]
+
+
+@pytest.mark.docker
+def test_real_refill_replaces_a_hung_episode_with_a_graded_one(tokenizer):
+    """Three episodes of one real task, one reply each: the first to ask runs a command that
+    would hang for 1000 s (its own timeout is longer still), the two others list files. Once
+    those two are graded the step deadline cuts the hang (its container goes with it) and the
+    refill round plays the group's third member again, for real, and grades it."""
+    import docker
+
+    from envs.suites import load_suite
+
+    task = load_suite("datekit", difficulty="easy")[0]
+    env = {"max_turns": 1, "command_timeout_s": 300.0}
+    engine = ScriptedEngine(tokenizer, [HANG_COMMAND, LS, LS, LS])  # in call order: the refill lists files
+    rollout = {"step_deadline": {"after_fraction": 0.6, "grace_s": 1.0, "partial_groups": "refill", "refill_s": 40.0}}
+    client = docker.from_env()
+    mine = {"label": f"agent-rl.owner-pid={os.getpid()}"}
+    with EpisodeRunner(env, concurrency=3, rollout=rollout) as runner:
+        runner.prepare([task])  # build the image (if needed) outside the timed part
+        started = time.monotonic()
+        trajs = asyncio.run(runner.collect([task], engine, tokenizer, group_size=3,
+                                           agent_config={"max_tokens_per_turn": 64}, progress=False))
+        took = time.monotonic() - started
+        # The cut closed the hung episode's environment: no container still runs the command.
+        until = time.monotonic() + 20
+        while _running_command(client, mine, "sleep 1000") and time.monotonic() < until:
+            time.sleep(0.5)
+        assert not _running_command(client, mine, "sleep 1000")
+    assert took < 60, took
+    hung = _reply(trajs, HANG_COMMAND)
+    assert (hung.finish_reason, hung.grade["cut_by"], hung.refill) == ("deadline", "step", False)
+    assert hung.error.startswith("step_deadline: ") and not hung.trainable
+    replacement = trajs[trajs.index(hung) + 1]
+    assert replacement.refill and replacement.group_index == hung.group_index and replacement.error is None
+    assert replacement.finish_reason == "max_turns" and replacement.grade["instance_id"] == task.instance_id
+    assert "deadline" not in replacement.grade and replacement.trainable  # really graded
+    assert [t.refill for t in trajs].count(True) == 1 and len(trajs) == 4
+    kept, dropped = apply_partial_group_policy([trajs], 3, "refill")
+    assert [len(g) for g in kept] == [3] and dropped == 0
+    assert summarize(trajs)["refilled_episodes"] == 1
+    until = time.monotonic() + 30
+    while client.api.containers(all=True, filters=mine) and time.monotonic() < until:
+        time.sleep(0.5)
+    assert client.api.containers(all=True, filters=mine) == []
+
+
+def _running_command(client, filters: dict, command: str) -> bool:
+    """Whether any running container matching `filters` runs `command` (docker top)."""
+    import docker
+
+    for container in client.containers.list(filters=filters):
+        try:
+            processes = container.top()["Processes"] or []
+        except docker.errors.APIError:  # removed (or stopping) since listed
+            continue
+        if any(command in " ".join(row) for row in processes):
+            return True
+    return False

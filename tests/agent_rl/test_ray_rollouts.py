@@ -1,5 +1,6 @@
 """Rollouts on a real two-node Ray cluster: a training step whose episodes run on both nodes,
-and a node killed mid-step whose in-flight episodes are replayed on the other one.
+a node killed mid-step whose in-flight episodes are replayed on the other one, and the step
+deadline cutting a hung episode on a worker (its container destroyed) and refilling it.
 
 The cluster is what a user starts: `ray start --head` and `ray start --address=...` as
 separate processes (two nodes on one machine, each with its own raylet). The trainer joins
@@ -9,6 +10,7 @@ sandboxes and is graded in a fresh container. Killing node B's raylet is the nod
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -111,3 +113,96 @@ def test_a_node_killed_mid_step_has_its_episodes_replayed_elsewhere(cluster, tin
         trainer.close()
     assert row["trajectories"] == 6 and row["error_trajectories"] == 0  # nothing lost
     assert row["rollout_lost_workers"] == 1 and row["rollout_retried"] >= 1
+
+
+HANG, LS = "```bash\nsleep 1000\n```", "```bash\nls\n```"
+
+
+async def test_the_step_deadline_cuts_a_hung_episode_on_a_worker_and_refills_it(cluster):
+    """The driver serves a scripted model (replies in call order: the first episode to ask
+    runs a command that would hang for 1000 s, every other lists files) to workers on both
+    nodes; three real Docker episodes of one task, one reply each. Once two are graded the step
+    deadline cancels the hung one's Ray task, whose worker destroys its container, and the
+    refill round plays the group's third member again on the cluster."""
+    import docker
+    from test_agent import ScriptedEngine
+
+    from agent_rl.engines.models import load_tokenizer
+    from agent_rl.rollout.deadlines import apply_partial_group_policy
+    from agent_rl.rollout.ray_workers import ClusterConfig, RayEpisodeRunner, start_engine_server
+    from envs.suites import load_suite
+    from envs.task_images import task_image
+    from sandboxes.executor import run_blocking
+
+    tokenizer = load_tokenizer("smollm2-135m")
+    task = load_suite("datekit", difficulty="easy")[0]
+    await run_blocking(task_image, task)  # built here once, not by both workers at once
+    class ServedScript(ScriptedEngine):
+        context_window = 8192  # what the server checks prompts against
+
+        async def generate(self, prompt_ids, sampling):
+            generation = await super().generate(prompt_ids, sampling)
+            generation.info["policy_version"] = 0  # what the server reports with each reply
+            return generation
+
+    engine = ServedScript(tokenizer, [HANG, LS, LS, LS])
+    server, url = await start_engine_server(engine, model_name="scripted", base_spec="smollm2-135m", host="127.0.0.1")
+    rollout = {"step_deadline": {"after_fraction": 0.6, "grace_s": 1.0, "partial_groups": "refill", "refill_s": 60.0}}
+    runner = RayEpisodeRunner(ClusterConfig(kind="ray", address=cluster["address"], episodes_per_worker=2),
+                              {"max_turns": 1, "command_timeout_s": 300.0}, engine_url=url, served_model="scripted",
+                              tokenizer_spec="smollm2-135m", rollout=rollout)
+    client = docker.from_env()
+    try:
+        started = time.monotonic()
+        trajs = await runner.collect([task], engine, tokenizer, group_size=3,
+                                     agent_config={"max_tokens_per_turn": 64}, progress=False)
+        took = time.monotonic() - started
+        # The worker closed the cancelled episode's environment: no container still runs the command.
+        assert _rollout_worker_pids()  # (one per live node: the previous test took node B down)
+        until = time.monotonic() + 30
+        while await run_blocking(_running_command, client, "sleep 1000") and time.monotonic() < until:
+            await asyncio.sleep(0.5)
+        assert not await run_blocking(_running_command, client, "sleep 1000")
+        stats = runner.take_stats()
+    finally:
+        await run_blocking(runner.close)
+        await server.cleanup()
+    assert took < 90, took
+    assert len(trajs) == 4, [(t.finish_reason, t.error) for t in trajs]
+    [hung] = [t for t in trajs if t.error is not None]
+    assert (hung.finish_reason, hung.grade["cut_by"], hung.grade["phase"]) == ("deadline", "step", "remote")
+    assert hung.error.startswith("step_deadline: ") and not hung.refill
+    replacement = trajs[trajs.index(hung) + 1]
+    assert replacement.refill and replacement.group_index == hung.group_index and replacement.error is None
+    assert replacement.grade["instance_id"] == task.instance_id and replacement.trainable  # really graded
+    kept, dropped = apply_partial_group_policy([trajs], 3, "refill")
+    assert [len(g) for g in kept] == [3] and dropped == 0
+    assert sum(stats.per_node.values()) == 3 and stats.retried == 0  # the cut one came back from no node
+
+
+def _running_command(client, command: str) -> bool:
+    """Whether a running container of a rollout worker (labelled with its pid) runs `command`."""
+    import docker
+
+    for pid in _rollout_worker_pids():
+        for container in client.containers.list(filters={"label": f"agent-rl.owner-pid={pid}"}):
+            try:
+                processes = container.top()["Processes"] or []
+            except docker.errors.APIError:  # removed (or stopping) since listed
+                continue
+            if any(command in " ".join(row) for row in processes):
+                return True
+    return False
+
+
+def _rollout_worker_pids() -> list[int]:
+    """Ray names an actor's process after its class (`ray::RolloutWorker...`)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "cmdline").read_bytes().startswith(b"ray::RolloutWorker"):
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
