@@ -5,7 +5,10 @@ The run is `agent-rl pipeline` (the README's main job) at benchmark size, as a s
 it is one process tree and exactly what a user would type:
 
   1. eval base     pass@1..k on the train and held-out task subsets (temperature 1, n samples)
-  2. demos + sft   the scripted expert on the train subset, SFT on what resolved
+  2. demos + sft   the scripted expert on the rest of the train split (--demos others: the RL
+                   tasks left out, so SFT must generalise to them) or on the train subset
+                   itself (--demos train: the earlier recipe, which memorised them), SFT on
+                   what resolved
   3. dapo          DAPO from the SFT checkpoint on the train subset
   4. eval          after SFT and after SFT+RL, then `agent-rl compare` base / sft / sft+rl (PNG per split)
   5. RL curve      mean reward of RL's last 3 steps minus its first 3, with a bootstrap interval
@@ -17,7 +20,7 @@ At 256 tokens per turn the base model's episodes run to the cap, so 8 train task
 would take about two hours; pass@k is sampled at the RL temperature (0.7).
 
     python benchmarks/learning_bench.py [--tasks-limit 4] [--heldout-limit 4] [--samples 2]
-        [--temperature 0.7] [--sft-steps 3] [--rl-steps 8] [--out runs/learning-bench] [--json out.json]
+        [--temperature 0.7] [--sft-steps 12] [--demos others|train] [--rl-steps 8] [--out runs/learning-bench] [--json out.json]
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ def pick_tasks(tier: str, split: str, limit: int) -> list[Any]:
     small subset still spans them), in a fixed order."""
     from envs.tasks import load_tasks
 
-    spec = f"builtin:{tier}:{split}" if tier else f"builtin:{split}"
+    spec = split_spec(tier, split)
     by_lib: dict[str, list[Any]] = {}
     for task in sorted(load_tasks(spec), key=lambda t: t.instance_id):
         by_lib.setdefault(task.instance_id.split("-")[0], []).append(task)
@@ -49,6 +52,10 @@ def pick_tasks(tier: str, split: str, limit: int) -> list[Any]:
             if by_lib[lib] and len(picked) < limit:
                 picked.append(by_lib[lib].pop(0))
     return picked
+
+
+def split_spec(tier: str, split: str) -> str:
+    return f"builtin:{tier}:{split}" if tier else f"builtin:{split}"
 
 
 def agent_rl(args: list[str], log: Path) -> float:
@@ -82,6 +89,9 @@ def pipeline_overrides(args: argparse.Namespace, out: Path) -> list[str]:
         f"train.max_steps={args.rl_steps}", f"train.optim.lr={args.rl_lr}",
         *([f"train.agent.sampling.temperature={args.rl_temperature}"] if args.rl_temperature is not None else []),
         f"sft.max_steps={args.sft_steps}", f"sft.optim.lr={args.sft_lr}",
+        *([f"demos.tasks={split_spec(args.tier, 'train')}", "demos.exclude_train_tasks=true"] if args.demos == "others"
+          else ["demos.tasks=null", "demos.exclude_train_tasks=false"]),
+        f"eval.heldout_limit={args.heldout_limit}",
         f"eval.samples={args.samples}", f"eval.temperature={args.temperature}",
         # The held-out subset: the first N of the split, round-robin by library (a file keeps it exact).
         f"eval.heldout={write_tasks_jsonl(heldout, out / 'tasks-heldout.jsonl')}",
@@ -137,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heldout-limit", type=int, default=4, help="held-out tasks")
     parser.add_argument("--samples", type=int, default=2, help="eval samples per task (n of pass@k)")
     parser.add_argument("--temperature", type=float, default=0.7, help="eval sampling temperature")
-    parser.add_argument("--sft-steps", type=int, default=3)
+    parser.add_argument("--sft-steps", type=int, default=12)
+    parser.add_argument("--demos", choices=("others", "train"), default="others",
+                        help="others: demonstrate the rest of the train split (the RL tasks left out); train: the RL tasks")
     parser.add_argument("--sft-lr", type=float, default=1e-4)
     parser.add_argument("--rl-steps", type=int, default=8)
     parser.add_argument("--rl-lr", type=float, default=1e-5)

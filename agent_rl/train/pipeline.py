@@ -8,7 +8,9 @@ Stages, each the same code its own command runs, each writing under `output_dir/
   1. tasks    the train tasks (`train.tasks`: source, ids) written to tasks-train.jsonl, so every
               stage plays exactly the same ones
   2. eval     the base model on them (and on `eval.heldout`, if set)
-  3. demos    the scripted expert plays them (`agent-rl demos`); only resolved episodes are kept
+  3. demos    the scripted expert plays them, or the tasks `demos.tasks` names (`agent-rl
+              demos`); only resolved episodes are kept. `demos.exclude_train_tasks` leaves the
+              RL tasks out, so SFT has to generalise to them and RL has room to climb
   4. sft      `agent-rl sft` on the demonstrations, from the base model
   5. eval     the SFT checkpoint
   6. rl       `agent-rl train` (DAPO) from the SFT checkpoint on the same tasks
@@ -51,6 +53,12 @@ class DemosStageConfig(StrictModel):
     """thorough: view, edit, run the visible tests, submit; direct: edit, submit."""
     concurrency: int = Field(2, ge=1)
     """Episodes in flight."""
+    tasks: str | None = None
+    """Task spec the expert demonstrates (e.g. builtin:floor:train); None: the train tasks."""
+    exclude_train_tasks: bool = False
+    """Leave the train (RL) tasks out of the demonstrations: SFT must generalise to them, so RL starts below the ceiling."""
+    limit: int | None = Field(None, ge=1)
+    """Demonstrate only the first N tasks (after the exclusion)."""
 
 
 class StageEvalConfig(StrictModel):
@@ -134,6 +142,30 @@ def write_heldout_tasks(config: PipelineConfig) -> str | None:
     return write_tasks_jsonl(tasks, Path(config.output_dir) / "tasks-heldout.jsonl")
 
 
+def write_demo_tasks(config: PipelineConfig, train_tasks: str, heldout: str | None) -> tuple[str, list[str]]:
+    """The tasks the expert demonstrates as one JSONL file: `demos.tasks` (default: the train
+    tasks), less the train tasks when `demos.exclude_train_tasks`, first `demos.limit`. A
+    held-out task among them is an error: SFT on it would make the held-out numbers meaningless."""
+    from envs.tasks import load_tasks
+
+    demos = config.demos
+    if demos.tasks is None and not demos.exclude_train_tasks and demos.limit is None:
+        return train_tasks, [t.instance_id for t in load_tasks(train_tasks)]
+    train_ids = {t.instance_id for t in load_tasks(train_tasks)}
+    tasks = load_tasks(demos.tasks or train_tasks)
+    if demos.exclude_train_tasks:
+        tasks = [t for t in tasks if t.instance_id not in train_ids]
+    tasks = tasks[: demos.limit]
+    if not tasks:
+        raise ValueError(f"no tasks left to demonstrate in {demos.tasks or 'the train tasks'!r}"
+                         + (" once the train tasks are excluded" if demos.exclude_train_tasks else ""))
+    leaked = sorted({t.instance_id for t in tasks} & {t.instance_id for t in load_tasks(heldout)}) if heldout else []
+    if leaked:
+        raise ValueError(f"demos.tasks includes held-out tasks {leaked[:5]}{' …' if len(leaked) > 5 else ''}: "
+                         "the held-out evaluation must see tasks no stage trained on")
+    return write_tasks_jsonl(tasks, Path(config.output_dir) / "tasks-demos.jsonl"), [t.instance_id for t in tasks]
+
+
 # Settings that never change what a training stage produces: where it writes, how often it
 # checkpoints, what it logs. Everything else, including max_steps, is part of its mark.
 _NOT_RESULT_KEYS = ("output_dir", "checkpoint", "logging")
@@ -201,9 +233,14 @@ class Pipeline:
         self.splits = {"train": train_tasks, **({"heldout": heldout} if heldout else {})}
         self.say(f"[1/7] {len(ids)} train tasks: {', '.join(ids)}" + (f"; held-out: {cfg.eval.heldout}" if heldout else ""))
 
+        demo_tasks, demo_ids = write_demo_tasks(cfg, train_tasks, heldout)
+        if demo_tasks != train_tasks:
+            self.say(f"[1/7] {len(demo_ids)} demonstration tasks" + (
+                " (the train tasks left out)" if cfg.demos.exclude_train_tasks else ""))
+
         base = cfg.train.model.name
         self._evaluate("base", base, "[2/7]")
-        demos = self._demos(train_tasks)
+        demos = self._demos(demo_tasks)
         sft_model = self._sft(demos)
         self._evaluate("sft", sft_model, "[5/7]")
         rl_model = self._rl(sft_model, train_tasks)
@@ -225,7 +262,7 @@ class Pipeline:
             solved, n = solve_counts(report)
             self.say(f"{tag} eval {stage:<4} on {split:<7}: solved {solved}/{n} (pass@1 {report['pass_at_k']['1']:.2f})")
 
-    def _demos(self, train_tasks: str) -> Path:
+    def _demos(self, demo_tasks: str) -> Path:
         from agent_rl.demos.collect import collect_demos
         from agent_rl.engines.models import load_tokenizer
         from envs.tasks import load_tasks
@@ -233,7 +270,7 @@ class Pipeline:
         out = self.config.stage_dir("demos")
         agent = self.config.train.agent
         self.marks["demos"] = claim_stage(out, {
-            "tasks": self.marks["tasks"], "tokenizer": self.config.train.model.name,
+            "tasks": file_digest(demo_tasks), "tokenizer": self.config.train.model.name,
             "demos": self.config.demos.model_dump(mode="json", exclude={"concurrency"}),
             "env": self.config.train.env.model_dump(mode="json"),
             "max_total_tokens": agent.max_total_tokens, "max_tokens_per_turn": agent.max_tokens_per_turn,
@@ -241,7 +278,7 @@ class Pipeline:
         report_path = out / "report.json"
         if not report_path.exists():  # the report is written last: its presence means the stage finished
             report = asyncio.run(collect_demos(
-                load_tasks(train_tasks), load_tokenizer(self.config.train.model.name), out,
+                load_tasks(demo_tasks), load_tokenizer(self.config.train.model.name), out,
                 concurrency=self.config.demos.concurrency, env_config=self.config.train.env,
                 agent_config={"max_total_tokens": agent.max_total_tokens, "max_tokens_per_turn": agent.max_tokens_per_turn},
                 style=self.config.demos.style,

@@ -11,7 +11,9 @@ import pytest
 from agent_rl.cli import main
 from agent_rl.eval.reward_curve import bootstrap_diff, episode_rewards, reward_curve, step_rewards
 from agent_rl.recipes import load_config
-from agent_rl.train.pipeline import PipelineConfig, before_after_lines, finished_checkpoint, write_train_tasks
+from agent_rl.train.pipeline import (
+    PipelineConfig, before_after_lines, finished_checkpoint, write_demo_tasks, write_heldout_tasks, write_train_tasks,
+)
 from strictconfig import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +53,31 @@ def test_train_tasks_are_written_once_in_the_order_of_their_ids(tmp_path):
                                                                                        "ids": ["inilike-001-floor"]}}})
     with pytest.raises(ValueError, match="not in 'builtin:floor:train'.*inilike-001-floor"):
         write_train_tasks(bad)  # a held-out task is not a train task
+
+
+def test_demo_tasks_default_to_the_train_tasks_and_can_leave_them_out(tmp_path):
+    ids = ["lrukit-001-floor", "datekit-001-floor"]
+
+    def config(**demos):
+        return PipelineConfig.from_config({
+            "output_dir": str(tmp_path), "demos": demos,
+            "train": {"tasks": {"source": "builtin:floor:train", "ids": ids}},
+            "eval": {"heldout": "builtin:floor:heldout", "heldout_limit": 2}})
+
+    plain = config()
+    train, _ = write_train_tasks(plain)
+    heldout = write_heldout_tasks(plain)
+    assert write_demo_tasks(plain, train, heldout) == (train, ids)  # same file: the old stage marks hold
+
+    path, demo_ids = write_demo_tasks(config(tasks="builtin:floor:train", exclude_train_tasks=True), train, heldout)
+    assert len(demo_ids) > 10 and not set(ids) & set(demo_ids)
+    assert [json.loads(line)["instance_id"] for line in Path(path).read_text().splitlines()] == demo_ids
+    _, few = write_demo_tasks(config(tasks="builtin:floor:train", exclude_train_tasks=True, limit=3), train, heldout)
+    assert few == demo_ids[:3]
+    with pytest.raises(ValueError, match="held-out tasks.*inilike-001-floor"):
+        write_demo_tasks(config(tasks="builtin:floor"), train, heldout)  # the whole tier: held-out included
+    with pytest.raises(ValueError, match="no tasks left to demonstrate.*train tasks are excluded"):
+        write_demo_tasks(config(exclude_train_tasks=True), train, heldout)
 
 
 def test_reward_curve_rises_only_when_the_interval_clears_zero(tmp_path):
