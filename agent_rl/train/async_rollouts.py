@@ -1,9 +1,9 @@
 """Asynchronous rollouts (`algorithm.mode: async`): episodes never wait for the trainer.
 
 A producer thread runs its own event loop and keeps up to `concurrency` episodes in flight.
-It draws tasks from the run's `TaskSampler` one group at a time (a *draw*: G episodes of one
-task), plays them through the trainer's `EpisodeRunner` and engine, and puts each finished
-group into a buffer. The trainer takes groups from the buffer (`take`), updates, and pushes
+It starts task groups drawn from the run's task sampler (a *draw*: G episodes of one task),
+plays them through the trainer's `EpisodeRunner` and engine, and puts each finished group
+into a buffer. The trainer takes groups from the buffer (`take`), updates, and pushes
 new weights into the engine while the producer keeps going; an episode in flight at that
 moment samples its next turn with the new weights, and each token records the version that
 sampled it (`Trajectory.token_versions`).
@@ -12,16 +12,39 @@ Staleness (η = `max_staleness`). A group's age when trained is the trainer's ve
 the oldest version that sampled any of its tokens. Two rules keep it ≤ η:
 
   admission   a draw starts only while  lag + ⌊pending / B⌋ ≤ η,  where pending counts the
-              draws started but not taken, B the groups per step, and lag is 1 while the
-              trainer is updating (what starts now is trained after the next weights) and 0
-              while it waits. With η = 0 nothing starts during an update: synchronous RL.
+              draws started but not taken, plus the groups the `take` in progress has already
+              handed over (they fill the step it is taking, not a later one), B the groups per
+              step, and lag is 1 while the trainer is updating (what starts now is trained
+              after the next weights) and 0 while it waits. With η = 0 nothing starts during an
+              update: synchronous RL.
   on take     a straggler can still finish late. A group older than η is never trained: it
               is dropped, counted, and its task is drawn again first (so no task is lost).
 
-Resume. `snapshot()` returns the sampler's state together with every draw started but not
-trained (in flight, buffered, waiting to be retried), taken under one lock so the two agree.
-A resumed producer replays those draws before drawing new ones: no task is skipped or
-repeated. Finished-but-untrained episodes are played again (they were never trained on).
+Draws are made on the trainer's thread, never the producer's. `start()` and every group
+`take` hands over (or drops as stale) keep  running + buffered + to-replay + planned  draws
+at T = (η + 1)·B, the most the admission rule lets be started and not taken: the producer
+only pops the planned queue, so it never waits for a draw, and the sampler is touched by one
+thread, under the producer's lock. The task stream is then a pure function of the sequence
+of groups the trainer takes (and their outcomes), whatever the producer's timing. The price:
+a draw is made up to T takes before it is trained, as deep as the admission rule lets a
+started group wait anyway, so a task the pool retires is still played for the draws already
+made.
+
+Learning samplers (`tasks.sampler: adaptive`) are shown each group when `take` hands it over,
+before the draw that refills its slot, not when it finishes: a finished group is still a
+pending draw (a resume plays it again), so showing it at finish would count it twice across a
+resume, and finishing order inside the producer is timing. A stale-dropped group is shown
+too: its episodes are real graded outcomes, of a policy only somewhat older than η allows
+(the pool's window spans several versions anyway), and hiding them would leave the tasks
+whose episodes run long, the ones that go stale, unjudged. Its replay is a new attempt (new
+seeds) and is shown again when taken.
+
+Resume. `snapshot()` returns the sampler's state together with every draw made but not
+trained (planned, in flight, buffered, waiting to be retried), taken under one lock so the two
+agree: each draw is either shown to the sampler or pending, never both. A resumed producer
+replays those draws before drawing new ones: no task is skipped or repeated, and a run given
+the same groups makes the same draws as the uninterrupted one. Finished-but-untrained episodes
+are played again (they were never trained on).
 """
 from __future__ import annotations
 
@@ -35,6 +58,7 @@ from typing import Any, Callable, Sequence
 
 from agent_rl.rollout.runner import episode_seed
 from agent_rl.rollout.trajectory import Trajectory
+from agent_rl.train.task_pool import LearnsFromOutcomes, episode_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +145,12 @@ class AsyncRollouts:
         self.version = version  # the trainer's current policy version (the engine's weights)
         self._cond = threading.Condition()
         self._replay: collections.deque[Draw] = collections.deque(replay)  # started, not trained: first
+        self._planned: collections.deque[Draw] = collections.deque()  # drawn by the trainer's thread, not started
         self._running: dict[int, Draw] = {}  # draw index → draw, playing now
         self._buffer: collections.deque[Group] = collections.deque()
         self._next_index = next_index
         self._updating = False
+        self._taking = 0  # groups the take() in progress has handed over so far
         self._stop = False
         self._error: BaseException | None = None
         self._stats = ProducerStats()
@@ -135,6 +161,8 @@ class AsyncRollouts:
 
     # ------------------------------------------------------------------ trainer side
     def start(self) -> None:
+        with self._cond:
+            self._plan()
         self._thread = threading.Thread(target=self._thread_main, name="async-rollouts", daemon=True)
         self._thread.start()
 
@@ -149,6 +177,7 @@ class AsyncRollouts:
         deadline = None if timeout_s is None else started + timeout_s
         with self._cond:
             self._updating = False  # waiting for data, not updating (dynamic sampling takes again)
+            self._taking = 0
             self._cond.notify_all()
             while len(out) < n_groups:
                 while not self._buffer and self._error is None and not self._stop:
@@ -161,6 +190,7 @@ class AsyncRollouts:
                 if self._stop:
                     raise RuntimeError("the rollout producer is closed")
                 group = self._buffer.popleft()
+                self._show(group)  # before _plan: the draw that refills this slot knows the outcome
                 if staleness(self.version(), group) > self.max_staleness:
                     # A straggler: it finished after groups started later. Play its task again.
                     if group.draw.attempt >= 2:
@@ -173,8 +203,10 @@ class AsyncRollouts:
                     self._cond.notify_all()
                     continue
                 out.append(group)
+                self._taking = len(out)
+                self._plan()
             self._stats.wait_s += time.monotonic() - started
-            self._updating = True
+            self._updating, self._taking = True, 0
             self._cond.notify_all()  # the buffer has room again: the producer may start more
         return out
 
@@ -185,9 +217,9 @@ class AsyncRollouts:
             self._cond.notify_all()
 
     def snapshot(self) -> dict[str, Any]:
-        """The sampler's state and every draw started but not yet trained (for a checkpoint)."""
+        """The sampler's state and every draw made but not yet trained (for a checkpoint)."""
         with self._cond:
-            pending = sorted([*self._replay, *self._running.values(), *(g.draw for g in self._buffer)],
+            pending = sorted([*self._replay, *self._planned, *self._running.values(), *(g.draw for g in self._buffer)],
                              key=lambda d: d.index)
             return {"sampler": self.sampler.state_dict(), "pending": [d.as_list() for d in pending],
                     "next_index": self._next_index}
@@ -213,6 +245,20 @@ class AsyncRollouts:
             if self._thread.is_alive():
                 log.warning("the rollout producer did not stop within 120 s")
 
+    def _plan(self) -> None:
+        """Draw new tasks until T = (η + 1)·B draws are pending (module docstring). Trainer's
+        thread only, caller holds the lock: the sampler is never touched by the producer."""
+        target = (self.max_staleness + 1) * self.groups_per_step
+        while self._started() + len(self._replay) + len(self._planned) < target:
+            self._planned.append(Draw(self._next_index, self.sampler.take(1)[0]))
+            self._next_index += 1
+
+    def _show(self, group: Group) -> None:
+        """A learning sampler sees the group's graded episodes (caller holds the lock)."""
+        outcomes = episode_outcomes(group.trajectories)
+        if outcomes and isinstance(self.sampler, LearnsFromOutcomes):
+            self.sampler.observe(group.draw.task_id, outcomes)
+
     # ------------------------------------------------------------------ producer side
     def _started(self) -> int:
         """Draws started and not yet taken: what the admission rule counts."""
@@ -223,14 +269,14 @@ class AsyncRollouts:
         wait. Caller holds the lock."""
         if self._stop or self._episodes_running + self.group_size > max(self.concurrency, self.group_size):
             return None
-        if not may_start(self._started(), self.groups_per_step, self.max_staleness, self._updating):
+        # Groups this take has handed over still count: without them a draw started while the
+        # trainer waits for the rest of its step would land one step later than the rule allows.
+        if not may_start(self._started() + self._taking, self.groups_per_step, self.max_staleness, self._updating):
             return None
         if self._replay:
             # Draws to play again (from a checkpoint, or dropped as stale) go before new ones.
             return self._replay.popleft()
-        draw = Draw(self._next_index, self.sampler.take(1)[0])
-        self._next_index += 1
-        return draw
+        return self._planned.popleft() if self._planned else None
 
     def _thread_main(self) -> None:
         loop = asyncio.new_event_loop()
@@ -243,6 +289,14 @@ class AsyncRollouts:
                 self._error = exc
                 self._cond.notify_all()
         finally:
+            # An HTTP engine keeps a session per calling loop; this one's must close before
+            # the loop does (a closed loop's session can no longer be closed).
+            release = getattr(self.engine, "release_session", None)
+            if release is not None:
+                try:
+                    loop.run_until_complete(release())
+                except Exception:  # the run is ending either way
+                    log.debug("closing the producer's engine session failed", exc_info=True)
             loop.close()
 
     async def _produce(self) -> None:
@@ -283,8 +337,8 @@ class AsyncRollouts:
         """This draw's task and the next few the producer will start: the warm pools are sized
         to them (sizing to this task alone would shrink the pools the others are about to use)."""
         with self._cond:
-            ids = [draw.task_id, *(d.task_id for d in self._replay)]
-            ids += self.sampler.peek(max(1, self.concurrency // self.group_size))
+            planned = list(self._planned)[: max(1, self.concurrency // self.group_size)]
+            ids = [draw.task_id, *(d.task_id for d in self._replay), *(d.task_id for d in planned)]
         return [self.tasks[t] for t in dict.fromkeys(ids)]
 
     async def _play(self, draw: Draw) -> None:

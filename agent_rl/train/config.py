@@ -76,7 +76,8 @@ class TasksConfig(StrictModel):
     sampler: Literal["epoch", "adaptive"] = "epoch"
     """epoch: every task once per seeded epoch (train/sampler.py). adaptive: spend the draws on tasks
     whose running pass rate lies in a band, retire always-solved and park never-solved tasks
-    (train/task_pool.py, configured by `adaptive`; algorithm.mode sync only)."""
+    (train/task_pool.py, configured by `adaptive`; in algorithm.mode async it is shown each group
+    as the trainer takes it)."""
     adaptive: AdaptivePoolConfig = Field(default_factory=AdaptivePoolConfig)
 
 
@@ -282,12 +283,6 @@ class TrainConfig(StrictModel):
             # producer's); Ray workers run episodes on other nodes, where it is not. Not wired
             # yet: refuse rather than ignore.
             raise ValueError("rollout.harness runs with cluster.kind local only")
-        if self.tasks.sampler == "adaptive" and alg.mode == "async":
-            # The producer draws ahead from its own thread while the trainer observes graded groups:
-            # which observations a draw sees would depend on thread timing, so neither the run nor a
-            # resume of it could be replayed exactly. Refuse rather than sample irreproducibly.
-            raise ValueError("tasks.sampler adaptive runs with algorithm.mode sync only (the async producer "
-                             "draws ahead of the pass rates it would need); use tasks.sampler epoch with async")
         temperature = self.agent.sampling.temperature
         if temperature <= 0:
             raise ValueError(f"agent.sampling.temperature must be > 0 for training (got {temperature}): "

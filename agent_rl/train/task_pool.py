@@ -25,6 +25,10 @@ Randomness comes from one `random.Random` whose state is in `state_dict()` toget
 records and the current pass, so a pool loaded from a checkpoint draws exactly what the
 uninterrupted one would. `take` reads the records but never changes them, which is what makes
 `peek` (take, then put the RNG and the pass back) exact.
+
+The pool holds no lock: it is used from the trainer's thread only. In `algorithm.mode: async`
+the producer (train/async_rollouts.py) draws from it and shows it each group on that thread,
+inside `take`, so a pool in a checkpoint agrees with the draws recorded as in flight.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 from pydantic import Field, model_validator
 
@@ -42,8 +46,8 @@ from strictconfig import StrictModel
 if TYPE_CHECKING:
     from agent_rl.train.config import TasksConfig
 
-__all__ = ["AdaptivePoolConfig", "AdaptiveTaskPool", "LearnsFromOutcomes", "TaskRecord", "make_task_sampler",
-           "pool_metrics", "standing"]
+__all__ = ["AdaptivePoolConfig", "AdaptiveTaskPool", "LearnsFromOutcomes", "TaskRecord", "episode_outcomes",
+           "make_task_sampler", "pool_metrics", "standing"]
 
 Standing = Literal["unseen", "judging", "in_band", "out_of_band", "retired", "parked"]
 BENCHED: frozenset[str] = frozenset({"retired", "parked"})
@@ -304,6 +308,13 @@ class AdaptiveTaskPool:
         for task, r in state["records"].items():
             self.records[task] = TaskRecord(int(r["attempts"]), int(r["solved"]), int(r["streak"]),
                                             tuple(int(x) for x in r["recent"])[-window:])
+
+
+def episode_outcomes(trajectories: Iterable[Any]) -> list[float]:
+    """What a pool is shown of one task's group: the rewards of its graded episodes. A broken
+    episode says nothing about the task; a harness episode split into segments is one outcome,
+    its first segment stands for it. (Used by the sync trainer and the async producer alike.)"""
+    return [t.reward for t in trajectories if t.error is None and t.segment == 0]
 
 
 def make_task_sampler(tasks: "TasksConfig", task_ids: Sequence[str], *, seed: int,

@@ -16,8 +16,9 @@ Formulas live in agent_rl.algo and the update in update.py; this file only orche
 
 Asynchronous mode (`algorithm.mode: async`): steps 1-2 run continuously in a producer thread
 (train/async_rollouts.py) with its own copy of the weights in the engine; step 2 becomes
-"take the next finished groups, at most η versions old", step 6 pushes weights while episodes
-keep running, and the loss (update.py) is the decoupled objective it always is.
+"take the next finished groups, at most η versions old" (an adaptive pool is shown each group
+as it is taken), step 6 pushes weights while episodes keep running, and the loss (update.py)
+is the decoupled objective it always is.
 
 N ranks (`torchrun --nproc-per-node N -m agent_rl.cli train ...`): rank 0 does steps 1-4, 6
 and 7 as above, with an engine that holds its own copy of the weights; every rank holds an
@@ -52,7 +53,7 @@ from agent_rl.train.distributed.fsdp import shard, unwrap
 from agent_rl.train.distributed.ranks import Ranks
 from agent_rl.train.metrics import MetricsLogger, devices_held, mean, process_cpu_seconds, step_metrics
 from agent_rl.train.policy import find_resume_checkpoint, load_policy, make_optimizer, run_to_max_steps, seed_everything
-from agent_rl.train.task_pool import LearnsFromOutcomes, make_task_sampler, pool_metrics
+from agent_rl.train.task_pool import LearnsFromOutcomes, episode_outcomes, make_task_sampler, pool_metrics
 from agent_rl.train.update import UpdateSettings, update_step
 from agent_rl.train.weight_sync import probe_ids, sync_weights, trainer_probe_logprobs
 
@@ -342,6 +343,7 @@ class Trainer:
         metrics.update(rollout["cluster"])
         metrics.update(rollout.get("async", {}))
         metrics["deadline_episodes"] = sum(t.finish_reason == "deadline" for t in rollout["trajectories"])
+        metrics["refilled_episodes"] = sum(t.refill for t in rollout["trajectories"])
         metrics["partial_groups_dropped"], self._partial_groups_dropped = self._partial_groups_dropped, 0
         metrics.update(pool_metrics(self.sampler))  # tasks.sampler adaptive: the pool's make-up after this step
         row = self.metrics.log(step, metrics)
@@ -510,9 +512,10 @@ class Trainer:
         ones say nothing about the task; the partial-group policy does not matter here), at once:
         a dynamic-sampling round later in this step already draws on what this round showed."""
         if isinstance(self.sampler, LearnsFromOutcomes):
-            # A harness episode split into segments is one outcome: its first segment stands for it.
-            for group in group_by_task([t for t in trajectories if t.error is None and t.segment == 0], task_ids):
-                self.sampler.observe(group[0].task_id, [t.reward for t in group])
+            for group in group_by_task(trajectories, task_ids):
+                outcomes = episode_outcomes(group)
+                if outcomes:
+                    self.sampler.observe(group[0].task_id, outcomes)
 
     def _group(self, trajectories: list[Trajectory], task_ids: list[str]) -> list[list[Trajectory]]:
         """`group_by_task`, then the step deadline's policy for groups that lost members (cut by a

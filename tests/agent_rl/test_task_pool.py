@@ -173,11 +173,16 @@ def test_bad_outcomes_and_unknown_tasks_are_errors():
     (["tasks.adaptive.band_hi=0.5"], "did you mean 'band_high'"),
     (["tasks.adaptive.revisit_probability=1.5"], "revisit_probability"),
     (["tasks.sampler=bandit"], "not one of"),
-    (["tasks.sampler=adaptive", "algorithm.mode=async"], "adaptive runs with algorithm.mode sync only"),
 ])
 def test_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_train_config(RECIPE, overrides)
+
+
+def test_adaptive_runs_in_async_mode_too():
+    # The async producer draws on the trainer's thread (tests/agent_rl/test_task_pool_async.py).
+    config = load_train_config(RECIPE, ["tasks.sampler=adaptive", "algorithm.mode=async"])
+    assert config.tasks.sampler == "adaptive" and config.algorithm.mode == "async"
 
 
 def test_epoch_sampler_is_the_default_and_unchanged():
