@@ -46,6 +46,11 @@ class GatewayConfig(StrictModel):
 class Gateway:
     """Sessions + routes + one engine. `start` binds it (port 0: a free port), `stop` ends it."""
 
+    STOP_GRACE_S = 5.0
+    """How long `stop` lets requests in flight finish before cancelling them (aiohttp's default
+    is 60 s). Their sessions are closed by then: an /exec still waiting on a sandbox that its
+    episode's teardown destroyed (a step cut) would otherwise hold the stop for a minute."""
+
     def __init__(self, engine: Engine, tokenizer: Any, *, model_name: str = "agent-rl",
                  config: GatewayConfig | dict[str, Any] | None = None) -> None:
         self.engine = engine
@@ -64,7 +69,8 @@ class Gateway:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen; returns the root URL (`http://host:port`)."""
-        self._runner = web.AppRunner(build_app(self), handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(build_app(self), handle_signals=False, access_log=None,
+                                     shutdown_timeout=self.STOP_GRACE_S)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()

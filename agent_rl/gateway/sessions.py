@@ -115,6 +115,10 @@ class SessionRegistry:
         del self._sessions[session_id]
         return session
 
+    def discard(self, session_id: str) -> Session | None:
+        """`pop` if the session is still here (closed first); None if it was already taken."""
+        return self.pop(session_id) if session_id in self._sessions else None
+
     def __len__(self) -> int:
         return len(self._sessions)
 

@@ -220,37 +220,42 @@ def refill_bound_s(settings: StepDeadline, cutter: StepCutter) -> float:
 
 
 Job = TypeVar("Job")
-PlayRound = Callable[[Sequence[Job], StepCutter], Awaitable[list[Trajectory]]]
+# One job's outcome: a trajectory, or (an outside harness's episode) its segments, in order.
+Played = Trajectory | list[Trajectory]
+PlayRound = Callable[[Sequence[Job], StepCutter], Awaitable[Sequence[Played]]]
+
+
+def _episodes(played: Sequence[Played]) -> list[list[Trajectory]]:
+    return [list(p) if isinstance(p, list) else [p] for p in played]
 
 
 async def play_step(jobs: Sequence[Job], settings: StepDeadline | None, play_round: PlayRound,
                     refill_of: Callable[[Job], Job]) -> list[Trajectory]:
     """A step's episodes under its step deadline, with the refill round where `partial_groups`
-    is "refill" (see the module docstring). `play_round(jobs, cutter)` plays a round (a
-    trajectory per job, in order) with `cutter` beside it; `refill_of(job)` is the job that
-    replaces a cut one (same task and group index, its own seed). Returns the trajectories in
-    job order, each refill right after the member it replaces."""
+    is "refill" (see the module docstring). `play_round(jobs, cutter)` plays a round (per job,
+    in order, a trajectory or a list of them: a harness episode's segments) with `cutter`
+    beside it; `refill_of(job)` is the job that replaces a cut one (same task and group index,
+    its own seed). Returns the trajectories in job order (a job's segments together), each
+    refill right after the member it replaces."""
     cutter = StepCutter.for_step(settings, len(jobs))
-    played = await play_round(jobs, cutter)
+    played = _episodes(await play_round(jobs, cutter))
     if cutter.fired:
         log.info("step deadline: %d of %d episodes cut", cutter.cut, len(jobs))
-    if settings is None or settings.partial_groups != "refill" or not cutter.fired:
-        return played
-    lost = [k for k, traj in enumerate(played) if cut_by_step(traj)]
-    if not lost:
-        return played
+    lost = [k for k, episode in enumerate(played) if any(cut_by_step(t) for t in episode)]
+    if settings is None or settings.partial_groups != "refill" or not cutter.fired or not lost:
+        return [t for episode in played for t in episode]
     bound = refill_bound_s(settings, cutter)
-    refills = await play_round([refill_of(jobs[k]) for k in lost], StepCutter.after(bound))
-    for traj in refills:
-        traj.refill = True
+    refills = _episodes(await play_round([refill_of(jobs[k]) for k in lost], StepCutter.after(bound)))
+    for episode in refills:
+        for traj in episode:
+            traj.refill = True
     log.info("step deadline: %d cut episodes refilled within %.1fs, %d of the refills cut again",
-             len(refills), bound, sum(cut_by_step(t) for t in refills))
+             len(refills), bound, sum(any(cut_by_step(t) for t in episode) for episode in refills))
     replacing = dict(zip(lost, refills))
     merged: list[Trajectory] = []
-    for k, traj in enumerate(played):
-        merged.append(traj)
-        if k in replacing:
-            merged.append(replacing[k])
+    for k, episode in enumerate(played):
+        merged.extend(episode)
+        merged.extend(replacing.get(k, ()))
     return merged
 
 

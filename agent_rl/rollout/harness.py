@@ -125,54 +125,60 @@ async def run_harness_episode(env: Any, gateway: Any, settings: HarnessConfig, t
         return await env.arun_command(command, timeout=timeout, cwd=cwd)
 
     session = gateway.open_session(instance_id, executor=execute)
-    limit = min(settings.timeout_s, timeout_s) if timeout_s is not None else settings.timeout_s
-    reason, exit_code = "harness_exit", None
-    with tempfile.TemporaryDirectory(prefix="agent-rl-harness-") as tmp:
-        log_dir = Path(settings.log_dir) if settings.log_dir else Path(tmp)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"{instance_id}-{session.id[:8]}.log"
-        task_file = Path(tmp) / "task.json"
-        record = _task_record(env, task, instance_id)
-        task_file.write_text(json.dumps(record), encoding="utf-8")
-        values = {
-            "base_url": gateway.base_url(session), "exec_url": gateway.exec_url(session),
-            "session_url": f"{gateway.url}/s/{session.id}", "session": session.id, "model": gateway.model_name,
-            "task_file": str(task_file), "instance_id": instance_id, "workdir": record["workdir"],
-            "python": sys.executable, "log_dir": str(log_dir),
-        }
-        argv = harness_argv(settings.command, values)
-        with open(log_path, "wb") as out:
-            try:
-                process = await asyncio.create_subprocess_exec(
-                    *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True, env={**os.environ, **settings.env}, cwd=tmp)
-            except OSError as exc:
-                gateway.sessions.pop(session.id)
-                await env.afinish("harness_failed")
-                return [Trajectory(task_id=instance_id, finish_reason="error", group_index=group_index,
-                                   error=f"harness could not start: {argv[0]}: {exc}")]
-            try:
-                exit_code = await asyncio.wait_for(process.wait(), limit)
-                reason = "harness_exit" if exit_code == 0 else "harness_failed"
-            except asyncio.TimeoutError:
-                reason = "harness_timeout"
-                log.info("harness for %s ran past %gs: killed", instance_id, limit)
-            finally:
-                await _stop(process)  # also on cancellation (a deadline cut): nothing outlives the episode
-        gateway.sessions.close(session.id)  # a straggling call now gets 404, not a recording
-        tail = _tail(log_path) if exit_code != 0 else ""
-    harness_s = time.monotonic() - started
-    _, reward, terminated, truncated, end = await env.afinish(reason)
-    session = gateway.sessions.pop(session.id)
-    timings = {"harness_s": round(harness_s, 4), "total_s": round(time.monotonic() - started, 4)}
-    trajectories = session.trajectories(
-        reward=reward, grade=end.get("grade") or {}, patch=str(end.get("patch") or ""), finish_reason=reason,
-        terminated=bool(terminated), truncated=bool(truncated), group_index=group_index, timings=timings)
-    if exit_code not in (0, None):
-        log.warning("harness for %s exited with %s; output tail:\n%s", instance_id, exit_code, tail[-800:])
-    if not trajectories:
-        why = f"exit code {exit_code}" if exit_code is not None else f"killed after {limit:g}s"
-        return [Trajectory(task_id=instance_id, finish_reason=reason, group_index=group_index,
-                           grade=end.get("grade") or {}, patch=str(end.get("patch") or ""), timings=timings,
-                           error=f"harness made no model calls ({why}); output tail: {tail[-1000:]}")]
-    return trajectories
+    try:
+        limit = min(settings.timeout_s, timeout_s) if timeout_s is not None else settings.timeout_s
+        reason, exit_code = "harness_exit", None
+        with tempfile.TemporaryDirectory(prefix="agent-rl-harness-") as tmp:
+            log_dir = Path(settings.log_dir) if settings.log_dir else Path(tmp)
+            log_dir.mkdir(parents=True, exist_ok=True)
+            log_path = log_dir / f"{instance_id}-{session.id[:8]}.log"
+            task_file = Path(tmp) / "task.json"
+            record = _task_record(env, task, instance_id)
+            task_file.write_text(json.dumps(record), encoding="utf-8")
+            values = {
+                "base_url": gateway.base_url(session), "exec_url": gateway.exec_url(session),
+                "session_url": f"{gateway.url}/s/{session.id}", "session": session.id, "model": gateway.model_name,
+                "task_file": str(task_file), "instance_id": instance_id, "workdir": record["workdir"],
+                "python": sys.executable, "log_dir": str(log_dir),
+            }
+            argv = harness_argv(settings.command, values)
+            with open(log_path, "wb") as out:
+                try:
+                    process = await asyncio.create_subprocess_exec(
+                        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                        start_new_session=True, env={**os.environ, **settings.env}, cwd=tmp)
+                except OSError as exc:
+                    gateway.sessions.pop(session.id)
+                    await env.afinish("harness_failed")
+                    return [Trajectory(task_id=instance_id, finish_reason="error", group_index=group_index,
+                                       error=f"harness could not start: {argv[0]}: {exc}")]
+                try:
+                    exit_code = await asyncio.wait_for(process.wait(), limit)
+                    reason = "harness_exit" if exit_code == 0 else "harness_failed"
+                except asyncio.TimeoutError:
+                    reason = "harness_timeout"
+                    log.info("harness for %s ran past %gs: killed", instance_id, limit)
+                finally:
+                    await _stop(process)  # also on cancellation (a deadline cut): nothing outlives the episode
+            gateway.sessions.close(session.id)  # a straggling call now gets 404, not a recording
+            tail = _tail(log_path) if exit_code != 0 else ""
+        harness_s = time.monotonic() - started
+        _, reward, terminated, truncated, end = await env.afinish(reason)
+        session = gateway.sessions.pop(session.id)
+        timings = {"harness_s": round(harness_s, 4), "total_s": round(time.monotonic() - started, 4)}
+        trajectories = session.trajectories(
+            reward=reward, grade=end.get("grade") or {}, patch=str(end.get("patch") or ""), finish_reason=reason,
+            terminated=bool(terminated), truncated=bool(truncated), group_index=group_index, timings=timings)
+        if exit_code not in (0, None):
+            log.warning("harness for %s exited with %s; output tail:\n%s", instance_id, exit_code, tail[-800:])
+        if not trajectories:
+            why = f"exit code {exit_code}" if exit_code is not None else f"killed after {limit:g}s"
+            return [Trajectory(task_id=instance_id, finish_reason=reason, group_index=group_index,
+                               grade=end.get("grade") or {}, patch=str(end.get("patch") or ""), timings=timings,
+                               error=f"harness made no model calls ({why}); output tail: {tail[-1000:]}")]
+        return trajectories
+    finally:
+        # Cancelled (a step cut on a Ray worker, a closing producer) or failed before the
+        # recording was taken: drop the session, or a long-lived gateway (one per Ray
+        # worker, the async producer's) would keep it for its whole life.
+        gateway.sessions.discard(session.id)

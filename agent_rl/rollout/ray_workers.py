@@ -24,6 +24,17 @@ Docker engine, all generating through the driver's engine over HTTP.
   here (phase "remote" or "queued"; its turns stay on the worker), never trained. Refill
   rounds (`partial_groups: refill`) run through the same `deadlines.play_step` as in process.
   A worker whose node dies after the step fired is not replayed: the episode is cut.
+- Outside harnesses (`rollout.harness`): each worker runs the harness process on its own node,
+  against its own recording gateway (agent_rl/gateway), served on that node's loopback from
+  the worker's event loop in front of the driver's engine (token mode, as above) with the
+  settings `EpisodeRunner.harness_gateway` gives it; started at the worker's first harness
+  episode, kept for the following ones, stopped in `close`. So {base_url} and {exec_url} are
+  that gateway's, {python} the worker's interpreter, {task_file} and {log_dir} paths on that
+  node (the harness and what it imports must be installed there). The episode is `EpisodeRunner.harness_episode` on the worker and comes back as its
+  segments, kept together in job order; node loss, the episode deadline and the step deadline
+  apply as to our own episodes. A step cut cancels the worker's task: the harness's process
+  group is killed, its gateway session dropped, and its environment closed in the background
+  (the container destroyed).
 
 Engine replicas and trainer ranks are not placed by Ray here: trainer ranks run under
 torchrun (train/distributed), engine replicas behind any OpenAI-compatible load balancer.
@@ -31,6 +42,7 @@ torchrun (train/distributed), engine replicas behind any OpenAI-compatible load 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter
@@ -39,7 +51,7 @@ from typing import Any, Awaitable, ClassVar, Literal, Sequence
 
 from pydantic import Field
 
-from agent_rl.rollout.deadlines import StepCutter
+from agent_rl.rollout.deadlines import Played, StepCutter
 from agent_rl.rollout.trajectory import Trajectory
 from strictconfig import StrictModel
 
@@ -69,29 +81,39 @@ def _remote_worker_class() -> Any:
 
     @ray.remote(num_cpus=0)
     class RolloutWorker:
-        """An EpisodeRunner on one node: sandboxes on that node's Docker engine."""
+        """An EpisodeRunner on one node: sandboxes on that node's Docker engine; with
+        `rollout.harness`, also that node's recording gateway (see `harness_episode`)."""
 
         def __init__(self, env_config: dict[str, Any], concurrency: int, rollout: dict[str, Any] | None = None) -> None:
             from agent_rl.rollout.runner import EpisodeRunner
 
-            # `rollout` carries the episode deadline: each worker enforces it on its own episodes.
+            # `rollout` carries the episode deadline (each worker enforces it on its own
+            # episodes) and the harness, if any.
             self.runner = EpisodeRunner(env_config, concurrency=concurrency, rollout=rollout)
             self.node = ray.get_runtime_context().get_node_id()
             self._tokenizers: dict[str, Any] = {}
+            # Recording gateways by (engine URL, served model, tokenizer, gateway settings):
+            # started at the first harness episode, kept across episodes, stopped in close().
+            self._gateways: dict[str, Any] = {}
+            self._gateway_lock = asyncio.Lock()
 
         def node_id(self) -> str:
             return self.node
 
+        def _tokenizer(self, spec: str) -> Any:
+            from agent_rl.engines.models import load_tokenizer
+
+            if spec not in self._tokenizers:
+                self._tokenizers[spec] = load_tokenizer(spec)
+            return self._tokenizers[spec]
+
         async def episode(self, task: Any, engine_url: str, served_model: str, tokenizer_spec: str,
                           agent_config: dict[str, Any], seed: int | None, policy_version: int,
                           group_index: int) -> tuple[Any, str]:
-            from agent_rl.engines.models import load_tokenizer
             from agent_rl.engines.openai_http import OpenAIEngine
             from agent_rl.rollout.agent import AgentConfig
 
-            if tokenizer_spec not in self._tokenizers:
-                self._tokenizers[tokenizer_spec] = load_tokenizer(tokenizer_spec)
-            tokenizer = self._tokenizers[tokenizer_spec]
+            tokenizer = self._tokenizer(tokenizer_spec)
             engine = OpenAIEngine(engine_url, served_model, tokenizer=tokenizer, mode="tokens")
             try:
                 traj = await self.runner.episode(task, engine, tokenizer, AgentConfig.from_config(agent_config),
@@ -100,8 +122,56 @@ def _remote_worker_class() -> Any:
                 await engine.close()
             return traj, self.node
 
-        def close(self) -> None:
-            self.runner.close()
+        async def harness_episode(self, task: Any, engine_url: str, served_model: str, tokenizer_spec: str,
+                                  agent_config: dict[str, Any], group_index: int) -> tuple[list[Any], str]:
+            """One `rollout.harness` episode on this node: the harness process, its workspace and
+            grader here, talking to this worker's gateway on loopback ({base_url}, {exec_url};
+            {python} is this worker's interpreter). Its segments, in order. A cancelled call
+            (the driver's step cut) kills the harness, drops its session and closes the episode's
+            environment in the background, which destroys the container."""
+            harness = self.runner.rollout.harness
+            if harness is None:
+                raise RuntimeError("this rollout worker was started without rollout.harness")
+            gateway = await self._gateway(engine_url, served_model, tokenizer_spec, agent_config)
+            trajectories = await self.runner.harness_episode(task, gateway, harness, group_index=group_index)
+            return trajectories, self.node
+
+        async def _gateway(self, engine_url: str, served_model: str, tokenizer_spec: str,
+                           agent_config: dict[str, Any]) -> Any:
+            """This worker's gateway for these settings, started on first use in this actor's
+            event loop, in front of the driver's engine over HTTP (token mode)."""
+            from agent_rl.engines.openai_http import OpenAIEngine
+            from agent_rl.rollout.agent import AgentConfig
+
+            agent_cfg = AgentConfig.from_config(agent_config)
+            key = json.dumps([engine_url, served_model, tokenizer_spec, self.runner.harness_gateway_config(agent_cfg)],
+                             sort_keys=True)
+            async with self._gateway_lock:  # episodes arriving together start one gateway
+                gateway = self._gateways.get(key)
+                if gateway is None:
+                    tokenizer = self._tokenizer(tokenizer_spec)
+                    engine = OpenAIEngine(engine_url, served_model, tokenizer=tokenizer, mode="tokens")
+                    gateway = self.runner.harness_gateway(engine, tokenizer, agent_cfg)
+                    try:
+                        await gateway.start()  # loopback: only this node's harness processes reach it
+                    except BaseException:
+                        await engine.close()
+                        raise
+                    self._gateways[key] = gateway
+            return gateway
+
+        def gateway_sessions(self) -> int:
+            """Sessions the worker's gateways still hold (0 between episodes; tests, monitoring)."""
+            return sum(len(g.sessions) for g in self._gateways.values())
+
+        async def close(self) -> None:
+            gateways, self._gateways = list(self._gateways.values()), {}
+            for gateway in gateways:
+                try:
+                    await gateway.stop()
+                finally:
+                    await gateway.engine.close()
+            await self.runner.aclose()
 
     return RolloutWorker
 
@@ -191,8 +261,9 @@ class RayEpisodeRunner:
                       agent_config: Any = None, progress: bool = False, policy_version: int = 0,
                       seed: int | None = None) -> list[Trajectory]:
         """Play `group_size` episodes of every task across the workers, under the step deadline;
-        results in task order (a refill right after the member it replaces). `engine` and
-        `tokenizer` are the driver's (the workers use the served endpoint)."""
+        results in task order (a harness episode's segments together, a refill right after the
+        member it replaces). `engine` and `tokenizer` are the driver's (the workers use the
+        served endpoint)."""
         from agent_rl.rollout.agent import AgentConfig
         from agent_rl.rollout.deadlines import play_step
         from agent_rl.rollout.runner import episode_seed
@@ -213,8 +284,9 @@ class RayEpisodeRunner:
         return await play_step(plans, self.rollout.step_deadline, play_round, refill_of)
 
     async def _play_round(self, plans: Sequence[_Plan], cutter: StepCutter, agent: dict[str, Any],
-                          policy_version: int) -> list[Trajectory]:
-        """One round: every plan on the least busy live worker, with `cutter` beside it."""
+                          policy_version: int) -> list[Played]:
+        """One round: every plan on the least busy live worker, with `cutter` beside it; per plan
+        a trajectory (a harness episode: its segments, a list)."""
         results: list[Any] = [None] * len(plans)
         freed = asyncio.Event()  # a worker slot came free, or the cutter fired
 
@@ -246,9 +318,16 @@ class RayEpisodeRunner:
             await freed.wait()
 
     async def _play(self, plan: _Plan, cutter: StepCutter, freed: asyncio.Event, agent: dict[str, Any],
-                    policy_version: int) -> Trajectory:
-        """One episode on a worker, replayed elsewhere when its node dies, cut by the step deadline."""
+                    policy_version: int) -> Played:
+        """One episode on a worker, replayed elsewhere when its node dies, cut by the step deadline.
+        With `rollout.harness` the worker plays it with the harness, and it comes back as a list
+        (its segments; one trajectory when it broke or was cut)."""
         from ray.exceptions import RayActorError
+
+        harness = self.rollout.harness is not None
+
+        def outcome(traj: Trajectory) -> Played:
+            return [traj] if harness else traj
 
         queued_at = time.monotonic()
         while True:
@@ -256,14 +335,19 @@ class RayEpisodeRunner:
             if worker is None:
                 if cutter.fired:
                     cutter.cut_queued(lambda: True)  # nothing to stop: it never left the driver
-                    return _step_cut(plan, policy_version, time.monotonic() - queued_at, "queued")
-                return Trajectory(task_id=plan.task.instance_id, finish_reason="error", group_index=plan.group_index,
-                                  policy_version=policy_version, error="every Ray rollout worker is gone")
+                    return outcome(_step_cut(plan, policy_version, time.monotonic() - queued_at, "queued"))
+                return outcome(Trajectory(task_id=plan.task.instance_id, finish_reason="error",
+                                          group_index=plan.group_index, policy_version=policy_version,
+                                          error="every Ray rollout worker is gone"))
             worker.busy += 1
             plan.attempts += 1
             started = time.monotonic()
-            ref = worker.handle.episode.remote(plan.task, self.engine_url, self.served_model, self.tokenizer_spec,
-                                               agent, plan.seed, policy_version, plan.group_index)
+            if harness:  # no seed: the gateway samples as the run says, whatever the harness asks
+                ref = worker.handle.harness_episode.remote(plan.task, self.engine_url, self.served_model,
+                                                           self.tokenizer_spec, agent, plan.group_index)
+            else:
+                ref = worker.handle.episode.remote(plan.task, self.engine_url, self.served_model, self.tokenizer_spec,
+                                                   agent, plan.seed, policy_version, plan.group_index)
             cancelled = False
 
             def cancel() -> bool:
@@ -276,23 +360,24 @@ class RayEpisodeRunner:
 
             try:
                 with cutter.watching(cancel):
-                    traj, node = await ref
+                    played, node = await ref
             except Exception as exc:
                 if cancelled:  # TaskCancelledError, or the node died as it was being cut
-                    return _step_cut(plan, policy_version, time.monotonic() - started, "remote")
+                    return outcome(_step_cut(plan, policy_version, time.monotonic() - started, "remote"))
                 if not isinstance(exc, RayActorError):
                     raise
                 self._lost(worker, exc)  # the worker (its node) died with this episode in flight
                 if plan.attempts > self.cluster.episode_retries:
-                    return Trajectory(task_id=plan.task.instance_id, finish_reason="error", group_index=plan.group_index,
-                                      policy_version=policy_version, error=f"lost with its node {plan.attempts} times")
+                    return outcome(Trajectory(task_id=plan.task.instance_id, finish_reason="error",
+                                              group_index=plan.group_index, policy_version=policy_version,
+                                              error=f"lost with its node {plan.attempts} times"))
                 self.stats.retried += 1
                 continue
             finally:
                 worker.busy -= 1
                 freed.set()
             self.stats.per_node[node] += 1
-            return traj
+            return played
 
     def _lost(self, worker: _Worker, exc: BaseException) -> None:
         if not worker.dead:

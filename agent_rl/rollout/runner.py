@@ -425,16 +425,21 @@ class EpisodeRunner:
                 await asyncio.gather(*(one(job) for job in jobs))
         return [t for group in results for t in group]
 
+    def harness_gateway_config(self, agent_cfg: AgentConfig) -> dict[str, Any]:
+        """The gateway settings of `harness_gateway`: the agent's sampling (temperature, top_p,
+        max_tokens_per_turn, max_total_tokens) and the harness's tool-call format."""
+        return {"temperature": agent_cfg.sampling.temperature, "top_p": agent_cfg.sampling.top_p,
+                "max_tokens": agent_cfg.max_tokens_per_turn, "max_context_tokens": agent_cfg.max_total_tokens,
+                "tool_call_format": self.rollout.harness.tool_call_format if self.rollout.harness else "auto"}
+
     def harness_gateway(self, engine: Engine, tokenizer: ChatTokenizer, agent_cfg: AgentConfig) -> Any:
         """The recording gateway harness episodes talk to (an async context manager, served on
         loopback from the loop that enters it). It samples with the agent's settings
-        (temperature, top_p, max_tokens_per_turn, max_total_tokens), whatever the harness asks."""
+        (`harness_gateway_config`), whatever the harness asks."""
         from agent_rl.gateway.server import Gateway
 
-        gateway_config = {"temperature": agent_cfg.sampling.temperature, "top_p": agent_cfg.sampling.top_p,
-                          "max_tokens": agent_cfg.max_tokens_per_turn, "max_context_tokens": agent_cfg.max_total_tokens,
-                          "tool_call_format": self.rollout.harness.tool_call_format if self.rollout.harness else "auto"}
-        return Gateway(engine, tokenizer, model_name=getattr(engine, "name", "agent-rl"), config=gateway_config)
+        return Gateway(engine, tokenizer, model_name=getattr(engine, "name", "agent-rl"),
+                       config=self.harness_gateway_config(agent_cfg))
 
     async def harness_episode(self, task: Any, gateway: Any, harness: HarnessConfig, *,
                               group_index: int = 0) -> list[Trajectory]:
@@ -450,6 +455,14 @@ class EpisodeRunner:
                 timeout = None if math.isinf(remaining) else max(1.0, remaining - self.rollout.reserve_s)
                 trajectories = await run_harness_episode(env, gateway, harness, task, group_index=group_index,
                                                          timeout_s=timeout)
+        except asyncio.CancelledError:
+            # The caller gave up on the episode (a step cut on a Ray worker, a closing producer):
+            # the harness process is already killed and its session dropped (run_harness_episode);
+            # nobody waits for teardown, so the env is closed in the background, as in `episode`.
+            if env is not None:
+                self._close_in_background(env)
+                env = None
+            raise
         except Exception as exc:
             reason = f"cut by the {deadline.cut_by} deadline" if deadline.cut_by else f"{type(exc).__name__}: {exc}"
             log.warning("harness episode of %s failed: %s", _task_id(task), reason)

@@ -278,11 +278,6 @@ class TrainConfig(StrictModel):
                 f"{self.batch_size} trajectories, which is not a multiple of algorithm.mini_batch_size "
                 f"({alg.mini_batch_size})"
             )
-        if ro.harness is not None and self.cluster.kind != "local":
-            # The gateway lives in an event loop on this machine (the rollout's, or the async
-            # producer's); Ray workers run episodes on other nodes, where it is not. Not wired
-            # yet: refuse rather than ignore.
-            raise ValueError("rollout.harness runs with cluster.kind local only")
         temperature = self.agent.sampling.temperature
         if temperature <= 0:
             raise ValueError(f"agent.sampling.temperature must be > 0 for training (got {temperature}): "

@@ -50,18 +50,22 @@ def _raylet_pid(node_manager_port: int) -> int | None:
 
 @pytest.fixture(scope="module")
 def cluster():
-    head, node_b_port = _free_port(), _free_port()
+    head = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
     common = ["--num-cpus", "1", "--disable-usage-stats"]
     subprocess.run([RAY, "start", "--head", "--port", str(head), "--include-dashboard=false", *common],
                    env=env, check=True, capture_output=True, timeout=180)
-    subprocess.run([RAY, "start", "--address", f"127.0.0.1:{head}", "--node-manager-port", str(node_b_port), *common],
-                   env=env, check=True, capture_output=True, timeout=180)
-    yield {"address": f"127.0.0.1:{head}", "node_b_port": node_b_port}
-    import ray
+    try:
+        # Picked once the head's own processes hold their ports (one of them could take it).
+        node_b_port = _free_port()
+        subprocess.run([RAY, "start", "--address", f"127.0.0.1:{head}", "--node-manager-port", str(node_b_port),
+                        *common], env=env, check=True, capture_output=True, timeout=180)
+        yield {"address": f"127.0.0.1:{head}", "node_b_port": node_b_port}
+    finally:
+        import ray
 
-    ray.shutdown()
-    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=180)
+        ray.shutdown()
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=180)
 
 
 def _config(tiny_dir: Path, out: Path, address: str, tasks_per_step: int):
