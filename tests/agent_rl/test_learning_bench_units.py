@@ -29,7 +29,8 @@ def test_the_benchmark_is_the_main_job_recipe_at_size_and_its_overrides_validate
 
     args = bench.main.__globals__["argparse"].Namespace(
         model="smollm2-135m", tier="floor", tasks_limit=5, heldout_limit=3, samples=4, temperature=1.0,
-        sft_steps=3, sft_lr=1e-4, rl_steps=8, rl_lr=1e-5, group_size=2, tasks_per_step=4, rl_temperature=None)
+        sft_steps=3, sft_lr=1e-4, rl_steps=8, rl_lr=1e-5, group_size=2, tasks_per_step=4, rl_temperature=None,
+        demos="others")
     overrides = bench.pipeline_overrides(args, tmp_path)
     config = load_config(PipelineConfig, bench.REPO / "configs" / "learn-cpu.yaml", overrides)
     assert len(config.train.tasks.ids) == 5 and config.train.rollout.tasks_per_step == 4
@@ -37,6 +38,12 @@ def test_the_benchmark_is_the_main_job_recipe_at_size_and_its_overrides_validate
     assert (config.eval.samples, config.eval.temperature, config.train.max_steps) == (4, 1.0, 8)
     heldout = [json.loads(line)["instance_id"] for line in Path(config.eval.heldout).read_text().splitlines()]
     assert len(heldout) == 3 and not set(heldout) & set(config.train.tasks.ids)
+    assert config.eval.heldout_limit == 3  # the recipe's own limit does not cut the bench's subset
+    # --demos others: the rest of the train split, the RL tasks left out; --demos train: the RL tasks.
+    assert (config.demos.tasks, config.demos.exclude_train_tasks) == ("builtin:floor:train", True)
+    args.demos = "train"
+    config = load_config(PipelineConfig, bench.REPO / "configs" / "learn-cpu.yaml", bench.pipeline_overrides(args, tmp_path))
+    assert (config.demos.tasks, config.demos.exclude_train_tasks) == (None, False)
     # Default: every train task each step; --rl-temperature overrides the recipe's sampling.
     args.tasks_per_step, args.rl_temperature = 0, 1.0
     config = load_config(PipelineConfig, bench.REPO / "configs" / "learn-cpu.yaml", bench.pipeline_overrides(args, tmp_path))
