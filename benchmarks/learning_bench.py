@@ -14,13 +14,14 @@ it is one process tree and exactly what a user would type:
   5. RL curve      mean reward of RL's last 3 steps minus its first 3, with a bootstrap interval
 
 The baseline is the base model in the same run. The recipe is configs/learn-cpu.yaml with the
-task subsets, eval sampling and step counts set from the flags. The defaults are the measured
-configuration (benchmarks/results/learning_bench-2core.json): about 35 minutes on 2 CPU cores.
+task subsets, eval sampling and step counts set from the flags. benchmarks/results/
+learning_bench-2core.json is the earlier recipe's full run (--demos train --sft-steps 3): about
+35 minutes on 2 CPU cores; the current defaults add about 10 (42 demonstrations, 24 SFT steps).
 At 256 tokens per turn the base model's episodes run to the cap, so 8 train tasks with n=4
 would take about two hours; pass@k is sampled at the RL temperature (0.7).
 
     python benchmarks/learning_bench.py [--tasks-limit 4] [--heldout-limit 4] [--samples 2]
-        [--temperature 0.7] [--sft-steps 12] [--demos others|train] [--rl-steps 8] [--out runs/learning-bench] [--json out.json]
+        [--temperature 0.7] [--sft-steps 24] [--demos others|train] [--rl-steps 8] [--out runs/learning-bench] [--json out.json]
 """
 from __future__ import annotations
 
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heldout-limit", type=int, default=4, help="held-out tasks")
     parser.add_argument("--samples", type=int, default=2, help="eval samples per task (n of pass@k)")
     parser.add_argument("--temperature", type=float, default=0.7, help="eval sampling temperature")
-    parser.add_argument("--sft-steps", type=int, default=12)
+    parser.add_argument("--sft-steps", type=int, default=24)
     parser.add_argument("--demos", choices=("others", "train"), default="others",
                         help="others: demonstrate the rest of the train split (the RL tasks left out); train: the RL tasks")
     parser.add_argument("--sft-lr", type=float, default=1e-4)
