@@ -51,7 +51,10 @@ def _raylet_pid(node_manager_port: int) -> int | None:
 @pytest.fixture(scope="module")
 def cluster():
     head = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
+    # RAY_memory_monitor_refresh_ms=0: Ray's own OOM killer stops workers once the machine is
+    # 95% used, and the whole suite's pytest process holds GBs of models by then (a fresh-clone
+    # CI run saw workers killed at 22.5 of 23.5 GB); the kernel's OOM killer still applies.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0", "RAY_memory_monitor_refresh_ms": "0"}
     common = ["--num-cpus", "1", "--disable-usage-stats"]
     subprocess.run([RAY, "start", "--head", "--port", str(head), "--include-dashboard=false", *common],
                    env=env, check=True, capture_output=True, timeout=180)
