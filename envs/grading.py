@@ -226,12 +226,7 @@ def _grade_into(
     scratch = f"/tmp/agent-rl-grade-{uuid.uuid4().hex[:12]}"
     with factory(image, task) as box:
         box.exec(f"mkdir -p {scratch}", timeout=30)
-        timed = time.monotonic()
-        applied, why = _apply(box, task, kept, f"{scratch}/agent.patch", config)
-        report.patch_successfully_applied = applied
-        report.timings["apply_s"] = round(time.monotonic() - timed, 3)
-        if not applied:
-            report.error = why
+        if not _apply_agent_patch(box, task, kept, scratch, config, report):
             _status_lists(report, task, set())
             return
         report.tamper += _changed_protected_files(box, task, hidden)
@@ -286,6 +281,19 @@ def _run_logged_tests(box: Sandbox, task: Task, scratch: str, config: GradingCon
     report.resolved = bool(fields["resolved"])
 
 
+def _apply_agent_patch(box: Sandbox, task: Task, kept: str, scratch: str, config: GradingConfig,
+                       report: GradeReport) -> bool:
+    """The screened agent patch applied in the grader's container, timed; a failure's reason
+    goes to `report.error`. Shared by the pytest/log path and the R2E path."""
+    timed = time.monotonic()
+    applied, why = _apply(box, task, kept, f"{scratch}/agent.patch", config)
+    report.patch_successfully_applied = applied
+    report.timings["apply_s"] = round(time.monotonic() - timed, 3)
+    if not applied:
+        report.error = why
+    return applied
+
+
 def _grade_r2e_into(
     report: GradeReport, task: Task, patch: str, config: GradingConfig, sandbox_factory: SandboxFactory | None
 ) -> None:
@@ -305,12 +313,7 @@ def _grade_r2e_into(
         box.exec(f"mkdir -p {scratch}", timeout=30)
         stamp = f"{scratch}/before-apply"
         box.exec(f"touch {stamp} && sleep 0.01", timeout=30)
-        timed = time.monotonic()
-        applied, why = _apply(box, task, kept, f"{scratch}/agent.patch", config)
-        report.patch_successfully_applied = applied
-        report.timings["apply_s"] = round(time.monotonic() - timed, 3)
-        if not applied:
-            report.error = why
+        if not _apply_agent_patch(box, task, kept, scratch, config, report):
             _r2e_status(report, task, r2e.Verdict(mismatched=list(r2e.normalize(expected))))
             return
         report.tamper += _r2e_changed_protected_files(box, task, stamp)
