@@ -244,10 +244,27 @@ class RayEpisodeRunner:
             handle = worker_class.options(scheduling_strategy=strategy, max_concurrency=cluster.episodes_per_worker + 2,
                                           max_restarts=0).remote(env, cluster.episodes_per_worker, rollout_keys)
             self.workers.append(_Worker(handle, node["NodeID"]))
+        self.workers = self._started(self.workers)
         if not self.workers:
             raise RuntimeError(f"the Ray cluster at {cluster.address or 'auto'} has no live node")
-        ray.get([w.handle.node_id.remote() for w in self.workers])  # every worker is up before the first step
         self.stats = RolloutStats()
+
+    @staticmethod
+    def _started(workers: list[_Worker]) -> list[_Worker]:
+        """The workers that came up. `ray.nodes()` can still list a node that just died (its
+        death is noticed only after missed heartbeats); a worker placed there dies before it
+        starts, and the run goes on with the others, as `collect` does when a node dies later."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        started = []
+        for worker in workers:
+            try:
+                ray.get(worker.handle.node_id.remote())
+            except RayActorError:
+                continue
+            started.append(worker)
+        return started
 
     @property
     def nodes(self) -> list[str]:
