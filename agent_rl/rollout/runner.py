@@ -12,7 +12,8 @@ per episode covers environment creation, every turn, grading and teardown; an ep
 is cut and comes back with `finish_reason == "deadline"`, truncated (trained on as a failure)
 or dropped (`error` set) by `deadline_policy`. The step deadline cuts the stragglers of a
 `collect` once most episodes are done; those never train, and with `partial_groups: refill`
-a second, bounded round replays each of them (`deadlines.play_step`). A cut or cancelled
+a second, bounded round replays each of them (`deadlines.play_step`); an outside harness's
+episodes (`rollout.harness`) are cut the same way, their harness process group killed. A cut or cancelled
 episode's environment is closed in the background: that destroys its container, which
 unblocks whatever thread still waits on it.
 """
@@ -34,7 +35,8 @@ from pydantic import Field, field_validator, model_validator
 
 from agent_rl.rollout.agent import AgentConfig, check_template, run_episode
 from agent_rl.rollout.chat_template import ChatTokenizer
-from agent_rl.rollout.deadlines import Deadline, DeadlinePolicy, PartialGroupPolicy, StepCutter, StepDeadline, play_step
+from agent_rl.rollout.deadlines import (Deadline, DeadlinePolicy, PartialGroupPolicy, Played, StepCutter,
+                                         StepDeadline, play_step)
 from agent_rl.rollout.harness import HarnessConfig, run_harness_episode
 from agent_rl.engines.base import Engine
 from agent_rl.rollout.trajectory import Trajectory
@@ -350,7 +352,8 @@ class EpisodeRunner:
             for g in range(rollout.group_size)
         ]
         if self.rollout.harness is not None:
-            return await self._collect_harness(jobs, engine, tokenizer, agent_cfg, progress=progress)
+            return await self._collect_harness(jobs, engine, tokenizer, agent_cfg, progress=progress,
+                                               policy_version=policy_version)
         tally = _Tally()
         with _ProgressBar(0, enabled=progress) as bar:  # each round adds its episodes
 
@@ -372,58 +375,63 @@ class EpisodeRunner:
                                    lambda job: dataclasses.replace(job, index=len(jobs) + job.index))
 
     async def _play_round(self, jobs: Sequence[_Job], cutter: StepCutter,
-                          play: Callable[[_Job, Deadline], Awaitable[Trajectory]], done: Callable[[Trajectory], None],
-                          policy_version: int) -> list[Trajectory]:
+                          play: Callable[[_Job, Deadline], Awaitable[Played]], done: Callable[[Played], None],
+                          policy_version: int) -> list[Played]:
         """One round of a step: every job, `concurrency` at once, with `cutter` beside it (an
-        episode that would start after it fired is cut where it waits). Trajectories in job order."""
-        results: list[Trajectory | None] = [None] * len(jobs)
+        episode that would start after it fired is cut where it waits). Per job, in order, a
+        trajectory (a harness episode: its segments, a list)."""
+        results: list[Played | None] = [None] * len(jobs)
         gate = asyncio.Semaphore(self.concurrency)  # made per call: each call may have its own loop
 
         async def one(k: int, job: _Job) -> None:
             async with gate:
                 deadline = self.rollout.new_deadline()
+                played: Played
                 if cutter.fired:  # the round is over before this episode got a slot
                     cutter.cut_queued(deadline.cut)
-                    traj = self._deadline_outcome(
+                    played = self._deadline_outcome(
                         _cut_before_start(job.task, deadline, policy_version, job.group_index, phase="queued"), deadline)
                 else:
                     with cutter.watching(deadline.cut):
-                        traj = await play(job, deadline)
-            results[k] = traj
+                        played = await play(job, deadline)
+            results[k] = played
             cutter.finished()
-            done(traj)
+            done(played)
 
         watcher = asyncio.ensure_future(cutter.watch())
         try:
             await asyncio.gather(*(one(k, job) for k, job in enumerate(jobs)))
         finally:
             watcher.cancel()
-        return [t for t in results if t is not None]
+        return [p for p in results if p is not None]
 
     async def _collect_harness(self, jobs: list[_Job], engine: Engine, tokenizer: ChatTokenizer,
-                               agent_cfg: AgentConfig, *, progress: bool) -> list[Trajectory]:
+                               agent_cfg: AgentConfig, *, progress: bool, policy_version: int) -> list[Trajectory]:
         """Every job played by `rollout.harness` through a gateway (`harness_gateway`) started
-        for this call in this loop. A segmented episode gives several trajectories, kept
-        together in job order."""
+        for this call in this loop, under the step deadline as the agent loop's episodes are. A
+        segmented episode gives several trajectories, kept together in job order."""
         harness = self.rollout.harness
         assert harness is not None
-        results: list[list[Trajectory]] = [[] for _ in jobs]
         tally = _Tally()
-        gate = asyncio.Semaphore(self.concurrency)
         async with self.harness_gateway(engine, tokenizer, agent_cfg) as gateway:
-            with _ProgressBar(len(jobs), enabled=progress) as bar:
+            with _ProgressBar(0, enabled=progress) as bar:
 
-                async def one(job: _Job) -> None:
-                    async with gate:
-                        results[job.index] = await self.harness_episode(job.task, gateway, harness,
-                                                                        group_index=job.group_index)
-                    for traj in results[job.index]:
+                async def play(job: _Job, deadline: Deadline) -> Played:
+                    return await self.harness_episode(job.task, gateway, harness, group_index=job.group_index,
+                                                      deadline=deadline, policy_version=policy_version)
+
+                def done(played: Played) -> None:
+                    for traj in played if isinstance(played, list) else [played]:
                         if traj.segment == 0:
                             tally.add(traj)
                     bar.update(tally)
 
-                await asyncio.gather(*(one(job) for job in jobs))
-        return [t for group in results for t in group]
+                def play_round(round_jobs: Sequence[_Job], cutter: StepCutter) -> Awaitable[list[Played]]:
+                    bar.grow(len(round_jobs))
+                    return self._play_round(round_jobs, cutter, play, done, policy_version)
+
+                return await play_step(jobs, self.rollout.step_deadline, play_round,
+                                       lambda job: dataclasses.replace(job, index=len(jobs) + job.index))
 
     def harness_gateway_config(self, agent_cfg: AgentConfig) -> dict[str, Any]:
         """The gateway settings of `harness_gateway`: the agent's sampling (temperature, top_p,
@@ -441,11 +449,12 @@ class EpisodeRunner:
         return Gateway(engine, tokenizer, model_name=getattr(engine, "name", "agent-rl"),
                        config=self.harness_gateway_config(agent_cfg))
 
-    async def harness_episode(self, task: Any, gateway: Any, harness: HarnessConfig, *,
-                              group_index: int = 0) -> list[Trajectory]:
-        """One episode of `task` played by the harness on a borrowed environment, under the
-        episode deadline; never raises for a broken episode (error trajectory instead)."""
-        deadline = self.rollout.new_deadline()
+    async def harness_episode(self, task: Any, gateway: Any, harness: HarnessConfig, *, group_index: int = 0,
+                              deadline: Deadline | None = None, policy_version: int = 0) -> list[Trajectory]:
+        """One episode of `task` played by the harness on a borrowed environment, under
+        `deadline` (default: a new episode deadline; `collect` passes one the step deadline can
+        cut); never raises for a broken episode (error trajectory instead)."""
+        deadline = deadline if deadline is not None else self.rollout.new_deadline()
         env: Any = None
         trajectories: list[Trajectory] = []
         try:
@@ -464,10 +473,16 @@ class EpisodeRunner:
                 env = None
             raise
         except Exception as exc:
-            reason = f"cut by the {deadline.cut_by} deadline" if deadline.cut_by else f"{type(exc).__name__}: {exc}"
-            log.warning("harness episode of %s failed: %s", _task_id(task), reason)
-            trajectories = [Trajectory(task_id=_task_id(task), finish_reason="deadline" if deadline.cut_by else "error",
-                                       group_index=group_index, error=f"harness episode failed: {reason}")]
+            if deadline.cut_by:
+                # The harness process is killed and its session dropped (run_harness_episode):
+                # a cut episode has no outcome, as `_cut_before_start` records for our own loop's.
+                phase = "start" if env is None else "harness"
+                trajectories = [self._deadline_outcome(
+                    _cut_before_start(task, deadline, policy_version, group_index, phase=phase), deadline)]
+            else:
+                log.warning("harness episode of %s failed: %s: %s", _task_id(task), type(exc).__name__, exc)
+                trajectories = [Trajectory(task_id=_task_id(task), finish_reason="error", group_index=group_index,
+                                           error=f"harness episode failed: {type(exc).__name__}: {exc}")]
         finally:
             if env is not None:
                 broken = not trajectories or any(t.error for t in trajectories) or bool(deadline.cut_by)

@@ -23,6 +23,7 @@ from agent_rl.rollout.runner import EpisodeRunner
 from agent_rl.train.config import load_train_config
 from agent_rl.train.trainer import Trainer
 from envs.tasks import load_tasks
+from processes import pids_with
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -166,3 +167,33 @@ async def test_harnesses_that_never_call_back_give_error_episodes(engine, tmp_pa
         assert traj.finish_reason == reason and not traj.trainable
         assert "harness made no model calls" in traj.error
         assert traj.grade["resolved"] is False  # the workspace was still graded, in a fresh container
+
+
+@pytest.mark.parametrize("partial_groups", ["keep", "refill"])
+async def test_the_step_deadline_cuts_a_hung_harness_episode_in_process(engine, tmp_path, partial_groups):
+    """Two harness episodes in this process: one harness exits at once, the other sleeps (its
+    command line carries a marker to find it by). Once the first is done, the step deadline
+    kills the second's process group and records a cut with no outcome; under `refill` the
+    member is played again, and cut again by the refill round's own bound."""
+    import time
+
+    fast, slow = load_tasks("builtin:floor")[:2]
+    marker = f"hang-{tmp_path.name}"
+    script = tmp_path / "harness.py"
+    script.write_text(f"import sys, time\ntime.sleep(600 if sys.argv[1] == {slow.instance_id!r} else 0)\n")
+    rollout = {"harness": {"command": f"{sys.executable} {script} {{instance_id}} {marker}", "timeout_s": 300},
+               "step_deadline": {"after_fraction": 0.5, "grace_s": 1.0, "partial_groups": partial_groups,
+                                 **({"refill_s": 2.0} if partial_groups == "refill" else {})}}
+    started = time.monotonic()
+    async with EpisodeRunner(ENV, concurrency=2, rollout=rollout) as runner:
+        trajs = await runner.collect([fast, slow], engine, engine.tokenizer, group_size=1, progress=False)
+    took = time.monotonic() - started
+    assert took < 120, took
+    assert not pids_with(marker)  # the cut harness's process group is gone
+    assert [t.task_id for t in trajs] == [fast.instance_id, slow.instance_id] + (
+        [slow.instance_id] if partial_groups == "refill" else [])
+    assert trajs[0].finish_reason == "harness_exit" and "harness made no model calls" in trajs[0].error
+    for cut in trajs[1:]:
+        assert (cut.finish_reason, cut.grade["cut_by"], cut.grade["phase"]) == ("deadline", "step", "harness")
+        assert cut.error.startswith("step_deadline: ") and not cut.trainable
+    assert [t.refill for t in trajs] == [False, False] + ([True] if partial_groups == "refill" else [])

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import pytest
 
 import test_ray_rollouts
+from processes import pids_with
 from agent_rl.engines.base import Generation
 from agent_rl.train.config import load_train_config
 
@@ -80,19 +81,6 @@ def _saved_info(path: Path) -> dict:
         return {}
 
 
-def _harness_pids(marker: str) -> list[int]:
-    """Processes whose command line holds `marker` (this test's log dir is in the harness's)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker.encode() in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-    return pids
-
-
 async def test_harness_episodes_run_on_ray_workers_and_the_step_deadline_cuts_hung_ones(cluster, tmp_path):
     import docker
     import ray
@@ -127,10 +115,10 @@ async def test_harness_episodes_run_on_ray_workers_and_the_step_deadline_cuts_hu
         # (their process groups), the containers running the hung command.
         sessions = await run_blocking(ray.get, [w.handle.gateway_sessions.remote() for w in runner.workers])
         until = time.monotonic() + 30
-        while (_harness_pids(str(logs)) or await run_blocking(test_ray_rollouts._running_command, client, "sleep 1000")) \
+        while (pids_with(str(logs)) or await run_blocking(test_ray_rollouts._running_command, client, "sleep 1000")) \
                 and time.monotonic() < until:
             await asyncio.sleep(0.5)
-        assert not _harness_pids(str(logs))
+        assert not pids_with(str(logs))
         assert not await run_blocking(test_ray_rollouts._running_command, client, "sleep 1000")
     finally:
         await run_blocking(runner.close)
