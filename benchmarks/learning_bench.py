@@ -32,21 +32,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 LABELS = {"base": "base", "sft": "sft", "rl": "sft+rl"}
 
 
-def pick_tasks(tier: str, split: str, limit: int) -> list[Any]:
-    """The first `limit` tasks of `builtin:<tier>:<split>`, round-robin over its libraries (so a
-    small subset still spans them), in a fixed order."""
+def library(task: Any) -> str:
+    return task.instance_id.split("-")[0]
+
+
+def pick_tasks(tier: str, split: str, limit: int, libraries: Sequence[str] | None = None) -> list[Any]:
+    """The first `limit` tasks of `builtin:<tier>:<split>` (of `libraries` only, if given),
+    round-robin over its libraries (so a small subset still spans them), in a fixed order."""
     from envs.tasks import load_tasks
 
     spec = split_spec(tier, split)
     by_lib: dict[str, list[Any]] = {}
     for task in sorted(load_tasks(spec), key=lambda t: t.instance_id):
-        by_lib.setdefault(task.instance_id.split("-")[0], []).append(task)
+        if libraries is None or library(task) in libraries:
+            by_lib.setdefault(library(task), []).append(task)
     picked: list[Any] = []
     while len(picked) < limit and any(by_lib.values()):
         for lib in sorted(by_lib):
@@ -75,7 +80,22 @@ def agent_rl(args: list[str], log: Path) -> float:
 def pipeline_overrides(args: argparse.Namespace, out: Path) -> list[str]:
     from agent_rl.train.pipeline import write_tasks_jsonl
 
-    train = [t.instance_id for t in pick_tasks(args.tier, "train", args.tasks_limit)]
+    demos: list[str]
+    if args.demos == "other-libraries":
+        # The train split's libraries in two halves: the expert demonstrates the first, RL and the
+        # train eval use the second, which SFT never saw (as the held-out libraries).
+        from envs.tasks import load_tasks
+
+        everything = load_tasks(split_spec(args.tier, "train"))
+        libraries = sorted({library(t) for t in everything})
+        shown, unseen = libraries[:len(libraries) // 2], libraries[len(libraries) // 2:]
+        train = [t.instance_id for t in pick_tasks(args.tier, "train", args.tasks_limit, unseen)]
+        demo_file = write_tasks_jsonl([t for t in everything if library(t) in shown], out / "tasks-demos-shown.jsonl")
+        demos = [f"demos.tasks={demo_file}", "demos.exclude_train_tasks=false"]
+    else:
+        train = [t.instance_id for t in pick_tasks(args.tier, "train", args.tasks_limit)]
+        demos = ([f"demos.tasks={split_spec(args.tier, 'train')}", "demos.exclude_train_tasks=true"]
+                 if args.demos == "others" else ["demos.tasks=null", "demos.exclude_train_tasks=false"])
     heldout = pick_tasks(args.tier, "heldout", args.heldout_limit)
     (out / "heldout-ids.json").write_text(json.dumps([t.instance_id for t in heldout]))
     tasks_per_step = min(args.tasks_per_step or len(train), len(train))
@@ -90,8 +110,7 @@ def pipeline_overrides(args: argparse.Namespace, out: Path) -> list[str]:
         f"train.max_steps={args.rl_steps}", f"train.optim.lr={args.rl_lr}",
         *([f"train.agent.sampling.temperature={args.rl_temperature}"] if args.rl_temperature is not None else []),
         f"sft.max_steps={args.sft_steps}", f"sft.optim.lr={args.sft_lr}",
-        *([f"demos.tasks={split_spec(args.tier, 'train')}", "demos.exclude_train_tasks=true"] if args.demos == "others"
-          else ["demos.tasks=null", "demos.exclude_train_tasks=false"]),
+        *demos,
         f"eval.heldout_limit={args.heldout_limit}",
         f"eval.samples={args.samples}", f"eval.temperature={args.temperature}",
         # The held-out subset: the first N of the split, round-robin by library (a file keeps it exact).
@@ -149,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=2, help="eval samples per task (n of pass@k)")
     parser.add_argument("--temperature", type=float, default=0.7, help="eval sampling temperature")
     parser.add_argument("--sft-steps", type=int, default=24)
-    parser.add_argument("--demos", choices=("others", "train"), default="others",
-                        help="others: demonstrate the rest of the train split (the RL tasks left out); train: the RL tasks")
+    parser.add_argument("--demos", choices=("others", "train", "other-libraries"), default="others",
+                        help="others: demonstrate the rest of the train split (the RL tasks left out); train: the RL "
+                             "tasks; other-libraries: half the train split's libraries, RL on the other half")
     parser.add_argument("--sft-lr", type=float, default=1e-4)
     parser.add_argument("--rl-steps", type=int, default=8)
     parser.add_argument("--rl-lr", type=float, default=1e-5)

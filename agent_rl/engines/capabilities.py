@@ -101,6 +101,14 @@ class LoadsCheckpoint(Protocol):
 
 
 @runtime_checkable
+class Replicated(Protocol):
+    """Several served copies of one policy behind one engine (engines/replicas.py): each
+    takes the weights, so weight sync verifies each, not whichever one a probe reaches."""
+
+    replicas: list[Any]
+
+
+@runtime_checkable
 class Closes(Protocol):
     """close: release the engine (worker threads, HTTP sessions, GPU memory)."""
 

@@ -49,7 +49,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, ClassVar, Literal, Sequence
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from agent_rl.rollout.deadlines import Played, StepCutter
 from agent_rl.rollout.trajectory import Trajectory
@@ -73,7 +73,19 @@ class ClusterConfig(StrictModel):
     episodes_per_worker: int = Field(4, ge=1)
     """Episodes one worker plays at once."""
     episode_retries: int = Field(2, ge=0)
-    """How often an episode lost with its node is played again elsewhere."""
+    """How often an episode lost with its node (or its engine replica) is played again elsewhere."""
+    engine_replicas: int = Field(0, ge=0)
+    """ray + engine.kind hf: policy replicas placed on the cluster as Ray actors, spread over the
+    nodes, each serving the policy; episodes generate on their node's replica, the trainer pushes
+    each update to all (rollout/ray_engines.py). 0: the trainer's own engine serves the workers."""
+    engine_replica_gpus: float = Field(0.0, ge=0)
+    """GPUs Ray reserves for each replica (> 0: the replica runs on cuda); 0: on CPU."""
+
+    @model_validator(mode="after")
+    def _replicas_need_ray(self) -> "ClusterConfig":
+        if self.kind != "ray" and (self.engine_replicas or self.engine_replica_gpus):
+            raise ValueError("engine_replicas and engine_replica_gpus place engines on a Ray cluster: set kind ray")
+        return self
 
 
 def _remote_worker_class() -> Any:
@@ -200,6 +212,14 @@ class RolloutStats:
     per_node: Counter = field(default_factory=Counter)
     retried: int = 0
     lost_workers: list[str] = field(default_factory=list)
+    per_replica: Counter = field(default_factory=Counter)  # episodes per engine replica URL
+    lost_replicas: list[str] = field(default_factory=list)  # per episode replayed: the replica it lost
+
+
+def _failed(plan: _Plan, policy_version: int, error: str) -> Trajectory:
+    """The record of an episode the cluster could not play (no worker, or lost too often)."""
+    return Trajectory(task_id=plan.task.instance_id, finish_reason="error", group_index=plan.group_index,
+                      policy_version=policy_version, error=error)
 
 
 def _step_cut(plan: _Plan, policy_version: int, after_s: float, phase: str) -> Trajectory:
@@ -218,7 +238,7 @@ class RayEpisodeRunner:
     """`EpisodeRunner`'s contract (`collect`, `prefetch`, `close`) over a Ray cluster."""
 
     def __init__(self, cluster: ClusterConfig, env_config: Any, *, engine_url: str, served_model: str,
-                 tokenizer_spec: str, rollout: Any = None) -> None:
+                 tokenizer_spec: str, rollout: Any = None, replicas: Any = None) -> None:
         import ray
 
         from agent_rl.rollout.runner import RolloutConfig
@@ -226,6 +246,9 @@ class RayEpisodeRunner:
 
         self.cluster = cluster
         self.engine_url, self.served_model, self.tokenizer_spec = engine_url, served_model, tokenizer_spec
+        # `replicas` (rollout/ray_engines.RayEngineReplicas): each episode goes to one of them
+        # (its node's own first) instead of `engine_url`.
+        self.replicas = replicas
         # `rollout` (a RolloutConfig or its keys): the workers enforce its episode deadline, this
         # driver its step deadline (see the module docstring).
         self.rollout = RolloutConfig.from_config(rollout)
@@ -353,17 +376,18 @@ class RayEpisodeRunner:
                 if cutter.fired:
                     cutter.cut_queued(lambda: True)  # nothing to stop: it never left the driver
                     return outcome(_step_cut(plan, policy_version, time.monotonic() - queued_at, "queued"))
-                return outcome(Trajectory(task_id=plan.task.instance_id, finish_reason="error",
-                                          group_index=plan.group_index, policy_version=policy_version,
-                                          error="every Ray rollout worker is gone"))
+                return outcome(_failed(plan, policy_version, "every Ray rollout worker is gone"))
+            url = self.engine_url if self.replicas is None else self.replicas.url_for(worker.node)
+            if url is None:
+                return outcome(_failed(plan, policy_version, "every engine replica is gone"))
             worker.busy += 1
             plan.attempts += 1
             started = time.monotonic()
             if harness:  # no seed: the gateway samples as the run says, whatever the harness asks
-                ref = worker.handle.harness_episode.remote(plan.task, self.engine_url, self.served_model,
+                ref = worker.handle.harness_episode.remote(plan.task, url, self.served_model,
                                                            self.tokenizer_spec, agent, plan.group_index)
             else:
-                ref = worker.handle.episode.remote(plan.task, self.engine_url, self.served_model, self.tokenizer_spec,
+                ref = worker.handle.episode.remote(plan.task, url, self.served_model, self.tokenizer_spec,
                                                    agent, plan.seed, policy_version, plan.group_index)
             cancelled = False
 
@@ -385,16 +409,32 @@ class RayEpisodeRunner:
                     raise
                 self._lost(worker, exc)  # the worker (its node) died with this episode in flight
                 if plan.attempts > self.cluster.episode_retries:
-                    return outcome(Trajectory(task_id=plan.task.instance_id, finish_reason="error",
-                                              group_index=plan.group_index, policy_version=policy_version,
-                                              error=f"lost with its node {plan.attempts} times"))
+                    return outcome(_failed(plan, policy_version, f"lost with its node {plan.attempts} times"))
                 self.stats.retried += 1
                 continue
             finally:
                 worker.busy -= 1
                 freed.set()
+            if self.replicas is not None and await self._replica_lost(played, url):
+                if plan.attempts > self.cluster.episode_retries:
+                    return outcome(_failed(plan, policy_version, f"lost with its engine replica {plan.attempts} times"))
+                self.stats.retried += 1
+                continue
             self.stats.per_node[node] += 1
+            if self.replicas is not None:
+                self.stats.per_replica[url] += 1
             return played
+
+    async def _replica_lost(self, played: Played, url: str) -> bool:
+        """Whether the episode failed because its engine replica died under it (then it is
+        played again, on another): a failed episode whose replica no longer answers."""
+        failed = [t for t in (played if isinstance(played, list) else [played]) if t.error is not None]
+        if not failed:
+            return False
+        if await self.replicas.check(url, f"stopped answering during an episode ({failed[0].error[:200]})"):
+            return False
+        self.stats.lost_replicas.append(url)
+        return True
 
     def _lost(self, worker: _Worker, exc: BaseException) -> None:
         if not worker.dead:

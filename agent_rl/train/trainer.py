@@ -122,6 +122,7 @@ class Trainer:
         # The engine's async calls (weight sync, close) run here; never inside a running loop.
         self._loop = asyncio.new_event_loop()
         self._engine_server: Any = None  # cluster.kind ray with an hf engine: the workers' endpoint
+        self._replicas: Any = None  # cluster.engine_replicas: the Ray actors serving the policy
         self.runner: Any = None  # the EpisodeRunner: made at the first rollout, reused every step, closed in close()
         self.rollouts: Any = None  # async mode: the producer (AsyncRollouts), started at the first step
         self._async_resume: dict[str, Any] = {}  # async mode: the draws a checkpoint had started, not trained
@@ -184,6 +185,8 @@ class Trainer:
         if loaded is not None:
             history = self._restore(loaded)
             fingerprint = self._optimizer_fingerprint()
+            if cfg.cluster.engine_replicas:
+                self._sync()  # the replicas started from the base model: serve the resumed weights
         if not self.ranks.is_main:
             self.metrics: Any = FollowerMetrics()
             return
@@ -245,9 +248,21 @@ class Trainer:
     def _make_engine(self, model: Any) -> Any:
         from agent_rl.engines.factory import make_engine
 
-        # For kind "hf" the engine samples from `model`: in one process, the very model object
-        # being trained.
-        engine = make_engine(self.config.engine, model=model, tokenizer=self.tokenizer)
+        cfg = self.config
+        if cfg.cluster.engine_replicas:
+            # Replicas on the Ray cluster serve the policy; the trainer holds a pool over them
+            # and pushes every update to each (a checkpoint folder they all load).
+            if cfg.engine.kind != "hf":
+                raise ValueError(f"cluster.engine_replicas runs engine.kind hf in each replica, not {cfg.engine.kind!r} "
+                                 "(for vLLM replicas, run `vllm serve` yourself and point engine.kind openai at it)")
+            from agent_rl.rollout.ray_engines import RayEngineReplicas
+
+            self._replicas = RayEngineReplicas(cfg.cluster, cfg.engine, model=cfg.model.name, tokenizer=self.tokenizer)
+            engine = self._replicas.pool
+        else:
+            # For kind "hf" the engine samples from `model`: in one process, the very model object
+            # being trained.
+            engine = make_engine(cfg.engine, model=model, tokenizer=self.tokenizer)
         try:
             require(engine, TRAINING, "train")
         except Exception:
@@ -390,6 +405,10 @@ class Trainer:
             stats = self.runner.take_stats()
             cluster = {"rollout_nodes": len(stats.per_node), "rollout_retried": stats.retried,
                        "rollout_lost_workers": len(stats.lost_workers)}
+            if self._replicas is not None:
+                cluster.update({"engine_replicas_live": len(self._replicas.live_urls()),
+                                "engine_replicas_used": len(stats.per_replica),
+                                "rollout_lost_replicas": len(set(stats.lost_replicas))})
         return {
             "cluster": cluster,
             "batch": build_train_batch(sampling.kept, self._shaping(), self.pad_id),
@@ -489,6 +508,9 @@ class Trainer:
             return EpisodeRunner(cfg.env, rollout=cfg.rollout)
         from agent_rl.rollout.ray_workers import RayEpisodeRunner, start_engine_server
 
+        if self._replicas is not None:
+            return RayEpisodeRunner(cfg.cluster, cfg.env, engine_url="", served_model=cfg.model.name,
+                                    tokenizer_spec=cfg.model.name, rollout=cfg.rollout, replicas=self._replicas)
         if cfg.engine.kind == "openai":
             url, served = cfg.engine.base_url or "", cfg.engine.model
         elif cfg.engine.kind == "hf":
@@ -670,6 +692,8 @@ class Trainer:
                 self._run(self._engine_server.cleanup())
             if self.engine is not None and has(self.engine, Closes):
                 self._run(self.engine.close())
+            if self._replicas is not None:
+                self._replicas.close()
         finally:
             self._loop.close()
             self.ranks.close()

@@ -38,6 +38,7 @@ from agent_rl.engines.capabilities import (
     LoadsCheckpoint,
     LoadsStateDict,
     ReceivesWeights,
+    Replicated,
     ScoresLogprobs,
     SharesModel,
     engine_label,
@@ -158,7 +159,17 @@ async def verify_sync(engine: Any, model: Any, tokenizer: Any, *, temperature: f
                       trainer_logprobs: Callable[[list[int]], list[float]] | None = None,
                       ) -> tuple[bool | None, float | None, str]:
     """(agrees within tolerance, max |Δ logprob|, detail) for the engine against the trainer.
-    `trainer_logprobs(ids)` replaces the local trainer probe (sharded training)."""
+    `trainer_logprobs(ids)` replaces the local trainer probe (sharded training). A replicated
+    engine is verified replica by replica: the worst one decides."""
+    if has(engine, Replicated):
+        outcomes = [await verify_sync(replica, model, tokenizer, temperature=temperature, tolerance=tolerance,
+                                      probe_tokens=probe_tokens, device=device, trainer_logprobs=trainer_logprobs)
+                    for replica in engine.replicas]
+        if not outcomes:
+            return False, None, "the engine has no live replica"
+        failed = [o for o in outcomes if o[0] is not True]
+        verified, diff, detail = failed[0] if failed else max(outcomes, key=lambda o: o[1] or 0.0)
+        return verified, diff, f"{len(outcomes)} replicas, worst: {detail}"
     ids, engine_lp = await _engine_probe(engine, tokenizer, probe_tokens, temperature)
     if not engine_lp:
         return None, None, "the engine returned no probe tokens to compare"

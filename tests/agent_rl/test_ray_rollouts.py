@@ -71,8 +71,8 @@ def cluster():
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=180)
 
 
-def _config(tiny_dir: Path, out: Path, address: str, tasks_per_step: int):
-    return load_train_config(REPO / "configs" / "smoke-cpu.yaml", [
+def _config(tiny_dir: Path, out: Path, address: str, tasks_per_step: int, *extra: str):
+    return load_train_config(REPO / "configs" / "smoke-cpu.yaml", [*extra,
         f"model.name={tiny_dir}", f"output_dir={out}", "max_steps=1", "checkpoint.every=0",
         "cluster.kind=ray", f"cluster.address={address}", "cluster.episodes_per_worker=2",
         f"rollout.tasks_per_step={tasks_per_step}", "rollout.group_size=2",
@@ -90,6 +90,33 @@ def test_a_training_step_rolls_out_on_both_nodes(cluster, tiny_dir, tmp_path):
     assert row["trajectories"] == 4 and row["error_trajectories"] == 0
     assert row["rollout_nodes"] == 2 and row["rollout_retried"] == 0
     assert row["weight_sync_verified"]
+
+
+def test_engine_replicas_on_both_nodes_serve_rollouts_take_updates_and_survive_a_loss(cluster, tiny_dir, tmp_path):
+    """cluster.engine_replicas=2: one replica actor per node serves the policy; each episode
+    generates on its own node's replica; the update reaches both and is verified on both. One
+    replica killed between steps: the episodes sent to it fail, are played again on the other,
+    and the next update goes to the survivor only."""
+    import ray
+
+    from agent_rl.train.trainer import Trainer
+
+    config = _config(tiny_dir, tmp_path / "run", cluster["address"], 2, "cluster.engine_replicas=2")
+    with Trainer(config) as trainer:
+        replicas = trainer._replicas
+        assert len(set(replicas.node_of.values())) == 2  # spread: one replica per node
+        first = trainer.train_step()
+        loaded = [e.policy_version for e in replicas.pool.replicas]  # as each replica reported it
+        ray.kill(replicas.handles[1])
+        second = trainer.train_step()
+        survivors = [e.policy_version for e in replicas.pool.replicas]
+    assert first["trajectories"] == 4 and first["error_trajectories"] == 0
+    assert first["engine_replicas_used"] == 2 and first["rollout_nodes"] == 2
+    assert first["weight_sync_verified"] and loaded == [1, 1]  # both loaded the update, both verified
+    assert second["trajectories"] == 4 and second["error_trajectories"] == 0  # nothing lost
+    assert second["rollout_lost_replicas"] == 1 and second["rollout_retried"] >= 1
+    assert second["engine_replicas_live"] == 1 and survivors == [2]
+    assert second["weight_sync_verified"]
 
 
 def test_a_node_killed_mid_step_has_its_episodes_replayed_elsewhere(cluster, tiny_dir, tmp_path):
