@@ -12,7 +12,11 @@ mkdir -p "$CACHE"
 wheel="$(ls "$CACHE"/llama_cpp_python-"$VERSION"-*.whl 2>/dev/null | head -1 || true)"
 if [ -z "$wheel" ]; then
     echo "[llama-cpp] compiling llama-cpp-python $VERSION (several minutes; cached in $CACHE)"
-    "$VENV/bin/pip" wheel -q --no-deps "llama-cpp-python==$VERSION" -w "$CACHE"
+    # Only the library the server needs: no llava/mtmd, tests, examples or tools; portable
+    # (no -march=native) so the cached wheel runs on another CPU of a CI pool.
+    CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DGGML_NATIVE=OFF}" \
+    CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+        "$VENV/bin/pip" wheel -q --no-deps "llama-cpp-python==$VERSION" -w "$CACHE"
     wheel="$(ls "$CACHE"/llama_cpp_python-"$VERSION"-*.whl | head -1)"
 fi
 "$VENV/bin/pip" install -q "${wheel}[server]"

@@ -278,6 +278,13 @@ class TrainConfig(StrictModel):
                 f"{self.batch_size} trajectories, which is not a multiple of algorithm.mini_batch_size "
                 f"({alg.mini_batch_size})"
             )
+        if alg.mode == "async" and ro.step_deadline is not None:
+            # Refused, not ignored: the async producer has no step to cut.
+            raise ValueError(
+                "rollout.step_deadline cuts the stragglers of a synchronous step; in algorithm.mode async a step "
+                "takes the first groups to finish, so a straggler never holds it (it is trained later or dropped "
+                "as stale; with max_staleness 0 use mode sync), and rollout.episode_deadline_s bounds a hung "
+                "episode: remove rollout.step_deadline")
         temperature = self.agent.sampling.temperature
         if temperature <= 0:
             raise ValueError(f"agent.sampling.temperature must be > 0 for training (got {temperature}): "

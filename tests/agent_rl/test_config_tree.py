@@ -190,3 +190,9 @@ def test_exponent_floats_without_a_dot_are_numbers_in_overrides_and_files(tmp_pa
     recipe.write_text("optim:\n  lr: 3e-5\n")
     assert load_config(TrainConfig, recipe, ["algorithm.kl_beta=1e-3"]).optim.lr == 3e-5
     assert load_config(SFTConfig, None, ["optim.lr=1e-4"]).optim.lr == 1e-4
+
+
+def test_a_step_deadline_in_async_mode_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match="remove rollout.step_deadline"):
+        load_train_config(None, ["algorithm.mode=async", "rollout.step_deadline.after_fraction=0.8"])
+    load_train_config(None, ["algorithm.mode=async", "rollout.episode_deadline_s=600"])
