@@ -7,7 +7,8 @@ errors naming the key), then trains with a progress bar showing the live reward.
 `--resume PATH`); `--export CKPT OUT` writes a copy of a checkpoint without optimizer state.
 
 Several ranks: `torchrun --nproc-per-node N -m agent_rl.cli train --config ...` (FSDP2; see
-agent_rl/train/distributed). Only rank 0 prints.
+agent_rl/train/distributed), or `cluster: {kind: ray, trainer_ranks: N}`, which places the N
+ranks on a Ray cluster (agent_rl/train/ray_ranks.py). Only rank 0 prints.
 """
 from __future__ import annotations
 
@@ -89,6 +90,12 @@ def handle(args: argparse.Namespace) -> int:
 
         Trainer(config, resume=args.resume).train()
         return 0
+    if config.cluster.trainer_ranks > 1 and "RANK" not in os.environ:
+        from agent_rl.train.ray_ranks import train_on_ray
+
+        history = train_on_ray(config, resume=args.resume)
+        _print_done(config, history)
+        return 0
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -116,7 +123,11 @@ def handle(args: argparse.Namespace) -> int:
             return 2
         progress.update(bar, completed=trainer.step, description=f"resumed at step {trainer.step}" if trainer.step else "rolling out")
         history = trainer.train()
+    _print_done(config, history)
+    return 0
+
+
+def _print_done(config: Any, history: list[dict[str, Any]]) -> None:
     final = history[-1] if history else {}
     print(f"done: {len(history)} steps, final reward {_fmt(final.get('reward_mean'))}, "
           f"metrics in {config.output_dir}/metrics.jsonl, curves in {config.output_dir}/training_curves.png")
-    return 0

@@ -80,11 +80,18 @@ class ClusterConfig(StrictModel):
     each update to all (rollout/ray_engines.py). 0: the trainer's own engine serves the workers."""
     engine_replica_gpus: float = Field(0.0, ge=0)
     """GPUs Ray reserves for each replica (> 0: the replica runs on cuda); 0: on CPU."""
+    trainer_ranks: int = Field(0, ge=0)
+    """ray: `agent-rl train` runs this many training ranks as Ray actors (in place of torchrun;
+    train/ray_ranks.py), round-robin over the nodes; 0 or 1: the trainer is this process."""
+    trainer_rank_gpus: float = Field(0.0, ge=0)
+    """GPUs Ray reserves for each training rank (set model.device cuda with it); 0: on CPU."""
 
     @model_validator(mode="after")
-    def _replicas_need_ray(self) -> "ClusterConfig":
-        if self.kind != "ray" and (self.engine_replicas or self.engine_replica_gpus):
-            raise ValueError("engine_replicas and engine_replica_gpus place engines on a Ray cluster: set kind ray")
+    def _placement_needs_ray(self) -> "ClusterConfig":
+        placed = {"engine_replicas": self.engine_replicas, "engine_replica_gpus": self.engine_replica_gpus,
+                  "trainer_ranks": self.trainer_ranks, "trainer_rank_gpus": self.trainer_rank_gpus}
+        if self.kind != "ray" and any(placed.values()):
+            raise ValueError(f"{', '.join(k for k, v in placed.items() if v)} place work on a Ray cluster: set kind ray")
         return self
 
 

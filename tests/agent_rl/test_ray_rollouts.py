@@ -72,13 +72,13 @@ def cluster():
 
 
 def _config(tiny_dir: Path, out: Path, address: str, tasks_per_step: int, *extra: str):
-    return load_train_config(REPO / "configs" / "smoke-cpu.yaml", [*extra,
+    return load_train_config(REPO / "configs" / "smoke-cpu.yaml", [
         f"model.name={tiny_dir}", f"output_dir={out}", "max_steps=1", "checkpoint.every=0",
         "cluster.kind=ray", f"cluster.address={address}", "cluster.episodes_per_worker=2",
         f"rollout.tasks_per_step={tasks_per_step}", "rollout.group_size=2",
         f"algorithm.mini_batch_size={tasks_per_step * 2}",
         "agent.max_turns=2", "env.max_turns=2", "agent.max_tokens_per_turn=24",
-        "logging.progress=false", "logging.tensorboard=false", "algorithm.kl_beta=0",
+        "logging.progress=false", "logging.tensorboard=false", "algorithm.kl_beta=0", *extra,
     ])
 
 
@@ -117,6 +117,28 @@ def test_engine_replicas_on_both_nodes_serve_rollouts_take_updates_and_survive_a
     assert second["rollout_lost_replicas"] == 1 and second["rollout_retried"] >= 1
     assert second["engine_replicas_live"] == 1 and survivors == [2]
     assert second["weight_sync_verified"]
+
+
+def test_two_training_ranks_placed_on_both_nodes_train_and_checkpoint_a_step(cluster, tiny_dir, tmp_path, caplog):
+    """cluster.trainer_ranks=2 in place of torchrun: one rank actor per node joins the process
+    group (gloo), rank 0 rolls out on the cluster's workers, both take part in the update and
+    each writes its shard of the checkpoint."""
+    import logging
+
+    from agent_rl.train.ray_ranks import train_on_ray
+
+    out = tmp_path / "run"
+    config = _config(tiny_dir, out, cluster["address"], 2, "cluster.trainer_ranks=2", "checkpoint.every=1")
+    with caplog.at_level(logging.INFO, logger="agent_rl.train.ray_ranks"):
+        history = train_on_ray(config)
+    [placed] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("training ranks:")]
+    nodes = {part.split("@")[1] for part in placed.split(";")[0].removeprefix("training ranks: ").split(", ")}
+    assert len(nodes) == 2, placed  # one rank per node
+    [row] = history
+    assert row["trajectories"] == 4 and row["error_trajectories"] == 0 and row["rollout_nodes"] == 2
+    assert row["weight_sync_verified"]
+    shards = sorted(p.name for p in (out / "checkpoints" / "step-000001" / "sharded").rglob("*.distcp"))
+    assert len(shards) == 2, shards  # each rank wrote its own
 
 
 def test_a_node_killed_mid_step_has_its_episodes_replayed_elsewhere(cluster, tiny_dir, tmp_path):
