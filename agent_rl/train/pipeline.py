@@ -53,8 +53,9 @@ class DemosStageConfig(StrictModel):
     """thorough: view, edit, run the visible tests, submit; direct: edit, submit."""
     concurrency: int = Field(2, ge=1)
     """Episodes in flight."""
-    tasks: str | None = None
-    """Task spec the expert demonstrates (e.g. builtin:floor:train); None: the train tasks."""
+    tasks: str | list[str] | None = None
+    """Task spec(s) the expert demonstrates (e.g. builtin:floor:train, or a list such as
+    [builtin:floor:datekit, builtin:floor:linediff]); None: the train tasks."""
     exclude_train_tasks: bool = False
     """Leave the train (RL) tasks out of the demonstrations: SFT must generalise to them, so RL starts below the ceiling."""
     limit: int | None = Field(None, ge=1)
@@ -152,7 +153,8 @@ def write_demo_tasks(config: PipelineConfig, train_tasks: str, heldout: str | No
     if demos.tasks is None and not demos.exclude_train_tasks and demos.limit is None:
         return train_tasks, [t.instance_id for t in load_tasks(train_tasks)]
     train_ids = {t.instance_id for t in load_tasks(train_tasks)}
-    tasks = load_tasks(demos.tasks or train_tasks)
+    specs = [demos.tasks] if isinstance(demos.tasks, str) else demos.tasks or [train_tasks]
+    tasks = [task for spec in specs for task in load_tasks(spec)]
     if demos.exclude_train_tasks:
         tasks = [t for t in tasks if t.instance_id not in train_ids]
     tasks = tasks[: demos.limit]

@@ -74,6 +74,10 @@ def test_demo_tasks_default_to_the_train_tasks_and_can_leave_them_out(tmp_path):
     assert [json.loads(line)["instance_id"] for line in Path(path).read_text().splitlines()] == demo_ids
     _, few = write_demo_tasks(config(tasks="builtin:floor:train", exclude_train_tasks=True, limit=3), train, heldout)
     assert few == demo_ids[:3]
+    # A list of specs: the libraries the RL tasks do not come from (the main job's recipe).
+    _, other_libraries = write_demo_tasks(config(tasks=["builtin:floor:linediff", "builtin:floor:semvertools"]),
+                                          train, heldout)
+    assert {i.split("-")[0] for i in other_libraries} == {"linediff", "semvertools"} and len(other_libraries) > 20
     with pytest.raises(ValueError, match="held-out tasks.*inilike-001-floor"):
         write_demo_tasks(config(tasks="builtin:floor"), train, heldout)  # the whole tier: held-out included
     with pytest.raises(ValueError, match="no tasks left to demonstrate.*train tasks are excluded"):
