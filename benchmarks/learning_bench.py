@@ -5,23 +5,24 @@ The run is `agent-rl pipeline` (the README's main job) at benchmark size, as a s
 it is one process tree and exactly what a user would type:
 
   1. eval base     pass@1..k on the train and held-out task subsets (temperature 1, n samples)
-  2. demos + sft   the scripted expert on the rest of the train split (--demos others: the RL
-                   tasks left out, so SFT must generalise to them) or on the train subset
-                   itself (--demos train: the earlier recipe, which memorised them), SFT on
-                   what resolved
+  2. demos + sft   the scripted expert on half the train split's libraries, RL on tasks of the
+                   other half, which SFT never saw (--demos other-libraries, the main job's
+                   recipe); or on the rest of the train split, RL tasks left out (--demos
+                   others: SFT then solves the RL tasks from the start, a flat RL curve); or on
+                   the RL tasks themselves (--demos train: memorised); SFT on what resolved
   3. dapo          DAPO from the SFT checkpoint on the train subset
   4. eval          after SFT and after SFT+RL, then `agent-rl compare` base / sft / sft+rl (PNG per split)
   5. RL curve      mean reward of RL's last 3 steps minus its first 3, with a bootstrap interval
 
 The baseline is the base model in the same run. The recipe is configs/learn-cpu.yaml with the
-task subsets, eval sampling and step counts set from the flags. benchmarks/results/
-learning_bench-2core.json is the earlier recipe's full run (--demos train --sft-steps 3): about
-35 minutes on 2 CPU cores; the current defaults add about 10 (42 demonstrations, 24 SFT steps).
+task subsets, eval sampling and step counts set from the flags.
+benchmarks/results/learning_bench-other-libraries-2core.json is the default run (about 35 minutes
+on 2 CPU cores); learning_bench-2core.json an earlier recipe's (--demos train --sft-steps 3).
 At 256 tokens per turn the base model's episodes run to the cap, so 8 train tasks with n=4
 would take about two hours; pass@k is sampled at the RL temperature (0.7).
 
     python benchmarks/learning_bench.py [--tasks-limit 4] [--heldout-limit 4] [--samples 2]
-        [--temperature 0.7] [--sft-steps 24] [--demos others|train] [--rl-steps 8] [--out runs/learning-bench] [--json out.json]
+        [--temperature 0.7] [--sft-steps 24] [--demos other-libraries|others|train] [--rl-steps 8] [--out runs/learning-bench] [--json out.json]
 """
 from __future__ import annotations
 
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=2, help="eval samples per task (n of pass@k)")
     parser.add_argument("--temperature", type=float, default=0.7, help="eval sampling temperature")
     parser.add_argument("--sft-steps", type=int, default=24)
-    parser.add_argument("--demos", choices=("others", "train", "other-libraries"), default="others",
+    parser.add_argument("--demos", choices=("others", "train", "other-libraries"), default="other-libraries",
                         help="others: demonstrate the rest of the train split (the RL tasks left out); train: the RL "
                              "tasks; other-libraries: half the train split's libraries, RL on the other half")
     parser.add_argument("--sft-lr", type=float, default=1e-4)

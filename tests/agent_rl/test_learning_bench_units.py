@@ -44,6 +44,13 @@ def test_the_benchmark_is_the_main_job_recipe_at_size_and_its_overrides_validate
     args.demos = "train"
     config = load_config(PipelineConfig, bench.REPO / "configs" / "learn-cpu.yaml", bench.pipeline_overrides(args, tmp_path))
     assert (config.demos.tasks, config.demos.exclude_train_tasks) == (None, False)
+    # --demos other-libraries (the default, the main job's split): the expert shows half the
+    # train libraries, the RL tasks come from the other half.
+    args.demos = "other-libraries"
+    config = load_config(PipelineConfig, bench.REPO / "configs" / "learn-cpu.yaml", bench.pipeline_overrides(args, tmp_path))
+    shown = {json.loads(line)["instance_id"].split("-")[0] for line in Path(config.demos.tasks).read_text().splitlines()}
+    unseen = {i.split("-")[0] for i in config.train.tasks.ids}
+    assert shown and unseen and not shown & unseen and shown | unseen == set(SPLITS["train"])
     # Default: every train task each step; --rl-temperature overrides the recipe's sampling.
     args.tasks_per_step, args.rl_temperature = 0, 1.0
     config = load_config(PipelineConfig, bench.REPO / "configs" / "learn-cpu.yaml", bench.pipeline_overrides(args, tmp_path))

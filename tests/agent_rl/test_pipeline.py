@@ -151,7 +151,7 @@ def test_a_tiny_real_pipeline_runs_every_stage_and_a_rerun_resumes(tmp_path, cap
             "train.agent.max_turns=2", "train.env.max_turns=2", "train.agent.max_tokens_per_turn=128",
             "train.logging.tensorboard=false",
             "sft.max_steps=2", "sft.batch_size=1",
-            # the recipe demonstrates 42 other tasks and evaluates a held-out split: too slow here
+            # the recipe demonstrates 24 tasks of two other libraries and evaluates a held-out split: too slow here
             "demos.tasks=null", "demos.exclude_train_tasks=false", "eval.heldout=null"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
