@@ -25,6 +25,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+START_TIMEOUT_S = 900.0  # placing the replicas and loading the model into each
+
 
 def _replica_class() -> Any:
     import ray
@@ -50,9 +52,10 @@ def _replica_class() -> Any:
 
 
 def _spread(count: int, gpus: float) -> list[Any]:
-    """Where each replica goes: round-robin over the live nodes that have the GPUs it needs
-    (Ray's own SPREAD is best effort and put two on one node of two); soft, so a replica whose
-    node is full still starts elsewhere."""
+    """Where each replica goes: round-robin over the live nodes that have the GPUs it needs.
+    Hard affinity: Ray's own SPREAD, and soft affinity too, put both of two replicas on one node
+    of two (a fresh cluster's second node is not always taken as available yet); a replica
+    that cannot be placed is an error at start-up (`START_TIMEOUT_S`), not a silent pile-up."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -60,7 +63,7 @@ def _spread(count: int, gpus: float) -> list[Any]:
                    if n.get("Alive") and float(n.get("Resources", {}).get("GPU", 0.0)) >= gpus)
     if not nodes:
         raise RuntimeError(f"no live Ray node has the {gpus:g} GPU(s) an engine replica needs")
-    return [NodeAffinitySchedulingStrategy(node_id=nodes[i % len(nodes)], soft=True) for i in range(count)]
+    return [NodeAffinitySchedulingStrategy(node_id=nodes[i % len(nodes)], soft=False) for i in range(count)]
 
 
 class RayEngineReplicas:
@@ -69,6 +72,7 @@ class RayEngineReplicas:
 
     def __init__(self, cluster: Any, engine: Any, *, model: str, tokenizer: Any) -> None:
         import ray
+        from ray.exceptions import GetTimeoutError
 
         from agent_rl.engines.openai_http import OpenAIEngine
         from agent_rl.engines.replicas import ReplicaPool
@@ -82,7 +86,11 @@ class RayEngineReplicas:
         self.handles = [actor.options(num_gpus=gpus, scheduling_strategy=strategy, max_restarts=0).remote()
                         for strategy in _spread(cluster.engine_replicas, gpus)]
         try:
-            started = ray.get([h.start.remote(model, model, settings) for h in self.handles])
+            started = ray.get([h.start.remote(model, model, settings) for h in self.handles], timeout=START_TIMEOUT_S)
+        except GetTimeoutError:
+            self._kill()
+            raise RuntimeError(f"{cluster.engine_replicas} engine replica(s) did not start within {START_TIMEOUT_S:g}s "
+                               f"(each needs {gpus:g} GPU(s) on its node: are they free?)") from None
         except Exception:
             self._kill()
             raise

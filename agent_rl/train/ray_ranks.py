@@ -1,7 +1,7 @@
 """Training ranks placed on a Ray cluster (`cluster.trainer_ranks: N`), in place of torchrun.
 
 `agent-rl train` with `cluster: {kind: ray, trainer_ranks: N}` starts N Ray actors, round-robin
-over the live nodes that have `trainer_rank_gpus` GPUs each (Ray reserves them and sets each
+over the live nodes (hard affinity) that have `trainer_rank_gpus` GPUs each (Ray reserves them and sets each
 actor's CUDA_VISIBLE_DEVICES, so every rank sees its GPU as cuda:0). Each actor sets what
 torchrun would (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT: rank 0's node and a port free
 there) and runs the same `Trainer` (FSDP2 over gloo on CPU, nccl on CUDA; train/distributed).
@@ -18,6 +18,8 @@ import logging
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 600.0  # for every rank to be placed
 
 
 def _rank_class() -> Any:
@@ -56,7 +58,7 @@ def train_on_ray(config: Any, resume: bool | str = False) -> list[dict[str, Any]
     """Run `config` as `cluster.trainer_ranks` ranks on the Ray cluster; returns rank 0's
     metrics history. Raises `RuntimeError` naming the rank when one fails or dies."""
     import ray
-    from ray.exceptions import RayActorError, RayTaskError
+    from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     cluster = config.cluster
@@ -69,11 +71,15 @@ def train_on_ray(config: Any, resume: bool | str = False) -> list[dict[str, Any]
     if not nodes:
         raise RuntimeError(f"no live Ray node has the {gpus:g} GPU(s) a training rank needs")
     actor = _rank_class()
-    # Soft affinity: rank r prefers node r mod n, and still starts elsewhere if that one is full.
+    # Rank r on node r mod n, hard: soft affinity let a fresh cluster's ranks pile onto one node.
     ranks = [actor.options(num_gpus=gpus, max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-        node_id=nodes[r % len(nodes)], soft=True)).remote() for r in range(world)]
+        node_id=nodes[r % len(nodes)], soft=False)).remote() for r in range(world)]
     try:
-        placed = ray.get([rank.where.remote() for rank in ranks])
+        try:
+            placed = ray.get([rank.where.remote() for rank in ranks], timeout=START_TIMEOUT_S)
+        except GetTimeoutError:
+            raise RuntimeError(f"{world} training ranks could not all be placed within {START_TIMEOUT_S:g}s (each "
+                               f"needs {gpus:g} GPU(s) on its node: are they free?)") from None
         master = placed[0][1]
         port = ray.get(ranks[0].free_port.remote())
         log.info("training ranks: %s; rendezvous at %s:%d",
