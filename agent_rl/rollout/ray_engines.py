@@ -51,8 +51,9 @@ def _replica_class() -> Any:
     return EngineReplica
 
 
-def _spread(count: int, gpus: float) -> list[Any]:
-    """Where each replica goes: round-robin over the live nodes that have the GPUs it needs.
+def spread_over_nodes(count: int, gpus: float, what: str) -> list[Any]:
+    """Where each of `count` actors (`what`: engine replicas, training ranks) goes: round-robin
+    over the live nodes that have the GPUs each needs.
     Hard affinity: Ray's own SPREAD, and soft affinity too, put both of two replicas on one node
     of two (a fresh cluster's second node is not always taken as available yet); a replica
     that cannot be placed is an error at start-up (`START_TIMEOUT_S`), not a silent pile-up."""
@@ -62,7 +63,7 @@ def _spread(count: int, gpus: float) -> list[Any]:
     nodes = sorted(n["NodeID"] for n in ray.nodes()
                    if n.get("Alive") and float(n.get("Resources", {}).get("GPU", 0.0)) >= gpus)
     if not nodes:
-        raise RuntimeError(f"no live Ray node has the {gpus:g} GPU(s) an engine replica needs")
+        raise RuntimeError(f"no live Ray node has the {gpus:g} GPU(s) each of the {what} needs")
     return [NodeAffinitySchedulingStrategy(node_id=nodes[i % len(nodes)], soft=False) for i in range(count)]
 
 
@@ -84,7 +85,7 @@ class RayEngineReplicas:
                     "max_batch_size": engine.max_batch_size, "batch_wait_ms": engine.batch_wait_ms}
         actor = _replica_class()
         self.handles = [actor.options(num_gpus=gpus, scheduling_strategy=strategy, max_restarts=0).remote()
-                        for strategy in _spread(cluster.engine_replicas, gpus)]
+                        for strategy in spread_over_nodes(cluster.engine_replicas, gpus, "engine replicas")]
         try:
             started = ray.get([h.start.remote(model, model, settings) for h in self.handles], timeout=START_TIMEOUT_S)
         except GetTimeoutError:

@@ -59,21 +59,18 @@ def train_on_ray(config: Any, resume: bool | str = False) -> list[dict[str, Any]
     metrics history. Raises `RuntimeError` naming the rank when one fails or dies."""
     import ray
     from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from agent_rl.rollout.ray_engines import spread_over_nodes
 
     cluster = config.cluster
     world = int(cluster.trainer_ranks)
     if not ray.is_initialized():
         ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
     gpus = float(cluster.trainer_rank_gpus)
-    nodes = sorted(n["NodeID"] for n in ray.nodes()
-                   if n.get("Alive") and float(n.get("Resources", {}).get("GPU", 0.0)) >= gpus)
-    if not nodes:
-        raise RuntimeError(f"no live Ray node has the {gpus:g} GPU(s) a training rank needs")
     actor = _rank_class()
     # Rank r on node r mod n, hard: soft affinity let a fresh cluster's ranks pile onto one node.
-    ranks = [actor.options(num_gpus=gpus, max_restarts=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-        node_id=nodes[r % len(nodes)], soft=False)).remote() for r in range(world)]
+    ranks = [actor.options(num_gpus=gpus, max_restarts=0, scheduling_strategy=strategy).remote()
+             for strategy in spread_over_nodes(world, gpus, "training ranks")]
     try:
         try:
             placed = ray.get([rank.where.remote() for rank in ranks], timeout=START_TIMEOUT_S)
