@@ -75,6 +75,16 @@ class ReplicaPool:
                 replica.dead = why
                 log.warning("engine replica %s given up: %s", label, why)
 
+    async def check(self, label: str, why: str) -> bool:
+        """Whether the replica `label` still answers; if not, it is given up (with `why`)."""
+        replica = next((r for r in self._live() if r.label == label), None)
+        if replica is None:
+            return False
+        if await self._alive(replica):
+            return True
+        self.mark_dead(label, why)
+        return False
+
     def _live(self) -> list[Replica]:
         return [r for r in self._replicas if not r.dead]
 
@@ -92,9 +102,8 @@ class ReplicaPool:
                 generation = await replica.engine.generate(prompt_ids, sampling, **kwargs)
             except EngineError as exc:
                 # Unreachable (its retries spent on connection errors) or refusing: is it alive?
-                if await self._alive(replica):
+                if await self.check(replica.label, f"unreachable: {exc}"):
                     raise
-                self.mark_dead(replica.label, f"unreachable: {exc}")
                 continue
             finally:
                 replica.in_flight -= 1

@@ -119,13 +119,7 @@ class RayEngineReplicas:
 
     async def check(self, url: str, why: str) -> bool:
         """Whether the replica at `url` still answers; if not, it is given up (with `why`)."""
-        engine = next((e for e in self.pool.replicas if e.base_url == url), None)
-        if engine is None:
-            return False
-        if await engine.health():
-            return True
-        self.pool.mark_dead(url, why)
-        return False
+        return await self.pool.check(url, why)  # the pool's labels are the replicas' URLs
 
     def close(self) -> None:
         """Stop the servers and the actors (the pool's HTTP sessions are the trainer's to close)."""
