@@ -25,7 +25,8 @@ Placement (--placement):
           idle while the other works; async overlaps them. Containers run on any core.
 Both modes of one run use the same placement; a fresh server (base weights) serves each mode.
 
-    python benchmarks/pipeline_bench.py [--steps 4] [--max-staleness 1] [--placement split] [--json PATH]
+    python benchmarks/pipeline_bench.py [--steps 4] [--max-staleness 1] [--placement split]
+        [--set algorithm.kl_beta=0] [--json PATH]
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def overrides(args: argparse.Namespace, mode: str, out: Path) -> list[str]:
     ]
     if args.episode_deadline:
         rows.append(f"rollout.episode_deadline_s={args.episode_deadline}")
-    return rows
+    return rows + list(args.set)  # last, so a --set wins over the defaults above
 
 
 def pinned(cores: str, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
@@ -151,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="shared: in-process engine on every core; split: a served engine and the trainer on their own cores")
     parser.add_argument("--engine-cores", default="0", help="cores of the served engine (split)")
     parser.add_argument("--trainer-cores", default="1", help="cores of the trainer (split)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a train config override for both modes (repeatable), e.g. algorithm.kl_beta=0")
     parser.add_argument("--out", default="runs/pipeline-bench")
     parser.add_argument("--json", dest="json_path")
     args = parser.parse_args(argv)
