@@ -17,7 +17,9 @@ it is one process tree and exactly what a user would type:
 The baseline is the base model in the same run. The recipe is configs/learn-cpu.yaml with the
 task subsets, eval sampling and step counts set from the flags.
 benchmarks/results/learning_bench-other-libraries-2core.json is the default run (about 35 minutes
-on 2 CPU cores); learning_bench-2core.json an earlier recipe's (--demos train --sft-steps 3).
+on 2 CPU cores); learning_bench-others-heldout8-2core.json the broader-demos trade-off (--demos others
+--rl-temperature 1.0 --heldout-limit 8 --rl-steps 10: held-out above base, RL's rise inside the noise);
+learning_bench-2core.json an earlier recipe's (--demos train --sft-steps 3).
 At 256 tokens per turn the base model's episodes run to the cap, so 8 train tasks with n=4
 would take about two hours; pass@k is sampled at the RL temperature (0.7).
 
