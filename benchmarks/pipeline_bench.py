@@ -24,6 +24,9 @@ Placement (--placement):
           pushed over HTTP (POST /v1/load_checkpoint) after every update. Sync leaves each side
           idle while the other works; async overlaps them. Containers run on any core.
 Both modes of one run use the same placement; a fresh server (base weights) serves each mode.
+Results: benchmarks/results/pipeline_bench-split-kl0-2core.json (split, --set algorithm.kl_beta=0:
+1.53x), pipeline_bench-split-2core.json (split, smoke-cpu's KL: 1.35x), pipeline_bench-2core.json
+(shared: 1.09x).
 
     python benchmarks/pipeline_bench.py [--steps 4] [--max-staleness 1] [--placement split]
         [--set algorithm.kl_beta=0] [--json PATH]
