@@ -24,7 +24,7 @@ At 256 tokens per turn the base model's episodes run to the cap, so 8 train task
 would take about two hours; pass@k is sampled at the RL temperature (0.7).
 
     python benchmarks/learning_bench.py [--tasks-limit 4] [--heldout-limit 4] [--samples 2]
-        [--temperature 0.7] [--sft-steps 24] [--demos other-libraries|others|train] [--rl-steps 8] [--out runs/learning-bench] [--json out.json]
+        [--temperature 0.7] [--sft-steps 24] [--demos other-libraries|others|train] [--demo-libraries N] [--rl-steps 8] [--out runs/learning-bench] [--json out.json]
 """
 from __future__ import annotations
 
@@ -85,13 +85,17 @@ def pipeline_overrides(args: argparse.Namespace, out: Path) -> list[str]:
 
     demos: list[str]
     if args.demos == "other-libraries":
-        # The train split's libraries in two halves: the expert demonstrates the first, RL and the
-        # train eval use the second, which SFT never saw (as the held-out libraries).
+        # The train split's libraries in two parts: the expert demonstrates the first
+        # --demo-libraries (default half), RL and the train eval use the rest, which SFT never saw
+        # (as the held-out libraries). More demonstrated libraries: broader SFT, fewer RL libraries.
         from envs.tasks import load_tasks
 
         everything = load_tasks(split_spec(args.tier, "train"))
         libraries = sorted({library(t) for t in everything})
-        shown, unseen = libraries[:len(libraries) // 2], libraries[len(libraries) // 2:]
+        n_shown = args.demo_libraries or len(libraries) // 2
+        if not 1 <= n_shown < len(libraries):
+            raise SystemExit(f"--demo-libraries must be 1..{len(libraries) - 1} (the train split has {libraries})")
+        shown, unseen = libraries[:n_shown], libraries[n_shown:]
         train = [t.instance_id for t in pick_tasks(args.tier, "train", args.tasks_limit, unseen)]
         demo_file = write_tasks_jsonl([t for t in everything if library(t) in shown], out / "tasks-demos-shown.jsonl")
         demos = [f"demos.tasks={demo_file}", "demos.exclude_train_tasks=false"]
@@ -174,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demos", choices=("others", "train", "other-libraries"), default="other-libraries",
                         help="others: demonstrate the rest of the train split (the RL tasks left out); train: the RL "
                              "tasks; other-libraries: half the train split's libraries, RL on the other half")
+    parser.add_argument("--demo-libraries", type=int, default=0,
+                        help="with --demos other-libraries: how many of the train split's libraries (sorted) the "
+                             "expert demonstrates; RL uses the rest (0: half)")
     parser.add_argument("--sft-lr", type=float, default=1e-4)
     parser.add_argument("--rl-steps", type=int, default=8)
     parser.add_argument("--rl-lr", type=float, default=1e-5)
