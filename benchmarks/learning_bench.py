@@ -41,26 +41,14 @@ REPO = Path(__file__).resolve().parent.parent
 LABELS = {"base": "base", "sft": "sft", "rl": "sft+rl"}
 
 
-def library(task: Any) -> str:
-    return task.instance_id.split("-")[0]
-
-
 def pick_tasks(tier: str, split: str, limit: int, libraries: Sequence[str] | None = None) -> list[Any]:
     """The first `limit` tasks of `builtin:<tier>:<split>` (of `libraries` only, if given),
     round-robin over its libraries (so a small subset still spans them), in a fixed order."""
+    from agent_rl.train.pipeline import library, spread_over_libraries
     from envs.tasks import load_tasks
 
-    spec = split_spec(tier, split)
-    by_lib: dict[str, list[Any]] = {}
-    for task in sorted(load_tasks(spec), key=lambda t: t.instance_id):
-        if libraries is None or library(task) in libraries:
-            by_lib.setdefault(library(task), []).append(task)
-    picked: list[Any] = []
-    while len(picked) < limit and any(by_lib.values()):
-        for lib in sorted(by_lib):
-            if by_lib[lib] and len(picked) < limit:
-                picked.append(by_lib[lib].pop(0))
-    return picked
+    tasks = sorted(load_tasks(split_spec(tier, split)), key=lambda t: t.instance_id)
+    return spread_over_libraries([t for t in tasks if libraries is None or library(t) in libraries], limit)
 
 
 def split_spec(tier: str, split: str) -> str:
@@ -88,6 +76,7 @@ def pipeline_overrides(args: argparse.Namespace, out: Path) -> list[str]:
         # The train split's libraries in two parts: the expert demonstrates the first
         # --demo-libraries (default half), RL and the train eval use the rest, which SFT never saw
         # (as the held-out libraries). More demonstrated libraries: broader SFT, fewer RL libraries.
+        from agent_rl.train.pipeline import library
         from envs.tasks import load_tasks
 
         everything = load_tasks(split_spec(args.tier, "train"))
@@ -171,22 +160,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="smollm2-135m", help="base model alias or checkpoint")
     parser.add_argument("--tier", default="floor", help="difficulty tier of the splits ('' for all tiers)")
     parser.add_argument("--tasks-limit", type=int, default=4, help="train tasks")
-    parser.add_argument("--heldout-limit", type=int, default=4, help="held-out tasks")
+    parser.add_argument("--heldout-limit", type=int, default=8, help="held-out tasks")
     parser.add_argument("--samples", type=int, default=2, help="eval samples per task (n of pass@k)")
     parser.add_argument("--temperature", type=float, default=0.7, help="eval sampling temperature")
     parser.add_argument("--sft-steps", type=int, default=24)
     parser.add_argument("--demos", choices=("others", "train", "other-libraries"), default="other-libraries",
                         help="others: demonstrate the rest of the train split (the RL tasks left out); train: the RL "
                              "tasks; other-libraries: half the train split's libraries, RL on the other half")
-    parser.add_argument("--demo-libraries", type=int, default=0,
+    parser.add_argument("--demo-libraries", type=int, default=3,
                         help="with --demos other-libraries: how many of the train split's libraries (sorted) the "
-                             "expert demonstrates; RL uses the rest (0: half)")
+                             "expert demonstrates; RL uses the rest (0: half; 3: the main job's)")
     parser.add_argument("--sft-lr", type=float, default=1e-4)
     parser.add_argument("--rl-steps", type=int, default=8)
     parser.add_argument("--rl-lr", type=float, default=1e-5)
     parser.add_argument("--rl-temperature", type=float, default=None,
                         help="RL rollout temperature (default: the recipe's)")
-    parser.add_argument("--group-size", type=int, default=2)
+    parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--tasks-per-step", type=int, default=0,
                         help="RL groups per step (0: every train task, so the curve tracks the policy, not the task mix)")
     parser.add_argument("--out", default="runs/learning-bench")

@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal, Sequence
 
 from pydantic import Field, model_validator
 
@@ -76,7 +76,8 @@ class StageEvalConfig(StrictModel):
     heldout: str | None = None
     """Task spec evaluated too but never trained on (e.g. builtin:floor:heldout); None: none."""
     heldout_limit: int | None = Field(None, ge=1)
-    """Use only the first N held-out tasks."""
+    """Use only N held-out tasks: the first of each library in turn (`spread_over_libraries`), so
+    a small subset still spans the split's libraries."""
 
 
 class PipelineConfig(StrictModel):
@@ -132,12 +133,34 @@ def write_train_tasks(config: PipelineConfig) -> tuple[str, list[str]]:
     return write_tasks_jsonl(tasks, Path(config.output_dir) / "tasks-train.jsonl"), [t.instance_id for t in tasks]
 
 
+def library(task: Any) -> str:
+    """The library (repository) a task comes from, by the SWE-bench id convention `<library>-<n>`."""
+    return task.instance_id.split("-")[0]
+
+
+def spread_over_libraries(tasks: Sequence[Any], limit: int | None) -> list[Any]:
+    """Up to `limit` of `tasks`, taking each library's next task in turn (libraries in sorted
+    order, each library's tasks in their given order); None: all of them, as given."""
+    if limit is None:
+        return list(tasks)
+    by_library: dict[str, list[Any]] = {}
+    for task in tasks:
+        by_library.setdefault(library(task), []).append(task)
+    queues = [by_library[name] for name in sorted(by_library)]
+    picked: list[Any] = []
+    while len(picked) < limit and any(queues):
+        for queue in queues:
+            if queue and len(picked) < limit:
+                picked.append(queue.pop(0))
+    return picked
+
+
 def write_heldout_tasks(config: PipelineConfig) -> str | None:
     from envs.tasks import load_tasks
 
     if not config.eval.heldout:
         return None
-    tasks = load_tasks(config.eval.heldout)[: config.eval.heldout_limit]
+    tasks = spread_over_libraries(load_tasks(config.eval.heldout), config.eval.heldout_limit)
     if not tasks:
         raise ValueError(f"no held-out tasks in {config.eval.heldout!r}")
     return write_tasks_jsonl(tasks, Path(config.output_dir) / "tasks-heldout.jsonl")
