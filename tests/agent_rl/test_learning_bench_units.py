@@ -7,6 +7,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from envs.suites.splits import SPLITS
 
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "learning_bench.py"
@@ -30,7 +32,7 @@ def test_the_benchmark_is_the_main_job_recipe_at_size_and_its_overrides_validate
     args = bench.main.__globals__["argparse"].Namespace(
         model="smollm2-135m", tier="floor", tasks_limit=5, heldout_limit=3, samples=4, temperature=1.0,
         sft_steps=3, sft_lr=1e-4, rl_steps=8, rl_lr=1e-5, group_size=2, tasks_per_step=4, rl_temperature=None,
-        demos="others")
+        demos="others", demo_libraries=0)
     overrides = bench.pipeline_overrides(args, tmp_path)
     config = load_config(PipelineConfig, bench.REPO / "configs" / "learn-cpu.yaml", overrides)
     assert len(config.train.tasks.ids) == 5 and config.train.rollout.tasks_per_step == 4
@@ -51,6 +53,16 @@ def test_the_benchmark_is_the_main_job_recipe_at_size_and_its_overrides_validate
     shown = {json.loads(line)["instance_id"].split("-")[0] for line in Path(config.demos.tasks).read_text().splitlines()}
     unseen = {i.split("-")[0] for i in config.train.tasks.ids}
     assert shown and unseen and not shown & unseen and shown | unseen == set(SPLITS["train"])
+    assert len(shown) == len(unseen)  # --demo-libraries 0: half
+    # --demo-libraries 3 (the main job's split): three libraries shown, RL on the fourth.
+    args.demo_libraries = 3
+    config = load_config(PipelineConfig, bench.REPO / "configs" / "learn-cpu.yaml", bench.pipeline_overrides(args, tmp_path))
+    shown = {json.loads(line)["instance_id"].split("-")[0] for line in Path(config.demos.tasks).read_text().splitlines()}
+    assert len(shown) == 3 and {i.split("-")[0] for i in config.train.tasks.ids} == set(SPLITS["train"]) - shown
+    args.demo_libraries = 4
+    with pytest.raises(SystemExit, match="--demo-libraries must be 1..3"):
+        bench.pipeline_overrides(args, tmp_path)
+    args.demo_libraries = 0
     # Default: every train task each step; --rl-temperature overrides the recipe's sampling.
     args.tasks_per_step, args.rl_temperature = 0, 1.0
     config = load_config(PipelineConfig, bench.REPO / "configs" / "learn-cpu.yaml", bench.pipeline_overrides(args, tmp_path))

@@ -12,7 +12,8 @@ from agent_rl.cli import main
 from agent_rl.eval.reward_curve import bootstrap_diff, episode_rewards, reward_curve, step_rewards
 from agent_rl.recipes import load_config
 from agent_rl.train.pipeline import (
-    PipelineConfig, before_after_lines, finished_checkpoint, write_demo_tasks, write_heldout_tasks, write_train_tasks,
+    PipelineConfig, before_after_lines, finished_checkpoint, spread_over_libraries, write_demo_tasks, write_heldout_tasks,
+    write_train_tasks,
 )
 from strictconfig import ConfigError
 
@@ -67,6 +68,9 @@ def test_demo_tasks_default_to_the_train_tasks_and_can_leave_them_out(tmp_path):
     plain = config()
     train, _ = write_train_tasks(plain)
     heldout = write_heldout_tasks(plain)
+    # heldout_limit spans the libraries: the split's first two tasks are both inilike's.
+    assert [json.loads(line)["instance_id"] for line in Path(heldout).read_text().splitlines()] == [
+        "inilike-001-floor", "spanset-001-floor"]
     assert write_demo_tasks(plain, train, heldout) == (train, ids)  # same file: the old stage marks hold
 
     path, demo_ids = write_demo_tasks(config(tasks="builtin:floor:train", exclude_train_tasks=True), train, heldout)
@@ -82,6 +86,16 @@ def test_demo_tasks_default_to_the_train_tasks_and_can_leave_them_out(tmp_path):
         write_demo_tasks(config(tasks="builtin:floor"), train, heldout)  # the whole tier: held-out included
     with pytest.raises(ValueError, match="no tasks left to demonstrate.*train tasks are excluded"):
         write_demo_tasks(config(exclude_train_tasks=True), train, heldout)
+
+
+def test_spread_over_libraries_takes_each_librarys_next_task_in_turn():
+    from types import SimpleNamespace
+
+    tasks = [SimpleNamespace(instance_id=i) for i in ("b-1", "b-2", "b-3", "a-1", "c-1", "a-2")]
+    ids = lambda picked: [t.instance_id for t in picked]  # noqa: E731
+    assert ids(spread_over_libraries(tasks, 4)) == ["a-1", "b-1", "c-1", "a-2"]
+    assert ids(spread_over_libraries(tasks, 10)) == ["a-1", "b-1", "c-1", "a-2", "b-2", "b-3"]
+    assert ids(spread_over_libraries(tasks, None)) == ids(tasks)
 
 
 def test_reward_curve_rises_only_when_the_interval_clears_zero(tmp_path):
@@ -146,7 +160,7 @@ def test_finished_checkpoint_needs_the_final_step(tmp_path):
 def test_a_tiny_real_pipeline_runs_every_stage_and_a_rerun_resumes(tmp_path, capsys):
     out = tmp_path / "pipe"
     argv = ["pipeline", "--config", str(ROOT / "configs" / "learn-cpu.yaml"), f"output_dir={out}",
-            "train.tasks.ids=[semvertools-001-floor]", "train.rollout.tasks_per_step=1",
+            "train.tasks.ids=[semvertools-001-floor]", "train.rollout.tasks_per_step=1", "train.rollout.group_size=2",
             "train.algorithm.mini_batch_size=2", "train.algorithm.micro_batch_size=2", "train.max_steps=1",
             "train.agent.max_turns=2", "train.env.max_turns=2", "train.agent.max_tokens_per_turn=128",
             "train.logging.tensorboard=false",
