@@ -5,26 +5,30 @@ The run is `agent-rl pipeline` (the README's main job) at benchmark size, as a s
 it is one process tree and exactly what a user would type:
 
   1. eval base     pass@1..k on the train and held-out task subsets (temperature 1, n samples)
-  2. demos + sft   the scripted expert on half the train split's libraries, RL on tasks of the
-                   other half, which SFT never saw (--demos other-libraries, the main job's
-                   recipe); or on the rest of the train split, RL tasks left out (--demos
-                   others: SFT then solves the RL tasks from the start, a flat RL curve); or on
-                   the RL tasks themselves (--demos train: memorised); SFT on what resolved
+  2. demos + sft   the scripted expert on --demo-libraries of the train split's libraries (default
+                   3 of 4, the main job's recipe), RL on tasks of the rest, which SFT never saw
+                   (--demos other-libraries); or on the rest of the train split, RL tasks left
+                   out (--demos others: SFT then solves the RL tasks from the start, a flat RL
+                   curve); or on the RL tasks themselves (--demos train: memorised); SFT on what
+                   resolved
   3. dapo          DAPO from the SFT checkpoint on the train subset
   4. eval          after SFT and after SFT+RL, then `agent-rl compare` base / sft / sft+rl (PNG per split)
   5. RL curve      mean reward of RL's last 3 steps minus its first 3, with a bootstrap interval
 
 The baseline is the base model in the same run. The recipe is configs/learn-cpu.yaml with the
 task subsets, eval sampling and step counts set from the flags.
-benchmarks/results/learning_bench-other-libraries-2core.json is the default run (about 35 minutes
-on 2 CPU cores); learning_bench-others-heldout8-2core.json the broader-demos trade-off (--demos others
---rl-temperature 1.0 --heldout-limit 8 --rl-steps 10: held-out above base, RL's rise inside the noise);
-learning_bench-2core.json an earlier recipe's (--demos train --sft-steps 3).
+benchmarks/results/learning_bench-3libs-g4-2core.json is the default run (40 minutes on 2 CPU cores;
+all three of issue 11's targets: RL tasks 0 → 8/8, held-out 0/16 → 8/16, RL's last 3 steps above
+its first 3 outside the bootstrap interval). Earlier recipes, each missing one target:
+learning_bench-other-libraries-2core.json (--demo-libraries 0 --group-size 2 --heldout-limit 4:
+held-out stays 0), learning_bench-others-heldout8-2core.json (--demos others --rl-temperature 1.0
+--group-size 2 --rl-steps 10: RL's rise inside the noise), learning_bench-2core.json (--demos
+train --sft-steps 3 --group-size 2 --heldout-limit 4).
 At 256 tokens per turn the base model's episodes run to the cap, so 8 train tasks with n=4
 would take about two hours; pass@k is sampled at the RL temperature (0.7).
 
-    python benchmarks/learning_bench.py [--tasks-limit 4] [--heldout-limit 4] [--samples 2]
-        [--temperature 0.7] [--sft-steps 24] [--demos other-libraries|others|train] [--demo-libraries N] [--rl-steps 8] [--out runs/learning-bench] [--json out.json]
+    python benchmarks/learning_bench.py [--tasks-limit 4] [--heldout-limit 8] [--samples 2]
+        [--temperature 0.7] [--sft-steps 24] [--demos other-libraries|others|train] [--demo-libraries 3] [--group-size 4] [--rl-steps 8] [--out runs/learning-bench] [--json out.json]
 """
 from __future__ import annotations
 
