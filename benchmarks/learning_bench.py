@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sft-steps", type=int, default=24)
     parser.add_argument("--demos", choices=("others", "train", "other-libraries"), default="other-libraries",
                         help="others: demonstrate the rest of the train split (the RL tasks left out); train: the RL "
-                             "tasks; other-libraries: half the train split's libraries, RL on the other half")
+                             "tasks; other-libraries: --demo-libraries of the train split's libraries, RL on the rest")
     parser.add_argument("--demo-libraries", type=int, default=3,
                         help="with --demos other-libraries: how many of the train split's libraries (sorted) the "
                              "expert demonstrates; RL uses the rest (0: half; 3: the main job's)")
